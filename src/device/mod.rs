@@ -1,0 +1,50 @@
+//! Where tensor data lives. `Storage` is the one enum every op matches on: a new backend is a new
+//! variant, and the compiler then lists every op that still lacks a path for it.
+
+pub mod cpu;
+
+use ndarray::ArcArray1;
+
+/// A compute device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The host CPU (rayon + matrixmultiply).
+    #[default]
+    Cpu,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+        }
+    }
+}
+
+/// The data of a tensor, contiguous, in row-major (NCHW) order.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Host memory, reference counted and copied on write.
+    Cpu(ArcArray1<f32>),
+}
+
+impl Storage {
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(a) => a.len(),
+        }
+    }
+
+    /// True when the storage holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,64 @@
+//! One error type for the whole crate. Every message names the op or file involved and says what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in darts, as a value: the library never panics on user input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An op got tensors whose shapes do not fit together.
+    #[error("{op}: {msg} (got shapes {shapes:?})")]
+    Shape {
+        op: &'static str,
+        msg: String,
+        shapes: Vec<Vec<usize>>,
+    },
+    /// A value outside what an op or command accepts (zero sizes, bad probabilities, unknown names).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A data file that is missing, truncated or not in the expected format.
+    #[error("{}: {msg}", path.display())]
+    Data { path: PathBuf, msg: String },
+    /// An I/O failure on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Training produced NaN or infinity.
+    #[error("numerical divergence: {0}; lower the learning rate or check the input data")]
+    NonFinite(String),
+    /// An operation needs a device that is not available or not supported for it.
+    #[error("{op}: {msg}")]
+    Device { op: &'static str, msg: String },
+}
+
+/// The crate-wide result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for a shape error.
+    pub fn shape(op: &'static str, msg: impl Into<String>, shapes: &[&[usize]]) -> Self {
+        Error::Shape {
+            op,
+            msg: msg.into(),
+            shapes: shapes.iter().map(|s| s.to_vec()).collect(),
+        }
+    }
+
+    /// Shorthand for a data-format error on a file.
+    pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for an I/O error on a file.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # darts
+//!
+//! Differentiable architecture search (Liu, Simonyan, Yang, ICLR 2019) in Rust: tensors, a
+//! hand-written reverse-mode autodiff, fast CPU kernels, and the DARTS search on top.
+//!
+//! ```
+//! use darts::{ops, Tensor};
+//! // d/dx sum(relu(x) * x) = 2x where x > 0, else 0
+//! let x = Tensor::from_vec(vec![-1.0, 2.0, 3.0], &[3]).unwrap().requires_grad();
+//! let y = ops::sum(&ops::mul(&ops::relu(&x).unwrap(), &x).unwrap()).unwrap();
+//! let grads = y.backward().unwrap();
+//! assert_eq!(grads.get(&x).unwrap().to_vec(), vec![0.0, 4.0, 6.0]);
+//! ```
+
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod tape;
+pub mod tensor;
+
+pub use device::Device;
+pub use error::{Error, Result};
+pub use tape::{no_grad, Grads};
+pub use tensor::Tensor;

@@ -1,0 +1,245 @@
+//! `Tensor`: a shape, a storage on some device, and (when it takes part in autodiff) a tape node.
+//!
+//! Tensors are cheap to clone (the storage is reference counted) and immutable through the op
+//! API; [`Tensor::data_mut`] copies on write, so an in-place update never changes a value that a
+//! recorded graph still holds.
+
+use std::sync::Arc;
+
+use ndarray::{ArcArray1, ArrayViewD, IxDyn};
+use rand::Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+
+use crate::device::{Device, Storage};
+use crate::error::{Error, Result};
+use crate::tape::{self, Grads, Node, NodeId};
+
+/// An n-dimensional f32 array (NCHW for images), contiguous and row-major.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Storage,
+    node: Option<Arc<Node>>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("device", &self.device())
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+impl Tensor {
+    /// A tensor from row-major data; fails when `data.len()` is not the product of `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape(
+                "Tensor::from_vec",
+                format!("{} values do not fill the shape", data.len()),
+                &[shape],
+            ));
+        }
+        Ok(Tensor::from_parts(data, shape))
+    }
+
+    /// Internal constructor for kernel outputs whose length is right by construction.
+    pub(crate) fn from_parts(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cpu(ArcArray1::from(data)),
+            node: None,
+        }
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Tensor::from_parts(vec![value; shape.iter().product()], shape)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// A scalar (shape `[]`).
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::full(&[], value)
+    }
+
+    /// Samples from N(0, std²).
+    pub fn randn(shape: &[usize], std: f32, rng: &mut impl Rng) -> Tensor {
+        let normal = Normal::new(0.0f32, std.abs()).expect("finite std");
+        let n = shape.iter().product();
+        Tensor::from_parts((0..n).map(|_| normal.sample(rng)).collect(), shape)
+    }
+
+    /// Samples from U(lo, hi).
+    pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut impl Rng) -> Tensor {
+        let n = shape.iter().product();
+        if hi <= lo {
+            return Tensor::full(shape, lo);
+        }
+        let u = Uniform::new(lo, hi).expect("lo < hi");
+        Tensor::from_parts((0..n).map(|_| u.sample(rng)).collect(), shape)
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        self.storage.device()
+    }
+
+    /// The storage, for op dispatch.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The data as a slice (CPU tensors).
+    pub fn data(&self) -> &[f32] {
+        match &self.storage {
+            Storage::Cpu(a) => a.as_slice().expect("CPU storage is contiguous"),
+        }
+    }
+
+    /// Mutable data, copied first if the storage is shared (copy on write).
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        match &mut self.storage {
+            Storage::Cpu(a) => a.as_slice_mut().expect("CPU storage is contiguous"),
+        }
+    }
+
+    /// A copy of the data on the host.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data().to_vec()
+    }
+
+    /// An ndarray view with this tensor's shape.
+    pub fn view(&self) -> ArrayViewD<'_, f32> {
+        ArrayViewD::from_shape(IxDyn(&self.shape), self.data()).expect("shape matches data")
+    }
+
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        match self.data() {
+            [v] => Ok(*v),
+            _ => Err(Error::shape("item", "needs exactly one element", &[&self.shape])),
+        }
+    }
+
+    /// The four sizes of an NCHW tensor.
+    pub fn dims4(&self, op: &'static str) -> Result<(usize, usize, usize, usize)> {
+        match self.shape[..] {
+            [n, c, h, w] => Ok((n, c, h, w)),
+            _ => Err(Error::shape(op, "expects an NCHW tensor", &[&self.shape])),
+        }
+    }
+
+    /// The same data with another shape of equal size (shares the storage; differentiable).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != self.numel() {
+            return Err(Error::shape("reshape", "sizes differ", &[&self.shape, shape]));
+        }
+        let out = Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+            node: None,
+        };
+        let back = self.shape.clone();
+        Ok(tape::record("reshape", out, &[self], move |g, _| {
+            Ok(vec![Some(g.reshape_untracked(&back))])
+        }))
+    }
+
+    fn reshape_untracked(&self, shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+            node: None,
+        }
+    }
+
+    /// Makes this tensor a leaf that receives a gradient (a parameter or an input under study).
+    /// It gets a fresh id that it keeps through in-place updates.
+    pub fn requires_grad(mut self) -> Tensor {
+        self.node = Some(Node::leaf(NodeId::fresh(), &self.shape));
+        self
+    }
+
+    /// True when gradients flow to or through this tensor.
+    pub fn tracks_grad(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// The same value, cut from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor {
+            node: None,
+            ..self.clone()
+        }
+    }
+
+    /// The tape id, when the tensor takes part in autodiff.
+    pub fn id(&self) -> Option<NodeId> {
+        self.node.as_ref().map(|n| n.id)
+    }
+
+    pub(crate) fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
+    }
+
+    pub(crate) fn with_node(mut self, node: Arc<Node>) -> Tensor {
+        self.node = Some(node);
+        self
+    }
+
+    /// Replaces the value (same shape) and keeps the identity: how optimisers and checkpoint
+    /// loading update parameters.
+    pub fn set_data(&mut self, value: &Tensor) -> Result<()> {
+        if value.shape != self.shape {
+            return Err(Error::shape("set_data", "shapes differ", &[&self.shape, &value.shape]));
+        }
+        self.storage = value.storage.clone();
+        Ok(())
+    }
+
+    /// `self += other`, in place, outside the graph (gradient accumulation, running statistics).
+    pub fn add_assign(&mut self, other: &Tensor) -> Result<()> {
+        if other.shape != self.shape {
+            return Err(Error::shape("add_assign", "shapes differ", &[&self.shape, &other.shape]));
+        }
+        let o = other.data();
+        for (a, b) in self.data_mut().iter_mut().zip(o) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    /// Back-propagates from this scalar; returns the gradients of every leaf it depends on.
+    pub fn backward(&self) -> Result<Grads> {
+        tape::backward(self)
+    }
+
+    /// True when every element is finite.
+    pub fn all_finite(&self) -> bool {
+        self.data().iter().all(|v| v.is_finite())
+    }
+}
