@@ -107,6 +107,10 @@ impl Grads {
     pub fn get_id(&self, id: NodeId) -> Option<&Tensor> {
         self.0.get(&id)
     }
+    /// Mutable access to a gradient (clipping, scaling).
+    pub fn get_mut(&mut self, t: &Tensor) -> Option<&mut Tensor> {
+        t.id().and_then(|id| self.0.get_mut(&id))
+    }
     /// Removes and returns a gradient.
     pub fn take(&mut self, t: &Tensor) -> Option<Tensor> {
         t.id().and_then(|id| self.0.remove(&id))
