@@ -159,7 +159,7 @@ pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
             order.push(n);
         }
     }
-    order.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    order.sort_unstable_by_key(|n| std::cmp::Reverse(n.id));
 
     let mut pending: HashMap<NodeId, Tensor> = HashMap::new();
     let mut leaves: HashMap<NodeId, Tensor> = HashMap::new();

@@ -39,6 +39,8 @@ impl<'a> Mat<'a> {
     }
 }
 
+// BLAS-style signature: the operands and their scalars are the argument list.
+#[allow(clippy::too_many_arguments)]
 /// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`, with `c` contiguous row-major, on this thread.
 pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
     assert!(a.data.len() >= a.span(m, k), "sgemm: A too short");
@@ -71,6 +73,7 @@ pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32
 /// Rows of output per parallel task: large enough to amortise packing, small enough to balance.
 const PAR_ROWS: usize = 64;
 
+#[allow(clippy::too_many_arguments)]
 /// Like [`sgemm`], split across rayon threads by blocks of output rows when the product is large.
 pub fn sgemm_par(
     m: usize,
