@@ -14,6 +14,7 @@
 
 pub mod device;
 pub mod error;
+pub mod nas;
 pub mod ops;
 pub mod tape;
 pub mod tensor;
