@@ -1,6 +1,7 @@
 pub mod augment;
 pub mod builtin;
 pub mod cifar;
+pub mod folder;
 pub mod loader;
 pub mod seed;
 pub mod split;
