@@ -12,8 +12,10 @@
 //! assert_eq!(grads.get(&x).unwrap().to_vec(), vec![0.0, 4.0, 6.0]);
 //! ```
 
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod nas;
 pub mod ops;
 pub mod tape;
 pub mod tensor;

@@ -112,6 +112,13 @@ impl Grads {
     pub fn get_mut(&mut self, t: &Tensor) -> Option<&mut Tensor> {
         t.id().and_then(|id| self.0.get_mut(&id))
     }
+    /// Sets the gradient of a leaf (for gradients assembled by hand, e.g. DARTS's unrolled step).
+    /// Does nothing for a tensor outside autodiff.
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        if let Some(id) = t.id() {
+            self.0.insert(id, g);
+        }
+    }
     /// Removes and returns a gradient.
     pub fn take(&mut self, t: &Tensor) -> Option<Tensor> {
         t.id().and_then(|id| self.0.remove(&id))
