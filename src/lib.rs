@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod nas;
 pub mod ops;
+pub mod report;
 pub mod tape;
 pub mod tensor;
 
