@@ -7,6 +7,7 @@ mod elementwise;
 
 pub(crate) use elementwise::map;
 pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
+mod conv;
 mod loss;
 mod matmul;
 mod movement;
@@ -14,12 +15,10 @@ mod norm;
 mod pool;
 mod reduce;
 
+pub use conv::{conv2d, conv2d_backward, Conv2dCfg, Conv2dGrads};
 pub use loss::{cross_entropy, log_softmax, softmax};
 pub use matmul::{linear, matmul};
 pub use movement::{concat, shift, weighted_sum};
 pub use norm::{batch_norm2d, BatchNormCfg};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use reduce::{mean, sum};
-
-// Planned families and their signatures (each lands with forward, backward and gradcheck):
-// conv.rs      conv2d(x[N,Cin,H,W], w[Cout,Cin/groups,kh,kw], bias: Option<&Tensor>[Cout], Conv2dCfg{stride,padding,dilation,groups})
