@@ -3,11 +3,8 @@
 //! Composite layers (separable convs, MixedOp, cells) are built from these and get their
 //! gradients for free.
 
-mod elementwise;
-
-pub(crate) use elementwise::map;
-pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
 mod conv;
+mod elementwise;
 mod loss;
 mod matmul;
 mod movement;
@@ -16,6 +13,8 @@ mod pool;
 mod reduce;
 
 pub use conv::{conv2d, conv2d_backward, Conv2dCfg, Conv2dGrads};
+pub(crate) use elementwise::map;
+pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
 pub use loss::{cross_entropy, log_softmax, softmax};
 pub use matmul::{linear, matmul};
 pub use movement::{concat, shift, weighted_sum};
