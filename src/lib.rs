@@ -12,9 +12,12 @@
 //! assert_eq!(grads.get(&x).unwrap().to_vec(), vec![0.0, 4.0, 6.0]);
 //! ```
 
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tape;
 pub mod tensor;
 
