@@ -29,7 +29,8 @@ impl NodeId {
 
 /// Maps the gradient of an op's output to the gradients of its inputs. `needs[i]` says whether
 /// input `i` wants one; the result has one entry per input (`None` where not needed).
-pub(crate) type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+pub(crate) type BackwardFn =
+    Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 /// One recorded op (or a leaf, which has no backward).
 pub struct Node {
@@ -111,6 +112,13 @@ impl Grads {
     pub fn get_mut(&mut self, t: &Tensor) -> Option<&mut Tensor> {
         t.id().and_then(|id| self.0.get_mut(&id))
     }
+    /// Sets the gradient of a leaf (for gradients assembled by hand, e.g. DARTS's unrolled step).
+    /// Does nothing for a tensor outside autodiff.
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        if let Some(id) = t.id() {
+            self.0.insert(id, g);
+        }
+    }
     /// Removes and returns a gradient.
     pub fn take(&mut self, t: &Tensor) -> Option<Tensor> {
         t.id().and_then(|id| self.0.remove(&id))
@@ -138,7 +146,11 @@ fn accumulate(grads: &mut HashMap<NodeId, Tensor>, id: NodeId, g: Tensor) -> Res
 /// Back-propagates from `root` (a scalar) and returns the gradients of the leaves.
 pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
     if root.numel() != 1 {
-        return Err(Error::shape("backward", "needs a scalar loss", &[root.shape()]));
+        return Err(Error::shape(
+            "backward",
+            "needs a scalar loss",
+            &[root.shape()],
+        ));
     }
     let Some(root_node) = root.node() else {
         return Err(Error::InvalidArgument(
@@ -154,13 +166,15 @@ pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
             order.push(n);
         }
     }
-    order.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    order.sort_unstable_by_key(|n| std::cmp::Reverse(n.id));
 
     let mut pending: HashMap<NodeId, Tensor> = HashMap::new();
     let mut leaves: HashMap<NodeId, Tensor> = HashMap::new();
     pending.insert(root_node.id, Tensor::ones(root.shape()));
     for node in &order {
-        let Some(g) = pending.remove(&node.id) else { continue };
+        let Some(g) = pending.remove(&node.id) else {
+            continue;
+        };
         let Some(backward) = &node.backward else {
             accumulate(&mut leaves, node.id, g)?;
             continue;

@@ -141,7 +141,11 @@ impl Tensor {
     pub fn item(&self) -> Result<f32> {
         match self.data() {
             [v] => Ok(*v),
-            _ => Err(Error::shape("item", "needs exactly one element", &[&self.shape])),
+            _ => Err(Error::shape(
+                "item",
+                "needs exactly one element",
+                &[&self.shape],
+            )),
         }
     }
 
@@ -156,7 +160,11 @@ impl Tensor {
     /// The same data with another shape of equal size (shares the storage; differentiable).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.numel() {
-            return Err(Error::shape("reshape", "sizes differ", &[&self.shape, shape]));
+            return Err(Error::shape(
+                "reshape",
+                "sizes differ",
+                &[&self.shape, shape],
+            ));
         }
         let out = Tensor {
             shape: shape.to_vec(),
@@ -215,7 +223,11 @@ impl Tensor {
     /// loading update parameters.
     pub fn set_data(&mut self, value: &Tensor) -> Result<()> {
         if value.shape != self.shape {
-            return Err(Error::shape("set_data", "shapes differ", &[&self.shape, &value.shape]));
+            return Err(Error::shape(
+                "set_data",
+                "shapes differ",
+                &[&self.shape, &value.shape],
+            ));
         }
         self.storage = value.storage.clone();
         Ok(())
@@ -224,7 +236,11 @@ impl Tensor {
     /// `self += other`, in place, outside the graph (gradient accumulation, running statistics).
     pub fn add_assign(&mut self, other: &Tensor) -> Result<()> {
         if other.shape != self.shape {
-            return Err(Error::shape("add_assign", "shapes differ", &[&self.shape, &other.shape]));
+            return Err(Error::shape(
+                "add_assign",
+                "shapes differ",
+                &[&self.shape, &other.shape],
+            ));
         }
         let o = other.data();
         for (a, b) in self.data_mut().iter_mut().zip(o) {

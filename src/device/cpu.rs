@@ -16,11 +16,19 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A contiguous row-major matrix with `cols` columns.
     pub fn rm(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a contiguous row-major matrix with `cols` columns.
     pub fn tr(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: 1, cs: cols }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
     fn span(&self, rows: usize, cols: usize) -> usize {
         if rows == 0 || cols == 0 {
@@ -31,6 +39,8 @@ impl<'a> Mat<'a> {
     }
 }
 
+// BLAS-style signature: the operands and their scalars are the argument list.
+#[allow(clippy::too_many_arguments)]
 /// `c[m×n] = alpha · a[m×k] · b[k×n] + beta · c`, with `c` contiguous row-major, on this thread.
 pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
     assert!(a.data.len() >= a.span(m, k), "sgemm: A too short");
@@ -63,13 +73,25 @@ pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32
 /// Rows of output per parallel task: large enough to amortise packing, small enough to balance.
 const PAR_ROWS: usize = 64;
 
+#[allow(clippy::too_many_arguments)]
 /// Like [`sgemm`], split across rayon threads by blocks of output rows when the product is large.
-pub fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+pub fn sgemm_par(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: &mut [f32],
+) {
     let flops = 2 * m * k * n;
     if flops < 1 << 21 || m < 2 * PAR_ROWS || rayon::current_num_threads() == 1 {
         return sgemm(m, k, n, alpha, a, b, beta, c);
     }
-    let rows = m.div_ceil(rayon::current_num_threads() * 2).clamp(PAR_ROWS, m);
+    let rows = m
+        .div_ceil(rayon::current_num_threads() * 2)
+        .clamp(PAR_ROWS, m);
     c[..m * n]
         .par_chunks_mut(rows * n)
         .enumerate()

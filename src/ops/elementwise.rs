@@ -13,7 +13,11 @@ const PAR_MIN: usize = 1 << 15;
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::shape(op, "operands must have the same shape", &[a.shape(), b.shape()]));
+        return Err(Error::shape(
+            op,
+            "operands must have the same shape",
+            &[a.shape(), b.shape()],
+        ));
     }
     Ok(())
 }
@@ -25,9 +29,15 @@ pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN).zip(y.par_chunks(PAR_MIN)))
-            .for_each(|(o, (x, y))| o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = f(*x, *y)));
+            .for_each(|(o, (x, y))| {
+                o.iter_mut()
+                    .zip(x.iter().zip(y))
+                    .for_each(|(o, (x, y))| *o = f(*x, *y))
+            });
     } else {
-        out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (x, y))| *o = f(*x, *y));
+        out.iter_mut()
+            .zip(x.iter().zip(y))
+            .for_each(|(o, (x, y))| *o = f(*x, *y));
     }
     Tensor::from_parts(out, a.shape())
 }
@@ -50,7 +60,9 @@ pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;
     let out = zip_map(a, b, |x, y| x + y);
-    Ok(tape::record("add", out, &[a, b], |g, _| Ok(vec![Some(g.clone()), Some(g.clone())])))
+    Ok(tape::record("add", out, &[a, b], |g, _| {
+        Ok(vec![Some(g.clone()), Some(g.clone())])
+    }))
 }
 
 /// `a - b` (same shapes).
@@ -78,7 +90,9 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `s · a` for a constant `s`.
 pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     let out = map(a, |x| s * x);
-    Ok(tape::record("scale", out, &[a], move |g, _| Ok(vec![Some(map(g, |v| s * v))])))
+    Ok(tape::record("scale", out, &[a], move |g, _| {
+        Ok(vec![Some(map(g, |v| s * v))])
+    }))
 }
 
 /// `max(x, 0)`.
@@ -86,7 +100,11 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     let out = map(x, |v| v.max(0.0));
     let y = out.clone();
     Ok(tape::record("relu", out, &[x], move |g, _| {
-        Ok(vec![Some(zip_map(g, &y, |g, y| if y > 0.0 { g } else { 0.0 }))])
+        Ok(vec![Some(zip_map(
+            g,
+            &y,
+            |g, y| if y > 0.0 { g } else { 0.0 },
+        ))])
     }))
 }
 
@@ -95,12 +113,16 @@ pub fn mul_mask(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     same_shape("mul_mask", x, mask)?;
     let out = zip_map(x, mask, |x, m| x * m);
     let m = mask.detach();
-    Ok(tape::record("mul_mask", out, &[x], move |g, _| Ok(vec![Some(zip_map(g, &m, |g, m| g * m))])))
+    Ok(tape::record("mul_mask", out, &[x], move |g, _| {
+        Ok(vec![Some(zip_map(g, &m, |g, m| g * m))])
+    }))
 }
 
 fn check_prob(op: &'static str, p: f32) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::InvalidArgument(format!("{op}: probability {p} must be in [0, 1)")));
+        return Err(Error::InvalidArgument(format!(
+            "{op}: probability {p} must be in [0, 1)"
+        )));
     }
     Ok(())
 }
@@ -112,7 +134,15 @@ pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..x.numel()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..x.numel())
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
     mul_mask(x, &Tensor::from_parts(mask, x.shape()))
 }
 
@@ -124,13 +154,21 @@ pub fn drop_path(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let Some(&n) = x.shape().first() else {
-        return Err(Error::shape("drop_path", "needs a batch dimension", &[x.shape()]));
+        return Err(Error::shape(
+            "drop_path",
+            "needs a batch dimension",
+            &[x.shape()],
+        ));
     };
     let per = x.numel() / n.max(1);
     let keep = 1.0 - p;
     let mut mask = Vec::with_capacity(x.numel());
     for _ in 0..n {
-        let m = if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 };
+        let m = if rng.random::<f32>() < keep {
+            1.0 / keep
+        } else {
+            0.0
+        };
         mask.extend(std::iter::repeat_n(m, per));
     }
     mul_mask(x, &Tensor::from_parts(mask, x.shape()))

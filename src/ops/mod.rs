@@ -5,15 +5,19 @@
 
 mod elementwise;
 
+pub(crate) use elementwise::map;
 pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
-pub(crate) use elementwise::{map, zip_map};
+mod loss;
+mod matmul;
+mod movement;
 mod reduce;
+
+pub use loss::{cross_entropy, log_softmax, softmax};
+pub use matmul::{linear, matmul};
+pub use movement::{concat, shift, weighted_sum};
 pub use reduce::{mean, sum};
 
 // Planned families and their signatures (each lands with forward, backward and gradcheck):
 // conv.rs      conv2d(x[N,Cin,H,W], w[Cout,Cin/groups,kh,kw], bias: Option<&Tensor>[Cout], Conv2dCfg{stride,padding,dilation,groups})
 // norm.rs      batch_norm2d(x, gamma: Option<&Tensor>, beta: Option<&Tensor>, running_mean: &mut Tensor, running_var: &mut Tensor, BatchNormCfg{training,momentum,eps})
 // pool.rs      max_pool2d(x, kernel, stride, padding), avg_pool2d(x, kernel, stride, padding) (count_include_pad = false), global_avg_pool(x) -> [N,C]
-// matmul.rs    matmul(a[m,k], b[k,n]), linear(x[n,in], w[out,in], b: Option<&Tensor>[out])
-// loss.rs      softmax(x) / log_softmax(x) over the last dim, cross_entropy(logits[n,k], labels: &[usize]) -> mean
-// movement.rs  concat(xs: &[&Tensor]) along dim 1, shift(x, dy, dx) with zero fill

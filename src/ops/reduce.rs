@@ -8,20 +8,30 @@ use crate::tensor::Tensor;
 pub fn sum(x: &Tensor) -> Result<Tensor> {
     let s: f64 = x.data().iter().map(|&v| v as f64).sum();
     let shape = x.shape().to_vec();
-    Ok(tape::record("sum", Tensor::scalar(s as f32), &[x], move |g, _| {
-        Ok(vec![Some(Tensor::full(&shape, g.item()?))])
-    }))
+    Ok(tape::record(
+        "sum",
+        Tensor::scalar(s as f32),
+        &[x],
+        move |g, _| Ok(vec![Some(Tensor::full(&shape, g.item()?))]),
+    ))
 }
 
 /// Mean of all elements, as a scalar (shape `[]`).
 pub fn mean(x: &Tensor) -> Result<Tensor> {
     let n = x.numel();
     if n == 0 {
-        return Err(Error::shape("mean", "mean of an empty tensor", &[x.shape()]));
+        return Err(Error::shape(
+            "mean",
+            "mean of an empty tensor",
+            &[x.shape()],
+        ));
     }
     let s: f64 = x.data().iter().map(|&v| v as f64).sum();
     let shape = x.shape().to_vec();
-    Ok(tape::record("mean", Tensor::scalar((s / n as f64) as f32), &[x], move |g, _| {
-        Ok(vec![Some(Tensor::full(&shape, g.item()? / n as f32))])
-    }))
+    Ok(tape::record(
+        "mean",
+        Tensor::scalar((s / n as f64) as f32),
+        &[x],
+        move |g, _| Ok(vec![Some(Tensor::full(&shape, g.item()? / n as f32))]),
+    ))
 }

@@ -1,0 +1,213 @@
+//! Ops that move data without arithmetic on it: channel concatenation and spatial shift.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::tape;
+use crate::tensor::Tensor;
+
+/// Concatenates tensors along dimension 1 (channels for NCHW); all other dimensions must agree.
+pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
+    let Some(first) = xs.first() else {
+        return Err(Error::InvalidArgument(
+            "concat: needs at least one tensor".into(),
+        ));
+    };
+    let shapes: Vec<&[usize]> = xs.iter().map(|t| t.shape()).collect();
+    let fits =
+        |s: &[usize]| s.len() >= 2 && s[0] == first.shape()[0] && s[2..] == first.shape()[2..];
+    if !shapes.iter().all(|s| fits(s)) {
+        return Err(Error::shape(
+            "concat",
+            "all dimensions but 1 must agree",
+            &shapes,
+        ));
+    }
+    let n = first.shape()[0];
+    let inner: usize = first.shape()[2..].iter().product();
+    // Elements each input contributes to one sample.
+    let parts: Vec<usize> = xs.iter().map(|t| t.shape()[1] * inner).collect();
+    let per: usize = parts.iter().sum();
+    let mut out = vec![0.0; n * per];
+    out.par_chunks_mut(per.max(1))
+        .enumerate()
+        .for_each(|(i, o)| {
+            let mut off = 0;
+            for (t, &p) in xs.iter().zip(&parts) {
+                o[off..off + p].copy_from_slice(&t.data()[i * p..(i + 1) * p]);
+                off += p;
+            }
+        });
+    let mut shape = first.shape().to_vec();
+    shape[1] = xs.iter().map(|t| t.shape()[1]).sum();
+    let in_shapes: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
+    Ok(tape::record(
+        "concat",
+        Tensor::from_parts(out, &shape),
+        xs,
+        move |g, needs| {
+            let mut off = 0;
+            let mut grads = Vec::with_capacity(parts.len());
+            for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
+                grads.push(need.then(|| {
+                    let mut d = vec![0.0; n * p];
+                    d.par_chunks_mut(p.max(1))
+                        .zip(g.data().par_chunks(per.max(1)))
+                        .for_each(|(d, gs)| d.copy_from_slice(&gs[off..off + p]));
+                    Tensor::from_parts(d, s)
+                }));
+                off += p;
+            }
+            Ok(grads)
+        },
+    ))
+}
+
+fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
+    let [_, _, h, w] = *x.shape() else {
+        unreachable!("checked by shift")
+    };
+    let mut out = vec![0.0; x.numel()];
+    let rows = |o: usize| {
+        (0..h)
+            .filter(move |&i| (i as isize + dy) >= 0 && ((i as isize + dy) as usize) < h)
+            .map(move |i| (o, i))
+    };
+    let cols: Vec<(usize, usize)> = (0..w)
+        .filter(|&j| (j as isize + dx) >= 0 && ((j as isize + dx) as usize) < w)
+        .map(|j| (j, (j as isize + dx) as usize))
+        .collect();
+    let plane = (h * w).max(1);
+    out.par_chunks_mut(plane)
+        .zip(x.data().par_chunks(plane))
+        .for_each(|(o, src)| {
+            if let (Some(&(j0, s0)), Some(&(j1, _))) = (cols.first(), cols.last()) {
+                for (_, i) in rows(0) {
+                    let si = (i as isize + dy) as usize;
+                    let len = j1 - j0 + 1;
+                    o[i * w + j0..i * w + j0 + len]
+                        .copy_from_slice(&src[si * w + s0..si * w + s0 + len]);
+                }
+            }
+        });
+    Tensor::from_parts(out, x.shape())
+}
+
+/// `out[n,c,i,j] = x[n,c,i+dy,j+dx]`, zero where that falls outside the map. With `(1, 1)` and a
+/// stride-2 1×1 conv this is the second path of DARTS's FactorizedReduce (`x[:, :, 1:, 1:]`),
+/// kept at full size so odd maps still line up with the first path.
+pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
+    x.dims4("shift")?;
+    let out = shift_kernel(x, dy, dx);
+    Ok(tape::record("shift", out, &[x], move |g, _| {
+        Ok(vec![Some(shift_kernel(g, -dy, -dx))])
+    }))
+}
+
+/// `Σ w[i]·t` over `(i, t)` in `terms`, where `i` indexes the flattened weight tensor `w`:
+/// DARTS's MixedOp, whose weights are one row of a softmax over the architecture parameters.
+/// Gradients flow to every term and to `w` (`∂/∂w[i] = ⟨g, t⟩`).
+pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
+    let Some((_, first)) = terms.first() else {
+        return Err(Error::InvalidArgument(
+            "weighted_sum: needs at least one term".into(),
+        ));
+    };
+    for (i, t) in terms {
+        if t.shape() != first.shape() {
+            return Err(Error::shape(
+                "weighted_sum",
+                "terms must have the same shape",
+                &[first.shape(), t.shape()],
+            ));
+        }
+        if *i >= w.numel() {
+            return Err(Error::shape(
+                "weighted_sum",
+                format!("weight index {i} out of range"),
+                &[w.shape()],
+            ));
+        }
+    }
+    let coef: Vec<f32> = terms.iter().map(|(i, _)| w.data()[*i]).collect();
+    let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
+    let mut out = vec![0.0; first.numel()];
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+        let (base, len) = (c * CHUNK, o.len());
+        for (t, &a) in ts.iter().zip(&coef) {
+            o.iter_mut()
+                .zip(&t.data()[base..base + len])
+                .for_each(|(o, v)| *o += a * v);
+        }
+    });
+    let mut inputs: Vec<&Tensor> = vec![w];
+    inputs.extend(terms.iter().map(|(_, t)| *t));
+    let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
+    let w_shape = w.shape().to_vec();
+    Ok(tape::record(
+        "weighted_sum",
+        Tensor::from_parts(out, first.shape()),
+        &inputs,
+        move |g, needs| {
+            let mut grads = Vec::with_capacity(needs.len());
+            grads.push(needs[0].then(|| {
+                let mut dw = vec![0.0; w_shape.iter().product()];
+                for (t, &i) in ts.iter().zip(&idx) {
+                    let dot: f64 = g
+                        .data()
+                        .par_chunks(CHUNK)
+                        .zip(t.data().par_chunks(CHUNK))
+                        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| (a * b) as f64).sum::<f64>())
+                        .collect::<Vec<f64>>()
+                        .iter()
+                        .sum();
+                    dw[i] += dot as f32;
+                }
+                Tensor::from_parts(dw, &w_shape)
+            }));
+            for (&a, &need) in coef.iter().zip(&needs[1..]) {
+                grads.push(need.then(|| super::map(g, |v| a * v)));
+            }
+            Ok(grads)
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_moves_and_zero_fills() {
+        let x = Tensor::from_vec((1..=6).map(|v| v as f32).collect(), &[1, 1, 2, 3]).unwrap();
+        assert_eq!(
+            shift(&x, 1, 1).unwrap().to_vec(),
+            vec![5., 6., 0., 0., 0., 0.]
+        );
+        assert_eq!(
+            shift(&x, 0, -1).unwrap().to_vec(),
+            vec![0., 1., 2., 0., 4., 5.]
+        );
+    }
+
+    #[test]
+    fn concat_interleaves_per_sample() {
+        let a = Tensor::from_vec(vec![1., 2.], &[2, 1]).unwrap();
+        let b = Tensor::from_vec(vec![3., 4., 5., 6.], &[2, 2]).unwrap();
+        assert_eq!(
+            concat(&[&a, &b]).unwrap().to_vec(),
+            vec![1., 3., 4., 2., 5., 6.]
+        );
+        assert!(concat(&[&a, &Tensor::zeros(&[3, 1])]).is_err());
+    }
+
+    #[test]
+    fn weighted_sum_uses_flat_indices() {
+        let w = Tensor::from_vec(vec![0.5, 2.0, 3.0], &[3]).unwrap();
+        let t = Tensor::ones(&[2]);
+        let y = weighted_sum(&[(0, &t), (2, &t)], &w).unwrap();
+        assert_eq!(y.to_vec(), vec![3.5, 3.5]);
+        assert!(weighted_sum(&[(3, &t)], &w).is_err());
+    }
+}
