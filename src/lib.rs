@@ -15,6 +15,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod nas;
 pub mod nn;
 pub mod ops;
 pub mod optim;
