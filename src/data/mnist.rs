@@ -221,7 +221,7 @@ mod tests {
             test.class_counts(),
             [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
         );
-        let norm = crate::data::Normalize::fit(&train);
+        let norm = crate::data::Normalize::fit(&train).unwrap();
         assert!((norm.mean[0] - 0.1307).abs() < 1e-4 && (norm.std[0] - 0.3081).abs() < 1e-4);
     }
 

@@ -1,15 +1,24 @@
 //! Datasets as raw bytes in memory, where to find them on disk, and normalised batches.
 //!
 //! Images stay `u8` until a batch is made (60,000 MNIST images are 47 MB as bytes, four times
-//! that as f32), and a batch is normalised per channel on the way to a tensor.
+//! that as f32), and a batch is normalised per channel on the way to a tensor: synchronously with
+//! [`Dataset::batch`], or shuffled, augmented and prefetched by [`loader::Loader`].
 
+pub mod augment;
+pub mod builtin;
+pub mod cifar;
+pub mod folder;
+pub mod loader;
 pub mod mnist;
+pub mod seed;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+pub use augment::Normalize;
 pub use mnist::{fashion_mnist, load_idx, mnist};
 
 /// The environment variable that points at the datasets folder (the one holding `mnist/`).
@@ -22,7 +31,7 @@ pub enum Split {
     Test,
 }
 
-/// A labelled image dataset held as bytes.
+/// An image-classification dataset held as raw bytes (N×C×H×W, row-major); normalised per batch.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// Pixels, N×C×H×W, row-major.
@@ -34,37 +43,6 @@ pub struct Dataset {
     pub width: usize,
     pub num_classes: usize,
     pub class_names: Vec<String>,
-}
-
-/// Per-channel normalisation `(pixel/255 - mean[c]) / std[c]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Normalize {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl Normalize {
-    /// The mean and standard deviation of each channel of `ds` (on the 0..1 scale), which is how
-    /// the usual constants (0.1307, 0.3081 for MNIST) were obtained from the training set.
-    pub fn fit(ds: &Dataset) -> Normalize {
-        let (c, plane) = (ds.channels, ds.height * ds.width);
-        let mut sum = vec![0u64; c];
-        let mut sq = vec![0u64; c];
-        for (i, px) in ds.images.iter().enumerate() {
-            let ch = (i / plane) % c;
-            sum[ch] += *px as u64;
-            sq[ch] += (*px as u64) * (*px as u64);
-        }
-        let n = (ds.len() * plane).max(1) as f64;
-        let (mut mean, mut std) = (Vec::new(), Vec::new());
-        for ch in 0..c {
-            let m = sum[ch] as f64 / n / 255.0;
-            let var = sq[ch] as f64 / n / (255.0 * 255.0) - m * m;
-            mean.push(m as f32);
-            std.push(var.max(0.0).sqrt() as f32);
-        }
-        Normalize { mean, std }
-    }
 }
 
 impl Dataset {
@@ -96,10 +74,11 @@ impl Dataset {
 
     /// The images at `indices` as a normalised f32 tensor `[B,C,H,W]`, with their labels.
     pub fn batch(&self, indices: &[usize], norm: &Normalize) -> Result<(Tensor, Vec<usize>)> {
-        let c = self.channels;
-        if norm.mean.len() != c || norm.std.len() != c || norm.std.iter().any(|s| !(*s > 0.0)) {
+        if norm.mean.len() != self.channels {
             return Err(Error::InvalidArgument(format!(
-                "batch: normalisation needs {c} means and {c} positive stds, got {norm:?}"
+                "batch: normalisation has {} channels, the images {}",
+                norm.mean.len(),
+                self.channels
             )));
         }
         if indices.is_empty() {
@@ -111,20 +90,16 @@ impl Dataset {
                 self.len()
             )));
         }
-        // One lookup table per channel: 256 entries replace a divide per pixel.
-        let lut: Vec<[f32; 256]> = (0..c)
-            .map(|ch| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[ch]) / norm.std[ch]))
-            .collect();
-        let (len, plane) = (self.image_len(), self.height * self.width);
-        let mut out = Vec::with_capacity(indices.len() * len);
-        for &i in indices {
-            let img = &self.images[i * len..(i + 1) * len];
-            for (ch, px) in img.chunks(plane).enumerate() {
-                out.extend(px.iter().map(|&v| lut[ch][v as usize]));
-            }
+        let len = self.image_len();
+        let dims = (self.channels, self.height, self.width);
+        let mut out = vec![0.0f32; indices.len() * len];
+        for (&i, img) in indices.iter().zip(out.chunks_exact_mut(len)) {
+            let raw = &self.images[i * len..(i + 1) * len];
+            img.iter_mut().zip(raw).for_each(|(o, &v)| *o = f32::from(v) / 255.0);
+            norm.apply(img, dims);
         }
-        let labels = indices.iter().map(|&i| self.labels[i] as usize).collect();
-        let x = Tensor::from_vec(out, &[indices.len(), c, self.height, self.width])?;
+        let labels = indices.iter().map(|&i| usize::from(self.labels[i])).collect();
+        let x = Tensor::from_vec(out, &[indices.len(), self.channels, self.height, self.width])?;
         Ok((x, labels))
     }
 }
@@ -153,7 +128,8 @@ pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = candidates.iter().find(|d| d.is_dir()) {
         return Ok(dir.clone());
     }
-    let tried: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    let mut tried: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    tried.dedup();
     Err(Error::InvalidArgument(format!(
         "no datasets folder found (tried {}); pass the folder that holds mnist/ explicitly \
          or set {DATA_DIR_ENV}",
@@ -181,10 +157,7 @@ mod tests {
     #[test]
     fn batch_normalises_per_channel() {
         let ds = tiny();
-        let norm = Normalize {
-            mean: vec![0.5, 0.0],
-            std: vec![0.5, 1.0],
-        };
+        let norm = Normalize::new(vec![0.5, 0.0], vec![0.5, 1.0]).unwrap();
         let (x, y) = ds.batch(&[1, 0], &norm).unwrap();
         assert_eq!(x.shape(), &[2, 2, 1, 2]);
         assert_eq!(y, vec![0, 1]);
@@ -206,22 +179,11 @@ mod tests {
     #[test]
     fn batch_rejects_bad_input() {
         let ds = tiny();
-        let norm = Normalize::fit(&ds);
+        let norm = Normalize::fit(&ds).unwrap();
         assert!(ds.batch(&[2], &norm).is_err());
         assert!(ds.batch(&[], &norm).is_err());
-        let one = Normalize {
-            mean: vec![0.0],
-            std: vec![1.0],
-        };
+        let one = Normalize::new(vec![0.0], vec![1.0]).unwrap();
         assert!(ds.batch(&[0], &one).is_err());
-    }
-
-    #[test]
-    fn fit_gives_channel_statistics() {
-        let n = Normalize::fit(&tiny());
-        assert!((n.mean[0] - 0.5).abs() < 1e-6);
-        assert!((n.std[0] - 0.5).abs() < 1e-6);
-        assert!((n.mean[1] - 25.0 / 255.0).abs() < 1e-6);
     }
 
     #[test]

@@ -10,14 +10,16 @@ pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
 mod loss;
 mod matmul;
 mod movement;
+mod norm;
+mod pool;
 mod reduce;
 
 pub use loss::{cross_entropy, log_softmax, softmax};
 pub use matmul::{linear, matmul};
 pub use movement::{concat, shift, weighted_sum};
+pub use norm::{batch_norm2d, BatchNormCfg};
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use reduce::{mean, sum};
 
 // Planned families and their signatures (each lands with forward, backward and gradcheck):
 // conv.rs      conv2d(x[N,Cin,H,W], w[Cout,Cin/groups,kh,kw], bias: Option<&Tensor>[Cout], Conv2dCfg{stride,padding,dilation,groups})
-// norm.rs      batch_norm2d(x, gamma: Option<&Tensor>, beta: Option<&Tensor>, running_mean: &mut Tensor, running_var: &mut Tensor, BatchNormCfg{training,momentum,eps})
-// pool.rs      max_pool2d(x, kernel, stride, padding), avg_pool2d(x, kernel, stride, padding) (count_include_pad = false), global_avg_pool(x) -> [N,C]

@@ -1,0 +1,498 @@
+//! Pooling over NCHW planes: max and average with square windows (PyTorch floor-mode output
+//! sizes), and the global average that ends a network.
+//!
+//! Every kernel works on one H×W plane at a time; the N·C planes are independent, so they run on
+//! rayon when the tensor is large enough to pay for the threads.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::tape;
+use crate::tensor::Tensor;
+
+/// Below this many elements per task a parallel loop costs more than it saves.
+const PAR_MIN: usize = 1 << 15;
+
+/// Planes per rayon task, so that each task touches at least `PAR_MIN` elements; a small tensor
+/// is then a single task that runs on the calling thread.
+fn planes_per_task(plane_len: usize) -> usize {
+    PAR_MIN.div_ceil(plane_len.max(1))
+}
+
+/// The geometry of a pooling window sliding over one H×W plane, with the per-column tables the
+/// kernels need precomputed once per call (they would otherwise cost integer divisions per row).
+#[derive(Clone, Debug)]
+struct Window {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    /// For each kernel column `kx`: the output columns whose window puts `kx` inside the input,
+    /// and the input column the first of them reads.
+    col_runs: Vec<(Range<usize>, usize)>,
+    /// For each output column: how many input columns its window covers.
+    col_counts: Vec<f32>,
+}
+
+impl Window {
+    /// Checks the arguments as PyTorch does and returns the number of planes and the geometry.
+    fn new(
+        op: &'static str,
+        x: &Tensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(usize, Window)> {
+        let (n, c, h, w) = x.dims4(op)?;
+        let bad = |msg: &str| {
+            Err(Error::shape(
+                op,
+                format!("kernel {kernel}, stride {stride}, padding {padding}: {msg}"),
+                &[x.shape()],
+            ))
+        };
+        if kernel == 0 || stride == 0 {
+            return bad("kernel and stride must be positive");
+        }
+        // At most half the kernel, so every window holds at least one real element.
+        if padding > kernel / 2 {
+            return bad("padding must be at most half the kernel");
+        }
+        if h == 0 || w == 0 {
+            return bad("the spatial size must be non-zero");
+        }
+        // `kernel − 2·padding` cannot underflow (checked above) and, unlike `len + 2·padding`,
+        // cannot overflow.
+        let reach = kernel - 2 * padding;
+        if h < reach || w < reach {
+            return bad("the padded input is smaller than the kernel, so the output is empty");
+        }
+        // Max-pool stores argmax positions within a plane as u32.
+        if u32::try_from(h * w).is_err() {
+            return bad("a plane has more than 2^32 elements");
+        }
+        let out = |len: usize| (len - reach) / stride + 1;
+        let mut win = Window {
+            h,
+            w,
+            oh: out(h),
+            ow: out(w),
+            kernel,
+            stride,
+            padding,
+            col_runs: Vec::new(),
+            col_counts: Vec::new(),
+        };
+        // Kernel columns outside this range fall in the padding for every output column;
+        // skipping them keeps the table small whatever the kernel size.
+        let kx_lo = padding.saturating_sub((win.ow - 1) * stride);
+        win.col_runs = (kx_lo..kernel.min(w + padding))
+            .map(|kx| {
+                // Output columns with 0 ≤ ox·stride + kx − padding < w.
+                let lo = padding.saturating_sub(kx).div_ceil(stride);
+                let hi = (w + padding).saturating_sub(kx).div_ceil(stride);
+                let outs = lo..hi.min(win.ow).max(lo);
+                let first = (outs.start * stride + kx).saturating_sub(padding);
+                (outs, first)
+            })
+            .collect();
+        win.col_counts = (0..win.ow).map(|ox| win.span(ox, w).len() as f32).collect();
+        Ok((n * c, win))
+    }
+
+    /// The in-bounds input positions covered by output position `o` along an axis of length
+    /// `len`; padded positions are simply not visited.
+    fn span(&self, o: usize, len: usize) -> Range<usize> {
+        let start = o * self.stride;
+        // `kernel - padding > 0` because padding ≤ kernel / 2, so the end never underflows.
+        start.saturating_sub(self.padding)..(start + self.kernel - self.padding).min(len)
+    }
+
+    /// Visits the windows of output row `oy` one run at a time: `f(outputs, first)` for each
+    /// in-bounds input row `y` and kernel column `kx`, where output `ox` of the range reads input
+    /// index `first + (ox − outputs.start)·stride`. Looping over outputs innermost keeps each
+    /// window's elements in row-major order yet gives the compiler independent lanes.
+    fn runs(&self, oy: usize, mut f: impl FnMut(Range<usize>, usize)) {
+        for y in self.span(oy, self.h) {
+            for (outs, first) in &self.col_runs {
+                if !outs.is_empty() {
+                    f(outs.clone(), y * self.w + first);
+                }
+            }
+        }
+    }
+
+    fn in_len(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn out_len(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn out_shape(&self, x: &Tensor) -> [usize; 4] {
+        let s = x.shape();
+        [s[0], s[1], self.oh, self.ow]
+    }
+}
+
+/// Max of each window of one plane and the position of that max within the plane (the first one
+/// in row-major order on ties; a NaN wins, as in PyTorch). `scratch` holds one row of outputs.
+fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch: &mut [f32]) {
+    let (ow, s) = (win.ow, win.stride);
+    for oy in 0..win.oh {
+        let best = &mut out[oy * ow..(oy + 1) * ow];
+        let at = &mut arg[oy * ow..(oy + 1) * ow];
+        // Start from each window's first element, so an all −∞ window still has an argmax.
+        let y0 = win.span(oy, win.h).start;
+        for (ox, (b, a)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+            let i = y0 * win.w + win.span(ox, win.w).start;
+            (*b, *a) = (x[i], i as u32);
+        }
+        win.runs(oy, |outs, first| {
+            let (best, at) = (&mut best[outs.clone()], &mut at[outs]);
+            // Strided inputs are gathered first, so the blend below always runs on contiguous
+            // lanes, which the compiler vectorises.
+            let vals = if s == 1 {
+                &x[first..first + best.len()]
+            } else {
+                let vals = &mut scratch[..best.len()];
+                vals.iter_mut()
+                    .zip(x[first..].iter().step_by(s))
+                    .for_each(|(d, &v)| *d = v);
+                vals
+            };
+            // u32 lane indices (planes are checked to fit) keep the index arithmetic in
+            // 32-bit vector lanes.
+            let (first, step) = (first as u32, s as u32);
+            let lanes = best.iter_mut().zip(at.iter_mut()).zip(vals);
+            for (j, ((b, a), &v)) in (0u32..).zip(lanes) {
+                // A bit-mask blend rather than `if`: LLVM turns that select into a conditional
+                // store, a branch per lane that random data mispredicts half the time.
+                let m = (((v > *b) | v.is_nan()) as u32).wrapping_neg();
+                *b = f32::from_bits((v.to_bits() & m) | (b.to_bits() & !m));
+                *a = ((first + j * step) & m) | (*a & !m);
+            }
+        });
+    }
+}
+
+/// Max pooling with a `kernel`×`kernel` window; padding counts as −∞.
+///
+/// Output `[N, C, (H + 2p − k)/s + 1, (W + 2p − k)/s + 1]` (floor), as in PyTorch's `max_pool2d`.
+/// The gradient of each output goes to the input element that was the max.
+///
+/// ```
+/// use darts::{ops, Tensor};
+/// let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]).unwrap();
+/// let y = ops::max_pool2d(&x, 2, 2, 0).unwrap();
+/// assert_eq!(y.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+/// ```
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
+    let (il, ol) = (win.in_len(), win.out_len());
+    let mut out = vec![0.0f32; planes * ol];
+    let mut arg = vec![0u32; planes * ol];
+    out.par_chunks_mut(ol)
+        .zip(arg.par_chunks_mut(ol))
+        .zip(x.data().par_chunks(il))
+        .with_min_len(planes_per_task(il))
+        .for_each_init(
+            || vec![0.0f32; win.ow],
+            |scratch, ((o, a), xp)| max_plane(&win, xp, o, a, scratch),
+        );
+    let in_shape = x.shape().to_vec();
+    let out = Tensor::from_parts(out, &win.out_shape(x));
+    Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
+        let mut dx = vec![0.0f32; planes * il];
+        dx.par_chunks_mut(il)
+            .zip(g.data().par_chunks(ol))
+            .zip(arg.par_chunks(ol))
+            .with_min_len(planes_per_task(il))
+            .for_each(|((d, gp), ap)| {
+                for (&gv, &at) in gp.iter().zip(ap) {
+                    d[at as usize] += gv;
+                }
+            });
+        Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])
+    }))
+}
+
+/// `acc[j] += xs[j·s]` for every lane `j` of `acc`.
+#[inline(always)]
+fn gather_add(acc: &mut [f32], xs: &[f32], s: usize) {
+    // A literal stride of 1 compiles to contiguous vector code.
+    if s == 1 {
+        acc.iter_mut().zip(xs).for_each(|(a, &v)| *a += v);
+    } else {
+        acc.iter_mut()
+            .zip(xs.iter().step_by(s))
+            .for_each(|(a, &v)| *a += v);
+    }
+}
+
+/// `dst[j·s] += vals[j]` for every lane `j` of `vals`.
+#[inline(always)]
+fn scatter_add(dst: &mut [f32], vals: &[f32], s: usize) {
+    if s == 1 {
+        dst.iter_mut().zip(vals).for_each(|(d, &v)| *d += v);
+    } else {
+        dst.iter_mut()
+            .step_by(s)
+            .zip(vals)
+            .for_each(|(d, &v)| *d += v);
+    }
+}
+
+/// Average of each window of one plane over its in-bounds elements.
+fn avg_plane(win: &Window, x: &[f32], out: &mut [f32]) {
+    let ow = win.ow;
+    for oy in 0..win.oh {
+        let sums = &mut out[oy * ow..(oy + 1) * ow];
+        win.runs(oy, |outs, first| {
+            gather_add(&mut sums[outs], &x[first..], win.stride)
+        });
+        let rows = win.span(oy, win.h).len() as f32;
+        sums.iter_mut()
+            .zip(&win.col_counts)
+            .for_each(|(o, &c)| *o /= rows * c);
+    }
+}
+
+/// Spreads each output gradient evenly over the in-bounds elements of its window; `share` is
+/// scratch space for one row of outputs.
+fn avg_plane_backward(win: &Window, g: &[f32], dx: &mut [f32], share: &mut [f32]) {
+    let ow = win.ow;
+    for oy in 0..win.oh {
+        // Divide once per output rather than once per window element.
+        let rows = win.span(oy, win.h).len() as f32;
+        let gs = g[oy * ow..(oy + 1) * ow].iter().zip(&win.col_counts);
+        share
+            .iter_mut()
+            .zip(gs)
+            .for_each(|(sh, (&gv, &c))| *sh = gv / (rows * c));
+        win.runs(oy, |outs, first| {
+            scatter_add(&mut dx[first..], &share[outs], win.stride)
+        });
+    }
+}
+
+/// Average pooling with a `kernel`×`kernel` window, dividing by the number of in-bounds elements
+/// (PyTorch's `count_include_pad=False`, which DARTS uses for `avg_pool_3x3`).
+///
+/// Output sizes as for [`max_pool2d`].
+///
+/// ```
+/// use darts::{ops, Tensor};
+/// let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]).unwrap();
+/// // 3×3 windows, stride 1, padding 1: each corner sees all four elements.
+/// let y = ops::avg_pool2d(&x, 3, 1, 1).unwrap();
+/// assert_eq!(y.to_vec(), vec![2.5; 4]);
+/// ```
+pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
+    let (il, ol) = (win.in_len(), win.out_len());
+    let mut out = vec![0.0f32; planes * ol];
+    out.par_chunks_mut(ol)
+        .zip(x.data().par_chunks(il))
+        .with_min_len(planes_per_task(il))
+        .for_each(|(o, xp)| avg_plane(&win, xp, o));
+    let in_shape = x.shape().to_vec();
+    let out = Tensor::from_parts(out, &win.out_shape(x));
+    Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
+        let mut dx = vec![0.0f32; planes * il];
+        dx.par_chunks_mut(il)
+            .zip(g.data().par_chunks(ol))
+            .with_min_len(planes_per_task(il))
+            .for_each_init(
+                || vec![0.0f32; win.ow],
+                |share, (d, gp)| avg_plane_backward(&win, gp, d, share),
+            );
+        Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])
+    }))
+}
+
+/// The mean of each H×W plane: `[N, C, H, W] -> [N, C]` (accumulated in f64).
+///
+/// ```
+/// use darts::{ops, Tensor};
+/// let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0], &[1, 2, 1, 2]).unwrap();
+/// assert_eq!(ops::global_avg_pool(&x).unwrap().to_vec(), vec![1.5, 4.5]);
+/// ```
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4("global_avg_pool")?;
+    let hw = h * w;
+    if hw == 0 {
+        return Err(Error::shape(
+            "global_avg_pool",
+            "the spatial size must be non-zero",
+            &[x.shape()],
+        ));
+    }
+    let mut out = vec![0.0f32; n * c];
+    out.par_iter_mut()
+        .zip(x.data().par_chunks(hw))
+        .with_min_len(planes_per_task(hw))
+        .for_each(|(o, p)| *o = (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32);
+    let in_shape = x.shape().to_vec();
+    let out = Tensor::from_parts(out, &[n, c]);
+    Ok(tape::record("global_avg_pool", out, &[x], move |g, _| {
+        let mut dx = vec![0.0f32; n * c * hw];
+        dx.par_chunks_mut(hw)
+            .zip(g.data().par_iter())
+            .with_min_len(planes_per_task(hw))
+            .for_each(|(d, &gv)| d.fill(gv / hw as f32));
+        Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The textbook loops over a padded window, as an oracle for the kernels.
+    fn naive(x: &Tensor, k: usize, s: usize, p: usize, max: bool) -> Vec<f32> {
+        let (n, c, h, w) = x.dims4("naive").unwrap();
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let d = x.data();
+        let mut out = Vec::new();
+        for plane in 0..n * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut vals = Vec::new();
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (y, xx) = (
+                                (oy * s + ky) as isize - p as isize,
+                                (ox * s + kx) as isize - p as isize,
+                            );
+                            if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
+                                vals.push(d[plane * h * w + y as usize * w + xx as usize]);
+                            }
+                        }
+                    }
+                    out.push(if max {
+                        vals.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+                    } else {
+                        vals.iter().sum::<f32>() / vals.len() as f32
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs()))
+    }
+
+    #[test]
+    fn match_the_naive_loops_on_odd_shapes() {
+        let mut rng = StdRng::seed_from_u64(3);
+        // The second shape is large enough to run on several threads.
+        for shape in [[2, 3, 7, 9], [4, 20, 33, 31]] {
+            // All negative, so a padding treated as 0 instead of −∞ would show.
+            let x = Tensor::uniform(&shape, -5.0, -1.0, &mut rng);
+            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2), (1, 1, 0)] {
+                let m = max_pool2d(&x, k, s, p).unwrap();
+                let a = avg_pool2d(&x, k, s, p).unwrap();
+                assert!(
+                    close(m.data(), &naive(&x, k, s, p, true)),
+                    "max {k} {s} {p}"
+                );
+                assert!(
+                    close(a.data(), &naive(&x, k, s, p, false)),
+                    "avg {k} {s} {p}"
+                );
+                let oh = (shape[2] + 2 * p - k) / s + 1;
+                let ow = (shape[3] + 2 * p - k) / s + 1;
+                assert_eq!(m.shape(), [shape[0], shape[1], oh, ow]);
+            }
+        }
+    }
+
+    #[test]
+    fn max_propagates_nan() {
+        let x = Tensor::from_vec(vec![1.0, f32::NAN, 3.0, 2.0], &[1, 1, 2, 2]).unwrap();
+        let y = max_pool2d(&x, 2, 1, 1).unwrap().to_vec();
+        // Windows holding the NaN (index 1) give NaN; the bottom-left corner sees only 3.0.
+        assert!(
+            y[0] == 1.0 && y[1].is_nan() && y[2].is_nan() && y[6] == 3.0,
+            "{y:?}"
+        );
+    }
+
+    #[test]
+    fn pytorch_output_sizes() {
+        let x = Tensor::zeros(&[1, 1, 7, 9]);
+        // torch: max_pool2d(ones(1,1,7,9), 3, 2, 1).shape == (1, 1, 4, 5); (2, 2, 0) -> (3, 4)
+        assert_eq!(max_pool2d(&x, 3, 2, 1).unwrap().shape(), [1, 1, 4, 5]);
+        assert_eq!(avg_pool2d(&x, 2, 2, 0).unwrap().shape(), [1, 1, 3, 4]);
+        assert_eq!(avg_pool2d(&x, 3, 1, 1).unwrap().shape(), [1, 1, 7, 9]);
+    }
+
+    #[test]
+    fn avg_divides_by_in_bounds_count() {
+        let x = Tensor::ones(&[1, 1, 3, 3]);
+        let y = avg_pool2d(&x, 3, 1, 1).unwrap();
+        assert_eq!(y.to_vec(), vec![1.0; 9]);
+        let x = Tensor::from_vec((1..=9).map(|v| v as f32).collect(), &[1, 1, 3, 3]).unwrap();
+        // Top-left window covers 1, 2, 4, 5.
+        assert_eq!(avg_pool2d(&x, 3, 1, 1).unwrap().data()[0], 3.0);
+    }
+
+    #[test]
+    fn max_backward_routes_to_the_argmax() {
+        let x = Tensor::from_vec(vec![1.0, 4.0, 3.0, 2.0], &[1, 1, 2, 2])
+            .unwrap()
+            .requires_grad();
+        let y = crate::ops::sum(&max_pool2d(&x, 2, 1, 1).unwrap()).unwrap();
+        // Nine windows: 4 wins four of them, 3 wins three, 1 and 2 only their own corners.
+        let g = y.backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0, 4.0, 3.0, 1.0]);
+        // On ties the first element in row-major order wins, as in PyTorch.
+        let x = Tensor::ones(&[1, 1, 2, 2]).requires_grad();
+        let y = crate::ops::sum(&max_pool2d(&x, 2, 1, 0).unwrap()).unwrap();
+        let g = y.backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn global_avg_pool_shape_and_value() {
+        let x = Tensor::from_vec((0..12).map(|v| v as f32).collect(), &[2, 3, 1, 2]).unwrap();
+        let y = global_avg_pool(&x).unwrap();
+        assert_eq!(y.shape(), [2, 3]);
+        assert_eq!(y.to_vec(), vec![0.5, 2.5, 4.5, 6.5, 8.5, 10.5]);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = Tensor::zeros(&[1, 2, 5, 5]);
+        assert!(max_pool2d(&x, 0, 1, 0).is_err());
+        assert!(max_pool2d(&x, 3, 0, 1).is_err());
+        assert!(avg_pool2d(&x, 3, 1, 2).is_err(), "padding above kernel/2");
+        assert!(avg_pool2d(&x, 7, 1, 0).is_err(), "empty output");
+        assert!(max_pool2d(&Tensor::zeros(&[2, 5, 5]), 3, 1, 1).is_err());
+        // A kernel as large as it gets, with padding to match: one window over the whole plane.
+        let huge = max_pool2d(&x, usize::MAX, 1, usize::MAX / 2).unwrap();
+        assert_eq!(huge.shape(), [1, 2, 5, 5]);
+        assert!(global_avg_pool(&Tensor::zeros(&[2, 5])).is_err());
+        assert!(global_avg_pool(&Tensor::zeros(&[2, 5, 0, 3])).is_err());
+        let e = avg_pool2d(&x, 7, 1, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("avg_pool2d") && e.contains("[1, 2, 5, 5]"),
+            "{e}"
+        );
+    }
+}
