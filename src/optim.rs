@@ -66,7 +66,8 @@ fn slot<'a>(
 }
 
 fn check_hyper(op: &str, lr: f32, weight_decay: f32) -> Result<()> {
-    if !(lr >= 0.0 && lr.is_finite()) || !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+    let ok = |v: f32| v >= 0.0 && v.is_finite();
+    if !ok(lr) || !ok(weight_decay) {
         return Err(Error::InvalidArgument(format!(
             "{op}: lr ({lr}) and weight_decay ({weight_decay}) must be finite and non-negative"
         )));
@@ -166,8 +167,9 @@ impl Adam {
     /// Validated hyper-parameters and empty state.
     pub fn new(lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Result<Self> {
         check_hyper("Adam", lr, weight_decay)?;
-        let ok = |b: f32| (0.0..1.0).contains(&b);
-        if !ok(betas.0) || !ok(betas.1) || !(eps >= 0.0 && eps.is_finite()) {
+        let beta_ok = |b: f32| (0.0..1.0).contains(&b);
+        let eps_ok = eps >= 0.0 && eps.is_finite();
+        if !beta_ok(betas.0) || !beta_ok(betas.1) || !eps_ok {
             return Err(Error::InvalidArgument(format!(
                 "Adam: betas {betas:?} must be in [0, 1) and eps {eps} finite and non-negative"
             )));
@@ -475,7 +477,7 @@ mod tests {
     #[test]
     fn cosine_schedule() {
         assert_eq!(cosine_lr(0.1, 0.0, 0, 4), 0.1);
-        assert!((cosine_lr(0.1, 0.0, 1, 4) - 0.085355339).abs() < 1e-7);
+        assert!((cosine_lr(0.1, 0.0, 1, 4) - 0.085_355_34).abs() < 1e-7);
         assert!((cosine_lr(0.1, 0.001, 2, 4) - 0.0505).abs() < 1e-7);
         assert_eq!(cosine_lr(0.1, 0.001, 4, 4), 0.001);
         assert_eq!(cosine_lr(0.1, 0.001, 9, 4), 0.001);

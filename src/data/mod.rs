@@ -95,11 +95,19 @@ impl Dataset {
         let mut out = vec![0.0f32; indices.len() * len];
         for (&i, img) in indices.iter().zip(out.chunks_exact_mut(len)) {
             let raw = &self.images[i * len..(i + 1) * len];
-            img.iter_mut().zip(raw).for_each(|(o, &v)| *o = f32::from(v) / 255.0);
+            img.iter_mut()
+                .zip(raw)
+                .for_each(|(o, &v)| *o = f32::from(v) / 255.0);
             norm.apply(img, dims);
         }
-        let labels = indices.iter().map(|&i| usize::from(self.labels[i])).collect();
-        let x = Tensor::from_vec(out, &[indices.len(), self.channels, self.height, self.width])?;
+        let labels = indices
+            .iter()
+            .map(|&i| usize::from(self.labels[i]))
+            .collect();
+        let x = Tensor::from_vec(
+            out,
+            &[indices.len(), self.channels, self.height, self.width],
+        )?;
         Ok((x, labels))
     }
 }

@@ -143,14 +143,30 @@ impl Module for BatchNorm2d {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
         visit_opt(prefix, "weight", &self.weight, ParamKind::Weight, f);
         visit_opt(prefix, "bias", &self.bias, ParamKind::Weight, f);
-        f(&join(prefix, "running_mean"), &self.running_mean, ParamKind::Buffer);
-        f(&join(prefix, "running_var"), &self.running_var, ParamKind::Buffer);
+        f(
+            &join(prefix, "running_mean"),
+            &self.running_mean,
+            ParamKind::Buffer,
+        );
+        f(
+            &join(prefix, "running_var"),
+            &self.running_var,
+            ParamKind::Buffer,
+        );
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
         visit_opt_mut(prefix, "weight", &mut self.weight, ParamKind::Weight, f);
         visit_opt_mut(prefix, "bias", &mut self.bias, ParamKind::Weight, f);
-        f(&join(prefix, "running_mean"), &mut self.running_mean, ParamKind::Buffer);
-        f(&join(prefix, "running_var"), &mut self.running_var, ParamKind::Buffer);
+        f(
+            &join(prefix, "running_mean"),
+            &mut self.running_mean,
+            ParamKind::Buffer,
+        );
+        f(
+            &join(prefix, "running_var"),
+            &mut self.running_var,
+            ParamKind::Buffer,
+        );
     }
 }
 
@@ -180,8 +196,16 @@ pub struct Linear {
 
 impl Linear {
     /// PyTorch's default initialisation (U(±1/√in) for weight and bias).
-    pub fn new(in_features: usize, out_features: usize, bias: bool, rng: &mut impl Rng) -> Result<Self> {
-        positive("Linear", &[("in_features", in_features), ("out_features", out_features)])?;
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        positive(
+            "Linear",
+            &[("in_features", in_features), ("out_features", out_features)],
+        )?;
         let (weight, bias) = pytorch_default_init(
             &[out_features, in_features],
             in_features,
@@ -243,7 +267,13 @@ mod tests {
         let c = Conv2d::new(16, 32, 3, cfg(1), true, &mut rng).unwrap();
         assert_eq!(c.weight.shape(), &[32, 16, 3, 3]);
         assert_uniform(&c.weight, 1.0 / (16.0f32 * 9.0).sqrt());
-        assert!(c.bias.as_ref().unwrap().data().iter().all(|b| b.abs() <= 1.0 / 12.0));
+        assert!(c
+            .bias
+            .as_ref()
+            .unwrap()
+            .data()
+            .iter()
+            .all(|b| b.abs() <= 1.0 / 12.0));
         assert!(c.weight.tracks_grad());
         // Depthwise: fan_in is in/groups · k².
         let dw = Conv2d::new(64, 64, 5, cfg(64), false, &mut rng).unwrap();
@@ -265,7 +295,9 @@ mod tests {
         let mut l = Linear::new(400, 300, true, &mut rng).unwrap();
         assert_uniform(&l.weight, 0.05);
         assert_uniform(l.bias.as_ref().unwrap(), 0.05);
-        let y = l.forward(&Tensor::ones(&[2, 400]), &mut Ctx::new(true, 0)).unwrap();
+        let y = l
+            .forward(&Tensor::ones(&[2, 400]), &mut Ctx::new(true, 0))
+            .unwrap();
         assert_eq!(y.shape(), &[2, 300]);
     }
 
@@ -292,7 +324,11 @@ mod tests {
         assert_eq!(bn.bias.as_ref().unwrap().data(), &[0.0, 0.0]);
         assert_eq!(BatchNorm2d::new(2, false).unwrap().weight.map(|_| ()), None);
         // Channel 0 holds 1..4 (mean 2.5, unbiased variance 5/3), channel 1 holds 10.
-        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0], &[1, 2, 2, 2]).unwrap();
+        let x = Tensor::from_vec(
+            vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0],
+            &[1, 2, 2, 2],
+        )
+        .unwrap();
         let y = bn.forward(&x, &mut Ctx::new(true, 0)).unwrap();
         assert_eq!(y.shape(), x.shape());
         let close = |a: f32, b: f32| (a - b).abs() < 1e-5;

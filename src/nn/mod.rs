@@ -57,7 +57,9 @@ pub fn named_parameters<M: Module + ?Sized>(m: &M) -> Vec<(String, Tensor)> {
 /// Every named tensor, weights and buffers, in visit order: what a checkpoint stores.
 pub fn state<M: Module + ?Sized>(m: &M) -> Vec<(String, Tensor, ParamKind)> {
     let mut out = Vec::new();
-    m.visit("", &mut |name, t, kind| out.push((name.to_string(), t.clone(), kind)));
+    m.visit("", &mut |name, t, kind| {
+        out.push((name.to_string(), t.clone(), kind))
+    });
     out
 }
 
@@ -70,6 +72,19 @@ pub fn param_count<M: Module + ?Sized>(m: &M) -> usize {
         }
     });
     n
+}
+
+/// Turns gradient tracking of every weight of `m` on or off: DARTS alternates between steps that
+/// differentiate only the network weights and steps that differentiate only the architecture
+/// parameters, and an untracked weight costs no graph. A weight switched back on is a fresh leaf
+/// (new tape id, same name, value and optimiser state); buffers are never tracked.
+pub fn set_trainable<M: Module + ?Sized>(m: &mut M, trainable: bool) {
+    m.visit_mut("", &mut |_, t, kind| {
+        if kind == ParamKind::Weight && t.tracks_grad() != trainable {
+            let value = t.detach();
+            *t = if trainable { value.requires_grad() } else { value };
+        }
+    });
 }
 
 /// What a forward pass needs besides its input: train or eval mode (batch norm, dropout) and
@@ -192,7 +207,11 @@ impl MaxPool2d {
     /// Checked window settings.
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         pool_window("MaxPool2d", kernel, stride, padding)?;
-        Ok(MaxPool2d { kernel, stride, padding })
+        Ok(MaxPool2d {
+            kernel,
+            stride,
+            padding,
+        })
     }
 }
 
@@ -216,7 +235,11 @@ impl AvgPool2d {
     /// Checked window settings.
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         pool_window("AvgPool2d", kernel, stride, padding)?;
-        Ok(AvgPool2d { kernel, stride, padding })
+        Ok(AvgPool2d {
+            kernel,
+            stride,
+            padding,
+        })
     }
 }
 
@@ -240,7 +263,9 @@ impl Layer for GlobalAvgPool {
 /// `InvalidArgument` naming the first size that is zero.
 fn positive(what: &str, sizes: &[(&str, usize)]) -> Result<()> {
     match sizes.iter().find(|(_, v)| *v == 0) {
-        Some((name, _)) => Err(Error::InvalidArgument(format!("{what}: {name} must be positive"))),
+        Some((name, _)) => Err(Error::InvalidArgument(format!(
+            "{what}: {name} must be positive"
+        ))),
         None => Ok(()),
     }
 }
@@ -322,6 +347,19 @@ mod tests {
     }
 
     #[test]
+    fn set_trainable_switches_weights_only() {
+        let mut c = cell(&mut StdRng::seed_from_u64(0));
+        let before = state(&c);
+        set_trainable(&mut c, false);
+        assert!(state(&c).iter().all(|(_, t, _)| !t.tracks_grad()));
+        set_trainable(&mut c, true);
+        for ((_, old, kind), (_, new, _)) in before.iter().zip(state(&c)) {
+            assert_eq!(new.tracks_grad(), *kind == ParamKind::Weight);
+            assert_eq!(old.data(), new.data());
+        }
+    }
+
+    #[test]
     fn sequential_applies_layers_in_order() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut seq = Sequential::new()
@@ -352,9 +390,15 @@ mod tests {
     fn pools_and_global_pool_shapes() {
         let x = Tensor::randn(&[2, 3, 8, 8], 1.0, &mut StdRng::seed_from_u64(2));
         let mut ctx = Ctx::new(true, 0);
-        let y = MaxPool2d::new(2, 2, 0).unwrap().forward(&x, &mut ctx).unwrap();
+        let y = MaxPool2d::new(2, 2, 0)
+            .unwrap()
+            .forward(&x, &mut ctx)
+            .unwrap();
         assert_eq!(y.shape(), &[2, 3, 4, 4]);
-        let y = AvgPool2d::new(3, 1, 1).unwrap().forward(&x, &mut ctx).unwrap();
+        let y = AvgPool2d::new(3, 1, 1)
+            .unwrap()
+            .forward(&x, &mut ctx)
+            .unwrap();
         assert_eq!(y.shape(), &[2, 3, 8, 8]);
         let y = GlobalAvgPool.forward(&x, &mut ctx).unwrap();
         assert_eq!(y.shape(), &[2, 3]);
