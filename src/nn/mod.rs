@@ -82,7 +82,11 @@ pub fn set_trainable<M: Module + ?Sized>(m: &mut M, trainable: bool) {
     m.visit_mut("", &mut |_, t, kind| {
         if kind == ParamKind::Weight && t.tracks_grad() != trainable {
             let value = t.detach();
-            *t = if trainable { value.requires_grad() } else { value };
+            *t = if trainable {
+                value.requires_grad()
+            } else {
+                value
+            };
         }
     });
 }
