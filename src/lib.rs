@@ -19,6 +19,7 @@ pub mod nas;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod report;
 pub mod tape;
 pub mod tensor;
 

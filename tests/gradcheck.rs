@@ -92,26 +92,24 @@ fn compare(
             xs[i].data_mut()[j] = x0;
             let n = (lp - lm) / (xp as f64 - xm as f64);
             let a = g.data()[j] as f64;
-            let tol = ATOL + RTOL * a.abs().max(n.abs());
-            let excess = (a - n).abs() / tol;
+            let (err, tol) = ((a - n).abs(), ATOL + RTOL * a.abs().max(n.abs()));
             checked += 1;
-            // False when either side is NaN, which then counts as a mismatch.
-            let within = (a - n).abs() <= tol;
-            if !within {
-                bad.push(Mismatch {
-                    input: i,
-                    index: unravel(j, leaf.shape()),
-                    analytic: a,
-                    numeric: n,
-                    excess: if excess.is_nan() {
-                        f64::INFINITY
-                    } else {
-                        excess
-                    },
-                });
-            } else {
-                worst = worst.max(excess);
+            // `<=` is false when either side is NaN, which then counts as a mismatch.
+            if err <= tol {
+                worst = worst.max(err / tol);
+                continue;
             }
+            bad.push(Mismatch {
+                input: i,
+                index: unravel(j, leaf.shape()),
+                analytic: a,
+                numeric: n,
+                excess: if err.is_nan() {
+                    f64::INFINITY
+                } else {
+                    err / tol
+                },
+            });
         }
     }
     if bad.is_empty() {

@@ -159,7 +159,8 @@ fn parse_message(text: &str) -> std::result::Result<Genotype, String> {
     }
 }
 
-fn validate_cell(cell: &str, pairs: &[(Primitive, usize)], steps: usize) -> Result<()> {
+/// Checks one cell's pairs; shared with the report, which draws each cell on its own.
+pub(crate) fn validate_cell(cell: &str, pairs: &[(Primitive, usize)], steps: usize) -> Result<()> {
     let bad = |msg: String| Err(Error::InvalidArgument(format!("{cell} cell: {msg}")));
     if pairs.len() != 2 * steps {
         return bad(format!(
@@ -186,7 +187,8 @@ fn validate_cell(cell: &str, pairs: &[(Primitive, usize)], steps: usize) -> Resu
     Ok(())
 }
 
-fn validate_concat(field: &str, concat: &[usize], steps: usize) -> Result<()> {
+/// Checks one concat list against a cell with `steps` nodes.
+pub(crate) fn validate_concat(field: &str, concat: &[usize], steps: usize) -> Result<()> {
     let bad = |msg: String| Err(Error::InvalidArgument(format!("{field}: {msg}")));
     if concat.is_empty() {
         return bad("is empty; the cell output needs at least one state".into());

@@ -1,0 +1,126 @@
+//! Helpers shared by the report's drawings: escaping, the op palette, cell-state names and
+//! text-width estimates. We lay text out ourselves (no font engine), so widths are estimates
+//! from fixed per-character advances, generous enough that labels never collide.
+
+use crate::nas::primitives::Primitive;
+
+/// Font stack for op names. Monospace, so a label's width is exactly its length times the
+/// advance and the layout can reserve room for it.
+pub(crate) const MONO: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
+/// Font stack for everything else.
+pub(crate) const SANS: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
+/// Colour of the unlabelled concat edges into c_{k} and of neutral chart ink.
+pub(crate) const GREY: &str = "#9a9a9a";
+
+/// Escapes text for use inside XML/HTML element content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// One colour per op, used by every drawing in the report so a colour means the same op
+/// everywhere. Category-10 hues, darkened where needed to stay readable as text on white.
+pub(crate) fn op_colour(op: Primitive) -> &'static str {
+    match op {
+        Primitive::None => "#7f7f7f",
+        Primitive::MaxPool3x3 => "#d62728",
+        Primitive::AvgPool3x3 => "#e07b00",
+        Primitive::SkipConnect => "#2ca02c",
+        Primitive::SepConv3x3 => "#1f77b4",
+        Primitive::SepConv5x5 => "#0e8a96",
+        Primitive::DilConv3x3 => "#9467bd",
+        Primitive::DilConv5x5 => "#8c564b",
+    }
+}
+
+/// A standalone SVG document of the given size around `body`, on a white background (so it
+/// reads the same when opened on its own as inside the report).
+pub(crate) fn document(width: f64, height: f64, body: &str) -> String {
+    let (w, h) = (px(width), px(height));
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" font-family=\"{SANS}\">\
+         <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>{body}</svg>"
+    )
+}
+
+/// A coordinate with one decimal: enough for screen pixels, and keeps the files small.
+pub(crate) fn px(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+/// Width of `text` in the monospace stack at `size` px (DejaVu Sans Mono advances 0.602 em).
+pub(crate) fn mono_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * 0.61 * size
+}
+
+/// A generous estimate of `text`'s width in the sans stack at `size` px.
+pub(crate) fn sans_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * 0.62 * size
+}
+
+/// SVG text content for `c` with subscript `sub`. `dy` shifts rather than `baseline-shift`,
+/// which not every renderer supports; the trailing empty tspan returns to the baseline so
+/// text appended afterwards sits where it should.
+pub(crate) fn subscript_svg(sub: &str) -> String {
+    format!("c<tspan dy=\"0.3em\" font-size=\"75%\">{sub}</tspan><tspan dy=\"-0.3em\"></tspan>")
+}
+
+/// SVG text content naming cell state `s`, with a real subscript for the inputs.
+pub(crate) fn state_svg(s: usize) -> String {
+    match s {
+        0 => subscript_svg("k-2"),
+        1 => subscript_svg("k-1"),
+        _ => (s - 2).to_string(),
+    }
+}
+
+/// SVG text content naming the edge from state `from` into intermediate node `node`.
+pub(crate) fn edge_svg(from: usize, node: usize) -> String {
+    format!("{} → {node}", state_svg(from))
+}
+
+/// The (node, input state) of each alpha row, in the order the supernet stores them: node 0's
+/// edges from states 0 and 1, node 1's from 0, 1, 2, and so on.
+pub(crate) fn alpha_edges(steps: usize) -> Vec<(usize, usize)> {
+    (0..steps)
+        .flat_map(|node| (0..node + 2).map(move |from| (node, from)))
+        .collect()
+}
+
+/// The number of intermediate nodes whose cell has `edges` alpha rows, if any does
+/// (`edges = steps (steps + 3) / 2`).
+pub(crate) fn steps_for_edges(edges: usize) -> Option<usize> {
+    (1..=edges).find(|&s| s * (s + 3) / 2 == edges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_edges() {
+        assert_eq!(esc("<a & 'b'>"), "&lt;a &amp; &#39;b&#39;&gt;");
+        assert_eq!(esc("\""), "&quot;");
+        assert_eq!(alpha_edges(2), [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
+        assert_eq!(alpha_edges(4).len(), 14);
+        assert_eq!(steps_for_edges(14), Some(4));
+        assert_eq!(steps_for_edges(2), Some(1));
+        assert_eq!(steps_for_edges(13), None);
+        assert!(
+            edge_svg(1, 2).starts_with("c<tspan")
+                && edge_svg(1, 2).ends_with("k-1</tspan><tspan dy=\"-0.3em\"></tspan> → 2")
+        );
+        assert_eq!(edge_svg(3, 2), "1 → 2");
+    }
+}
