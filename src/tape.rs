@@ -180,7 +180,11 @@ pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
             continue;
         };
         let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-        let input_grads = backward(&g, &needs)?;
+        let input_grads = {
+            let _prof = crate::ops::prof::span(node.op, true);
+            backward(&g, &needs)?
+        };
+        let _prof = crate::ops::prof::span("accumulate", true);
         for (parent, ig) in node.parents.iter().zip(input_grads) {
             if let (Some(p), Some(ig)) = (parent, ig) {
                 if ig.shape() != p.shape.as_slice() {

@@ -157,6 +157,15 @@ impl Geom {
 /// ```
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
     let g = Geom::new("conv2d", x.shape(), w.shape(), &cfg)?;
+    // The kernel family names the op in profiles and in backward's errors.
+    let op = if g.depthwise() {
+        "conv2d_depthwise"
+    } else if g.kh * g.kw == 1 {
+        "conv2d_1x1"
+    } else {
+        "conv2d"
+    };
+    let _prof = super::prof::span(op, false);
     if let Some(b) = bias {
         if b.shape() != [g.cout] {
             return Err(Error::shape(
@@ -182,8 +191,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         Ok(grads)
     };
     Ok(match bias {
-        Some(b) => tape::record("conv2d", out, &[x, w, b], backward),
-        None => tape::record("conv2d", out, &[x, w], backward),
+        Some(b) => tape::record(op, out, &[x, w, b], backward),
+        None => tape::record(op, out, &[x, w], backward),
     })
 }
 

@@ -10,6 +10,7 @@ mod matmul;
 mod movement;
 mod norm;
 mod pool;
+pub mod prof;
 mod reduce;
 
 pub use conv::{conv2d, conv2d_backward, Conv2dCfg, Conv2dGrads};

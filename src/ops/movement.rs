@@ -8,6 +8,7 @@ use crate::tensor::Tensor;
 
 /// Concatenates tensors along dimension 1 (channels for NCHW); all other dimensions must agree.
 pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
+    let _prof = super::prof::span("concat", false);
     let Some(first) = xs.first() else {
         return Err(Error::InvalidArgument(
             "concat: needs at least one tensor".into(),
@@ -97,6 +98,7 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
 /// stride-2 1×1 conv this is the second path of DARTS's FactorizedReduce (`x[:, :, 1:, 1:]`),
 /// kept at full size so odd maps still line up with the first path.
 pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
+    let _prof = super::prof::span("shift", false);
     x.dims4("shift")?;
     let out = shift_kernel(x, dy, dx);
     Ok(tape::record("shift", out, &[x], move |g, _| {
@@ -108,6 +110,7 @@ pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
 /// DARTS's MixedOp, whose weights are one row of a softmax over the architecture parameters.
 /// Gradients flow to every term and to `w` (`∂/∂w[i] = ⟨g, t⟩`).
 pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("weighted_sum", false);
     let Some((_, first)) = terms.first() else {
         return Err(Error::InvalidArgument(
             "weighted_sum: needs at least one term".into(),

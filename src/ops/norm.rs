@@ -154,6 +154,7 @@ pub fn batch_norm2d(
     running_var: &mut Tensor,
     cfg: BatchNormCfg,
 ) -> Result<Tensor> {
+    let _prof = super::prof::span("batch_norm2d", false);
     let (n, c, h, w) = x.dims4(OP)?;
     let lay = Layout { n, c, hw: h * w };
     for (name, t) in [("gamma", gamma), ("beta", beta)] {

@@ -194,6 +194,7 @@ fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch:
 /// assert_eq!(y.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
 /// ```
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let _prof = super::prof::span("max_pool2d", false);
     let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = vec![0.0f32; planes * ol];
@@ -295,6 +296,7 @@ fn avg_plane_backward(win: &Window, g: &[f32], dx: &mut [f32], share: &mut [f32]
 /// assert_eq!(y.to_vec(), vec![2.5; 4]);
 /// ```
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let _prof = super::prof::span("avg_pool2d", false);
     let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = vec![0.0f32; planes * ol];
@@ -325,6 +327,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// assert_eq!(ops::global_avg_pool(&x).unwrap().to_vec(), vec![1.5, 4.5]);
 /// ```
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("global_avg_pool", false);
     let (n, c, h, w) = x.dims4("global_avg_pool")?;
     let hw = h * w;
     if hw == 0 {
