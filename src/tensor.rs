@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArcArray1, ArrayViewD, IxDyn};
+use ndarray::{ArrayViewD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use crate::device::pool::{self, Buffer};
 use crate::device::{Device, Storage};
 use crate::error::{Error, Result};
 use crate::tape::{self, Grads, Node, NodeId};
@@ -51,14 +52,14 @@ impl Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Cpu(ArcArray1::from(data)),
+            storage: Storage::Cpu(Arc::new(Buffer::new(data))),
             node: None,
         }
     }
 
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor::from_parts(vec![value; shape.iter().product()], shape)
+        Tensor::from_parts(pool::take_full(shape.iter().product(), value), shape)
     }
 
     /// A tensor of zeros.
@@ -116,14 +117,14 @@ impl Tensor {
     /// The data as a slice (CPU tensors).
     pub fn data(&self) -> &[f32] {
         match &self.storage {
-            Storage::Cpu(a) => a.as_slice().expect("CPU storage is contiguous"),
+            Storage::Cpu(a) => a.as_slice(),
         }
     }
 
     /// Mutable data, copied first if the storage is shared (copy on write).
     pub fn data_mut(&mut self) -> &mut [f32] {
         match &mut self.storage {
-            Storage::Cpu(a) => a.as_slice_mut().expect("CPU storage is contiguous"),
+            Storage::Cpu(a) => Arc::make_mut(a).as_mut_slice(),
         }
     }
 

@@ -17,6 +17,7 @@ mod tests;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -225,8 +226,9 @@ pub fn conv2d_backward(
             &[x.shape(), w.shape(), dy.shape()],
         ));
     }
-    let mut dx = needs[0].then(|| vec![0.0; x.numel()]);
-    let mut dw = needs[1].then(|| vec![0.0; w.numel()]);
+    // The kernels write every element of dx; dw is summed onto zeros.
+    let mut dx = needs[0].then(|| pool::take(x.numel()));
+    let mut dw = needs[1].then(|| pool::take_zeroed(w.numel()));
     if needs[0] || needs[1] {
         let (xd, wd, dyd) = (x.data(), w.data(), dy.data());
         let (dxm, dwm) = (dx.as_deref_mut(), dw.as_deref_mut());

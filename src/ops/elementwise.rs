@@ -4,6 +4,7 @@
 use rand::Rng;
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -25,7 +26,7 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// `out[i] = f(a[i], b[i])`, parallel for large tensors.
 pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
     let (x, y) = (a.data(), b.data());
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN).zip(y.par_chunks(PAR_MIN)))
@@ -45,7 +46,7 @@ pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync
 /// `out[i] = f(a[i])`, parallel for large tensors.
 pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let x = a.data();
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN))

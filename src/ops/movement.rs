@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -29,7 +30,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
     // Elements each input contributes to one sample.
     let parts: Vec<usize> = xs.iter().map(|t| t.shape()[1] * inner).collect();
     let per: usize = parts.iter().sum();
-    let mut out = vec![0.0; n * per];
+    let mut out = pool::take(n * per);
     out.par_chunks_mut(per.max(1))
         .enumerate()
         .for_each(|(i, o)| {
@@ -51,7 +52,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
             let mut grads = Vec::with_capacity(parts.len());
             for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
                 grads.push(need.then(|| {
-                    let mut d = vec![0.0; n * p];
+                    let mut d = pool::take(n * p);
                     d.par_chunks_mut(p.max(1))
                         .zip(g.data().par_chunks(per.max(1)))
                         .for_each(|(d, gs)| d.copy_from_slice(&gs[off..off + p]));
@@ -68,7 +69,7 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
     let [_, _, h, w] = *x.shape() else {
         unreachable!("checked by shift")
     };
-    let mut out = vec![0.0; x.numel()];
+    let mut out = pool::take_zeroed(x.numel());
     let rows = |o: usize| {
         (0..h)
             .filter(move |&i| (i as isize + dy) >= 0 && ((i as isize + dy) as usize) < h)

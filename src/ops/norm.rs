@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -75,7 +76,7 @@ impl Layout {
     /// `f(channel, index range of the plane, output plane)`.
     fn map_planes(&self, f: impl Fn(usize, Range<usize>, &mut [f32]) + Sync + Send) -> Vec<f32> {
         let hw = self.hw.max(1);
-        let mut out = vec![0.0f32; self.n * self.c * self.hw];
+        let mut out = pool::take(self.n * self.c * self.hw);
         out.par_chunks_mut(hw)
             .enumerate()
             .with_min_len(PAR_MIN.div_ceil(hw))

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -197,7 +198,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let _prof = super::prof::span("max_pool2d", false);
     let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = vec![0.0f32; planes * ol];
+    let mut out = pool::take(planes * ol);
     let mut arg = vec![0u32; planes * ol];
     out.par_chunks_mut(ol)
         .zip(arg.par_chunks_mut(ol))
@@ -210,7 +211,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; planes * il];
+        let mut dx = pool::take_zeroed(planes * il);
         dx.par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
             .zip(arg.par_chunks(ol))
@@ -299,7 +300,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let _prof = super::prof::span("avg_pool2d", false);
     let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = vec![0.0f32; planes * ol];
+    let mut out = pool::take_zeroed(planes * ol);
     out.par_chunks_mut(ol)
         .zip(x.data().par_chunks(il))
         .with_min_len(planes_per_task(il))
@@ -307,7 +308,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; planes * il];
+        let mut dx = pool::take_zeroed(planes * il);
         dx.par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
             .with_min_len(planes_per_task(il))
@@ -345,7 +346,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &[n, c]);
     Ok(tape::record("global_avg_pool", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; n * c * hw];
+        let mut dx = pool::take(n * c * hw);
         dx.par_chunks_mut(hw)
             .zip(g.data().par_iter())
             .with_min_len(planes_per_task(hw))

@@ -22,6 +22,7 @@
 use rayon::prelude::*;
 
 use super::{chunks_or_none, copy_row, Geom};
+use crate::device::pool;
 
 /// Defines `fn $name` from one body compiled twice: for AVX2, chosen at run time when the CPU has
 /// it, and for the baseline target. The body and the `#[inline(always)]` helpers it calls are
@@ -233,7 +234,7 @@ simd_fn! {
 
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (m, kk, hw, ohw) = (g.cout / g.cin, g.kh * g.kw, g.hw(), g.ohw());
-    let mut y = vec![0.0; g.n * g.cout * ohw];
+    let mut y = pool::take(g.n * g.cout * ohw);
     y.par_chunks_mut(ohw).enumerate().for_each_init(
         || PlaneConv::forward(g),
         |pc, (i, yp)| {
@@ -341,7 +342,7 @@ simd_fn! {
     }
 }
 
-/// dx (zeroed by the caller) and dw for the whole batch, one task per sample. Each sample's dw
+/// dx (every element written) and dw for the whole batch, one task per sample. Each sample's dw
 /// is summed in f64 and the samples are added in order, whatever the number of threads.
 pub(super) fn backward(
     g: &Geom,
