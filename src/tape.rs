@@ -133,9 +133,15 @@ impl Grads {
     }
 }
 
-fn accumulate(grads: &mut HashMap<NodeId, Tensor>, id: NodeId, g: Tensor) -> Result<()> {
+fn accumulate(grads: &mut HashMap<NodeId, Tensor>, id: NodeId, mut g: Tensor) -> Result<()> {
     match grads.get_mut(&id) {
-        Some(acc) => acc.add_assign(&g),
+        Some(acc) => {
+            // Add into whichever side owns its buffer (a + b = b + a exactly in IEEE).
+            if !acc.storage_is_unique() && g.storage_is_unique() {
+                std::mem::swap(acc, &mut g);
+            }
+            acc.add_assign(&g)
+        }
         None => {
             grads.insert(id, g);
             Ok(())

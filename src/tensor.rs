@@ -244,10 +244,31 @@ impl Tensor {
             ));
         }
         let o = other.data();
-        for (a, b) in self.data_mut().iter_mut().zip(o) {
-            *a += b;
+        match &mut self.storage {
+            Storage::Cpu(a) => match Arc::get_mut(a) {
+                Some(buf) => buf
+                    .as_mut_slice()
+                    .iter_mut()
+                    .zip(o)
+                    .for_each(|(a, b)| *a += b),
+                None => {
+                    // Shared storage: writing the sum to a new buffer is one pass; copying on
+                    // write and then adding would be two.
+                    let mut v = pool::take(o.len());
+                    let sums = v.iter_mut().zip(a.as_slice().iter().zip(o));
+                    sums.for_each(|(v, (a, b))| *v = a + b);
+                    *a = Arc::new(Buffer::new(v));
+                }
+            },
         }
         Ok(())
+    }
+
+    /// True when no other tensor shares this one's storage (so `add_assign` works in place).
+    pub(crate) fn storage_is_unique(&mut self) -> bool {
+        match &mut self.storage {
+            Storage::Cpu(a) => Arc::get_mut(a).is_some(),
+        }
     }
 
     /// Back-propagates from this scalar; returns the gradients of every leaf it depends on.
