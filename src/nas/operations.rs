@@ -83,7 +83,12 @@ impl DwPwBn {
     }
 
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let y = self.dw.forward(&ops::relu(x)?, ctx)?;
+        self.forward_relued(&ops::relu(x)?, ctx)
+    }
+
+    /// The block after its ReLU, given `relu(x)`.
+    fn forward_relued(&mut self, relu_x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let y = self.dw.forward(relu_x, ctx)?;
         let y = self.pw.forward(&y, ctx)?;
         self.bn.forward(&y, ctx)
     }
@@ -168,6 +173,28 @@ impl Op {
                 Op::DilConv(Box::new(DwPwBn::new(c, c, k, stride, 2, affine, rng)?))
             }
         })
+    }
+
+    /// [`Layer::forward`], where the ReLU that the separable and dilated convs apply first to `x`
+    /// comes from `relu_x`, computed on first use: a MixedOp's four such ops then share one
+    /// ReLU, forward and backward, instead of each computing its own.
+    pub fn forward_shared(&mut self, x: &Tensor, relu_x: &mut Option<Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let mut shared = || -> Result<Tensor> {
+            let r = match relu_x.take() {
+                Some(r) => r,
+                None => ops::relu(x)?,
+            };
+            *relu_x = Some(r.clone());
+            Ok(r)
+        };
+        match self {
+            Op::SepConv(b) => {
+                let y = b[0].forward_relued(&shared()?, ctx)?;
+                b[1].forward(&y, ctx)
+            }
+            Op::DilConv(b) => b.forward_relued(&shared()?, ctx),
+            _ => self.forward(x, ctx),
+        }
     }
 
     /// True for `none`, which a MixedOp leaves out of its sum.

@@ -86,9 +86,10 @@ impl MixedOp {
     fn forward(&mut self, x: &Tensor, weights: &Tensor, edge: usize, ctx: &mut Ctx) -> Result<Tensor> {
         let n_ops = self.ops.len();
         let mut outs = Vec::with_capacity(n_ops);
+        let mut relu_x = None;
         for (k, op) in self.ops.iter_mut().enumerate() {
             if !op.is_zero() {
-                outs.push((edge * n_ops + k, op.forward(x, ctx)?));
+                outs.push((edge * n_ops + k, op.forward_shared(x, &mut relu_x, ctx)?));
             }
         }
         let terms: Vec<(usize, &Tensor)> = outs.iter().map(|(i, t)| (*i, t)).collect();
