@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 static STATE: AtomicU8 = AtomicU8::new(0);
 
 /// Per (op, backward?): total time and call count.
-static TABLE: Mutex<Option<HashMap<(&'static str, bool), (Duration, u64)>>> = Mutex::new(None);
+type Table = HashMap<(&'static str, bool), (Duration, u64)>;
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 fn enabled() -> bool {
     match STATE.load(Ordering::Relaxed) {
