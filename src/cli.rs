@@ -14,7 +14,11 @@ use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES};
 use crate::nas::search::{self, SearchConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "darts", version, about = "Differentiable architecture search (DARTS) on CPU, in one binary")]
+#[command(
+    name = "darts",
+    version,
+    about = "Differentiable architecture search (DARTS) on CPU, in one binary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -47,7 +51,10 @@ pub struct DataArgs {
 
 impl DataArgs {
     fn spec(&self) -> DataSpec {
-        DataSpec { kind: self.dataset, dir: self.data_dir.clone() }
+        DataSpec {
+            kind: self.dataset,
+            dir: self.data_dir.clone(),
+        }
     }
 }
 
@@ -158,7 +165,9 @@ pub enum GenotypeCommand {
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
-            return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -169,7 +178,8 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    let s = serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
+    let s = serde_json::to_string(v)
+        .map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
     println!("{s}");
     Ok(())
 }
@@ -188,15 +198,24 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
         None => DARTS_PRIMITIVES.to_vec(),
     };
     if !(a.train_portion > 0.0 && a.train_portion < 1.0) {
-        return Err(Error::InvalidArgument("--train-portion must be strictly between 0 and 1".into()));
+        return Err(Error::InvalidArgument(
+            "--train-portion must be strictly between 0 and 1".into(),
+        ));
     }
     Ok(SearchConfig {
         data: a.data.spec(),
         epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 6 } else { 50 }))?,
         batch_size: positive("batch-size", a.batch_size.unwrap_or(64))?,
-        channels: positive("channels", a.channels.unwrap_or(if builtin { 8 } else { 16 }))?,
+        channels: positive(
+            "channels",
+            a.channels.unwrap_or(if builtin { 8 } else { 16 }),
+        )?,
         layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 8 }))?,
-        order: if a.order == 2 { Order::Second } else { Order::First },
+        order: if a.order == 2 {
+            Order::Second
+        } else {
+            Order::First
+        },
         seed: a.seed,
         primitives,
         train_portion: a.train_portion,
@@ -217,7 +236,8 @@ fn run_search(a: SearchArgs) -> Result<()> {
         Some(dir) => {
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let cfg: SearchConfig = serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
+            let cfg: SearchConfig = serde_json::from_str(&text)
+                .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
             (cfg, Some(dir.clone()), true)
         }
         None => (search_config(&a)?, a.out.clone(), false),

@@ -19,7 +19,11 @@ impl Progress {
             .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(prefix.into());
-        Progress { bar, start: Instant::now(), images_per_step }
+        Progress {
+            bar,
+            start: Instant::now(),
+            images_per_step,
+        }
     }
 
     /// Moves to step `pos` with a status message.

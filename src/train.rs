@@ -11,7 +11,11 @@ pub fn argmax_rows(logits: &Tensor) -> Vec<usize> {
     logits
         .data()
         .chunks(k)
-        .map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best }))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+        })
         .collect()
 }
 

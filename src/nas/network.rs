@@ -9,7 +9,9 @@ use rand::Rng;
 use super::genotype::Genotype;
 use super::operations::{FactorizedReduce, Op, ReluConvBn};
 use crate::error::{Error, Result};
-use crate::nn::{join, AvgPool2d, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind, Sequential, ReLU};
+use crate::nn::{
+    join, AvgPool2d, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind, ReLU, Sequential,
+};
 use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
 
@@ -45,14 +47,26 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn new(g: &Genotype, c_pp: usize, c_p: usize, c: usize, reduction: bool, reduction_prev: bool, rng: &mut impl Rng) -> Result<Self> {
+    fn new(
+        g: &Genotype,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        reduction: bool,
+        reduction_prev: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
         let preprocess0 = if reduction_prev {
             Preprocess::Reduce(FactorizedReduce::new(c_pp, c, true, rng)?)
         } else {
             Preprocess::Conv(ReluConvBn::new(c_pp, c, 1, 1, 0, true, rng)?)
         };
         let preprocess1 = ReluConvBn::new(c_p, c, 1, 1, 0, true, rng)?;
-        let (genes, concat) = if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
+        let (genes, concat) = if reduction {
+            (&g.reduce, &g.reduce_concat)
+        } else {
+            (&g.normal, &g.normal_concat)
+        };
         let mut ops = Vec::with_capacity(genes.len());
         for &(prim, index) in genes {
             let stride = if reduction && index < 2 { 2 } else { 1 };
@@ -68,7 +82,13 @@ impl Cell {
         })
     }
 
-    fn forward(&mut self, s0: &Tensor, s1: &Tensor, drop_prob: f32, ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(
+        &mut self,
+        s0: &Tensor,
+        s1: &Tensor,
+        drop_prob: f32,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let s0 = match &mut self.preprocess0 {
             Preprocess::Reduce(r) => r.forward(s0, ctx)?,
             Preprocess::Conv(p) => p.forward(s0, ctx)?,
@@ -85,7 +105,9 @@ impl Cell {
                 }
                 *slot = Some(y);
             }
-            let [Some(a), Some(b)] = h else { unreachable!("both slots filled above") };
+            let [Some(a), Some(b)] = h else {
+                unreachable!("both slots filled above")
+            };
             states.push(ops::add(&a, &b)?);
         }
         let out: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
@@ -139,7 +161,10 @@ impl AuxiliaryHead {
             .with(Conv2d::new(128, 768, 2, cfg, false, rng)?)
             .with(BatchNorm2d::new(768, true)?)
             .with(ReLU);
-        Ok(AuxiliaryHead { features, classifier: Linear::new(768, num_classes, true, rng)? })
+        Ok(AuxiliaryHead {
+            features,
+            classifier: Linear::new(768, num_classes, true, rng)?,
+        })
     }
 
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
@@ -176,14 +201,29 @@ impl Network {
     pub fn new(spec: NetworkSpec, rng: &mut impl Rng) -> Result<Self> {
         let steps = spec.genotype.normal.len() / 2;
         spec.genotype.validate(steps)?;
-        if spec.channels == 0 || spec.layers == 0 || spec.num_classes == 0 || spec.in_channels == 0 {
-            return Err(Error::InvalidArgument("network: channels, layers, classes and input channels must be positive".into()));
+        if spec.channels == 0 || spec.layers == 0 || spec.num_classes == 0 || spec.in_channels == 0
+        {
+            return Err(Error::InvalidArgument(
+                "network: channels, layers, classes and input channels must be positive".into(),
+            ));
         }
         if spec.channels % 2 != 0 {
-            return Err(Error::InvalidArgument("network: channels must be even (FactorizedReduce halves them)".into()));
+            return Err(Error::InvalidArgument(
+                "network: channels must be even (FactorizedReduce halves them)".into(),
+            ));
         }
         let c_stem = 3 * spec.channels;
-        let stem_conv = Conv2d::new(spec.in_channels, c_stem, 3, Conv2dCfg { padding: 1, ..Conv2dCfg::default() }, false, rng)?;
+        let stem_conv = Conv2d::new(
+            spec.in_channels,
+            c_stem,
+            3,
+            Conv2dCfg {
+                padding: 1,
+                ..Conv2dCfg::default()
+            },
+            false,
+            rng,
+        )?;
         let stem_bn = BatchNorm2d::new(c_stem, true)?;
         let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, spec.channels);
         let mut cells = Vec::with_capacity(spec.layers);
@@ -205,12 +245,22 @@ impl Network {
             }
         }
         let classifier = Linear::new(c_p, spec.num_classes, true, rng)?;
-        Ok(Network { spec, stem_conv, stem_bn, cells, auxiliary_head: aux, classifier, drop_path_prob: 0.0 })
+        Ok(Network {
+            spec,
+            stem_conv,
+            stem_bn,
+            cells,
+            auxiliary_head: aux,
+            classifier,
+            drop_path_prob: 0.0,
+        })
     }
 
     /// Logits, and the auxiliary head's logits when training with one.
     pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<(Tensor, Option<Tensor>)> {
-        let stem = self.stem_bn.forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
+        let stem = self
+            .stem_bn
+            .forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
         let (mut s0, mut s1) = (stem.clone(), stem);
         let mut aux = None;
         let aux_at = 2 * self.spec.layers / 3;
@@ -223,7 +273,10 @@ impl Network {
                 }
             }
         }
-        Ok((self.classifier.forward(&ops::global_avg_pool(&s1)?, ctx)?, aux))
+        Ok((
+            self.classifier.forward(&ops::global_avg_pool(&s1)?, ctx)?,
+            aux,
+        ))
     }
 
     /// Weights without the auxiliary head (what the paper counts).
