@@ -153,7 +153,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
     for which in 0..2 {
         let n = net.alphas.normal.numel();
         for i in 0..n {
-            let mut value = |delta: f32, net: &mut Network| {
+            let value = |delta: f32, net: &mut Network| {
                 let t = if which == 0 {
                     &mut net.alphas.normal
                 } else {
@@ -217,4 +217,52 @@ fn supernet_backward_reaches_every_alpha_and_weight() {
     let logits = net.forward(&xt, &mut ctx).unwrap();
     assert_eq!(logits.shape(), &[4, 3]);
     let _ = ops::softmax(&logits).unwrap();
+}
+
+fn eval_net(
+    channels: usize,
+    layers: usize,
+    in_channels: usize,
+    image: usize,
+) -> darts::nas::network::Network {
+    let spec = darts::nas::network::NetworkSpec {
+        channels,
+        layers,
+        num_classes: 10,
+        in_channels,
+        image_size: image,
+        auxiliary: true,
+        genotype: darts::nas::Genotype::named("DARTS_V2").unwrap(),
+    };
+    darts::nas::network::Network::new(spec, &mut rng(0)).unwrap()
+}
+
+#[test]
+fn evaluation_network_has_the_paper_parameter_counts() {
+    // The paper's 3.3 M CIFAR-10 network (the reference code prints 3.349342 MB).
+    assert_eq!(
+        eval_net(36, 20, 3, 32).param_count_without_auxiliary(),
+        3_349_342
+    );
+    assert_eq!(
+        eval_net(8, 5, 1, 28).param_count_without_auxiliary(),
+        36_586
+    );
+}
+
+#[test]
+fn evaluation_network_trains_with_auxiliary_head_and_drop_path() {
+    let mut net = eval_net(4, 5, 1, 28);
+    net.drop_path_prob = 0.2;
+    let x = Tensor::randn(&[2, 1, 28, 28], 1.0, &mut rng(1));
+    let mut ctx = Ctx::new(true, 0);
+    let (logits, aux) = net.forward(&x, &mut ctx).unwrap();
+    assert_eq!(logits.shape(), &[2, 10]);
+    assert_eq!(
+        aux.expect("auxiliary logits while training").shape(),
+        &[2, 10]
+    );
+    let mut eval = Ctx::new(false, 0);
+    let (_, aux) = no_grad(|| net.forward(&x, &mut eval)).unwrap();
+    assert!(aux.is_none());
 }

@@ -19,29 +19,18 @@ fn join(prefix: &str, name: &str) -> String {
     crate::nn::join(prefix, name)
 }
 
-fn conv(
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-    groups: usize,
-    rng: &mut impl Rng,
-) -> Result<Conv2d> {
-    Conv2d::new(
-        cin,
-        cout,
-        k,
-        Conv2dCfg {
-            stride,
-            padding,
-            dilation,
-            groups,
-        },
-        false,
-        rng,
-    )
+/// A bias-free convolution, as every convolution in the DARTS operations is.
+fn conv(cin: usize, cout: usize, k: usize, cfg: Conv2dCfg, rng: &mut impl Rng) -> Result<Conv2d> {
+    Conv2d::new(cin, cout, k, cfg, false, rng)
+}
+
+fn cfg(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dCfg {
+    Conv2dCfg {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
 }
 
 /// ReLU → Conv → BN (`op.1` conv, `op.2` BN).
@@ -61,7 +50,7 @@ impl ReluConvBn {
         rng: &mut impl Rng,
     ) -> Result<Self> {
         Ok(ReluConvBn {
-            conv: conv(cin, cout, k, stride, padding, 1, 1, rng)?,
+            conv: conv(cin, cout, k, cfg(stride, padding, 1, 1), rng)?,
             bn: BatchNorm2d::new(cout, affine)?,
         })
     }
@@ -104,8 +93,8 @@ impl DwPwBn {
     ) -> Result<Self> {
         let padding = dilation * (k - 1) / 2;
         Ok(DwPwBn {
-            dw: conv(cin, cin, k, stride, padding, dilation, cin, rng)?,
-            pw: conv(cin, cout, 1, 1, 0, 1, 1, rng)?,
+            dw: conv(cin, cin, k, cfg(stride, padding, dilation, cin), rng)?,
+            pw: conv(cin, cout, 1, cfg(1, 0, 1, 1), rng)?,
             bn: BatchNorm2d::new(cout, affine)?,
         })
     }
@@ -148,8 +137,8 @@ impl FactorizedReduce {
             )));
         }
         Ok(FactorizedReduce {
-            conv_1: conv(cin, cout / 2, 1, 2, 0, 1, 1, rng)?,
-            conv_2: conv(cin, cout / 2, 1, 2, 0, 1, 1, rng)?,
+            conv_1: conv(cin, cout / 2, 1, cfg(2, 0, 1, 1), rng)?,
+            conv_2: conv(cin, cout / 2, 1, cfg(2, 0, 1, 1), rng)?,
             bn: BatchNorm2d::new(cout, affine)?,
         })
     }
@@ -187,7 +176,7 @@ pub enum Op {
     Pool {
         max: bool,
         stride: usize,
-        bn: Option<BatchNorm2d>,
+        bn: Option<Box<BatchNorm2d>>,
     },
     /// `sep_conv_k×k`: the depthwise-separable block applied twice.
     SepConv(Box<[DwPwBn; 2]>),
@@ -208,8 +197,10 @@ impl Op {
         pool_bn: bool,
         rng: &mut impl Rng,
     ) -> Result<Op> {
-        let pool_bn = || -> Result<Option<BatchNorm2d>> {
-            pool_bn.then(|| BatchNorm2d::new(c, false)).transpose()
+        let pool_bn = || -> Result<Option<Box<BatchNorm2d>>> {
+            pool_bn
+                .then(|| BatchNorm2d::new(c, false).map(Box::new))
+                .transpose()
         };
         Ok(match prim {
             Primitive::None => Op::Zero { stride },

@@ -3,7 +3,6 @@
 //! current genotype, and an atomic checkpoint from which `--resume` continues bit for bit.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +20,7 @@ use crate::nn::{param_count, Ctx};
 use crate::optim::{clip_grad_norm, cosine_lr, Adam, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
-use crate::train::{evaluate, Meter};
+use crate::train::{append_line, evaluate, truncate_lines, Meter};
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -186,31 +185,6 @@ impl Cycle<'_> {
     }
 }
 
-/// Keeps only the log lines of epochs that the checkpoint covers (a kill between the log write
-/// and the checkpoint rename leaves one line too many).
-fn truncate_log(path: &Path, epochs_done: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .take(epochs_done)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    checkpoint::write_atomic(path, kept.as_bytes())
-}
-
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{line}")
-        .and_then(|_| f.sync_data())
-        .map_err(|e| Error::io(path, e))
-}
-
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
 }
@@ -225,7 +199,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         if resume {
             run.restore(dir)?;
-            truncate_log(&dir.join("search.jsonl"), run.epochs_done)?;
+            truncate_lines(&dir.join("search.jsonl"), run.epochs_done)?;
         } else {
             checkpoint::write_atomic(&dir.join("config.json"), to_json(&cfg)?.as_bytes())?;
             let _ = std::fs::remove_file(dir.join("search.jsonl"));

@@ -188,8 +188,8 @@ impl SearchCell {
         let mut offset = 0;
         for _ in 0..self.steps {
             let mut sum: Option<Tensor> = None;
-            for j in 0..states.len() {
-                let y = self.ops[offset + j].forward(&states[j], weights, offset + j, ctx)?;
+            for (j, state) in states.iter().enumerate() {
+                let y = self.ops[offset + j].forward(state, weights, offset + j, ctx)?;
                 sum = Some(match sum {
                     Some(s) => ops::add(&s, &y)?,
                     None => y,

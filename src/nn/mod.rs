@@ -7,6 +7,7 @@
 //! caller-supplied RNG so that a seed fixes every value.
 
 mod layers;
+mod macs;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -16,6 +17,7 @@ use crate::ops;
 use crate::tensor::Tensor;
 
 pub use layers::{BatchNorm2d, Conv2d, Linear};
+pub use macs::count_macs;
 
 /// Whether a named tensor is trained (a weight, it gets a gradient) or only carried along (a
 /// buffer such as batch-norm running statistics, saved in checkpoints but never optimised).
