@@ -12,6 +12,8 @@
 //! assert_eq!(grads.get(&x).unwrap().to_vec(), vec![0.0, 4.0, 6.0]);
 //! ```
 
+pub mod checkpoint;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -19,11 +21,19 @@ pub mod nas;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod report;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};
 pub use tape::{no_grad, Grads};
 pub use tensor::Tensor;
+
+/// The seeded generator used everywhere (weights, alphas, dropout): same seed, same run.
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed)
+}

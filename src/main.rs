@@ -1,5 +1,11 @@
-//! The `darts` command-line tool.
+//! The `darts` command-line tool: parse, run, and turn any error into one line and exit code 1.
+
+use clap::Parser;
 
 fn main() {
-    println!("darts {}", env!("CARGO_PKG_VERSION"));
+    let cli = darts::cli::Cli::parse();
+    if let Err(e) = darts::cli::run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -11,6 +11,7 @@ pub mod folder;
 pub mod loader;
 pub mod mnist;
 pub mod seed;
+pub mod source;
 pub mod split;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ pub enum Split {
     Train,
     Test,
 }
+pub use loader::{Batch, Batches, Loader, LoaderConfig};
+pub use source::{load, DataSpec, DatasetKind, Splits};
+pub use split::search_split;
 
 /// An image-classification dataset held as raw bytes (N×C×H×W, row-major); normalised per batch.
 #[derive(Clone, Debug)]

@@ -1,7 +1,13 @@
-//! The DARTS layer: search space, genotypes, and (later) the supernet and architect.
+//! The DARTS layer: search space, genotypes, the supernet, the bilevel architect and the search driver.
 
+pub mod architect;
+pub mod bench;
 pub mod genotype;
+pub mod network;
+pub mod operations;
 pub mod primitives;
+pub mod search;
+pub mod supernet;
 
 pub use genotype::Genotype;
 pub use primitives::Primitive;

@@ -1,0 +1,252 @@
+//! The command line: clap definitions and the glue from each subcommand to the library.
+//! With `--json`, the last line on stdout is one JSON object with the run's results; progress
+//! and logs go to stderr.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::data::{DataSpec, DatasetKind};
+use crate::error::{Error, Result};
+use crate::nas::architect::Order;
+use crate::nas::genotype::Genotype;
+use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES};
+use crate::nas::search::{self, SearchConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "darts", version, about = "Differentiable architecture search (DARTS) on CPU, in one binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Search a cell architecture with DARTS (bilevel: weights on one half of the training set,
+    /// alphas on the other) and print the genotype.
+    Search(SearchArgs),
+    /// Benchmarks (search step timing).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Inspect genotypes.
+    #[command(subcommand)]
+    Genotype(GenotypeCommand),
+}
+
+/// Dataset selection shared by the subcommands that read data.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Dataset: the built-in generated one needs no files.
+    #[arg(long, value_enum, default_value_t = DatasetKind::Builtin)]
+    pub dataset: DatasetKind,
+    /// Folder with the dataset files (default: $DARTS_DATA_DIR, else ../shared/datasets). For
+    /// `--dataset folder`, the image folder itself.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn spec(&self) -> DataSpec {
+        DataSpec { kind: self.dataset, dir: self.data_dir.clone() }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Epochs [default: 50; 6 on the built-in dataset].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size [default: 64].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Initial channels C [default: 16; 8 on the built-in dataset].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Number of cells [default: 8; 5 on the built-in dataset].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Architecture gradient: 1 = first order, 2 = second order (unrolled).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub order: u8,
+    /// Random seed (weights, alphas, data order, augmentation).
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Comma-separated candidate operations [default: the 8 DARTS primitives].
+    #[arg(long)]
+    pub primitives: Option<String>,
+    /// Fraction of the training set that trains weights; the rest trains the alphas.
+    #[arg(long, default_value_t = 0.5)]
+    pub train_portion: f32,
+    /// Weight learning rate (cosine-annealed to --lr-min).
+    #[arg(long, default_value_t = 0.025)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 0.001)]
+    pub lr_min: f32,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    #[arg(long, default_value_t = 3e-4)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 5.0)]
+    pub grad_clip: f32,
+    /// Architecture (alpha) learning rate for Adam.
+    #[arg(long, default_value_t = 3e-4)]
+    pub arch_lr: f32,
+    #[arg(long, default_value_t = 1e-3)]
+    pub arch_weight_decay: f32,
+    /// Stop each epoch after this many steps (quick experiments).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Run folder: search.jsonl, genotype.json/.txt, config.json, checkpoint.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (its config.json wins).
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Print the results as one JSON object on the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Median seconds per search step (first and second order) for configs T and S.
+    Search(BenchSearchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BenchConfig {
+    /// C=8, 5 cells, batch 32, 28×28×1, 10 classes.
+    T,
+    /// C=16, 8 cells, batch 64, 32×32×3, 10 classes.
+    S,
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSearchArgs {
+    #[arg(long, value_enum, default_value_t = BenchConfig::T)]
+    pub config: BenchConfig,
+    /// Timed steps per measurement (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Orders to time: 1, 2, or both.
+    #[arg(long, default_value = "both")]
+    pub order: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenotypeCommand {
+    /// Print a genotype (a built-in name such as DARTS_V2, or a JSON / DARTS-text file).
+    Show {
+        genotype: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::InvalidArgument(format!("--threads: {e}")))?;
+    }
+    Ok(())
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn positive(name: &str, v: usize) -> Result<usize> {
+    if v == 0 {
+        return Err(Error::InvalidArgument(format!("--{name} must be positive")));
+    }
+    Ok(v)
+}
+
+fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
+    let builtin = a.data.dataset == DatasetKind::Builtin;
+    let primitives = match &a.primitives {
+        Some(list) => parse_primitive_list(list)?,
+        None => DARTS_PRIMITIVES.to_vec(),
+    };
+    if !(a.train_portion > 0.0 && a.train_portion < 1.0) {
+        return Err(Error::InvalidArgument("--train-portion must be strictly between 0 and 1".into()));
+    }
+    Ok(SearchConfig {
+        data: a.data.spec(),
+        epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 6 } else { 50 }))?,
+        batch_size: positive("batch-size", a.batch_size.unwrap_or(64))?,
+        channels: positive("channels", a.channels.unwrap_or(if builtin { 8 } else { 16 }))?,
+        layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 8 }))?,
+        order: if a.order == 2 { Order::Second } else { Order::First },
+        seed: a.seed,
+        primitives,
+        train_portion: a.train_portion,
+        lr: a.lr,
+        lr_min: a.lr_min,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        grad_clip: a.grad_clip,
+        arch_lr: a.arch_lr,
+        arch_weight_decay: a.arch_weight_decay,
+        max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+    })
+}
+
+fn run_search(a: SearchArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let (cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let cfg: SearchConfig = serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
+            (cfg, Some(dir.clone()), true)
+        }
+        None => (search_config(&a)?, a.out.clone(), false),
+    };
+    let result = search::run(cfg, out.as_deref(), resume)?;
+    if a.json {
+        print_json(&result)?;
+    } else {
+        println!("{}", result.genotype_text);
+    }
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Search(a) => run_search(a),
+        Command::Bench(BenchCommand::Search(a)) => {
+            set_threads(a.threads)?;
+            crate::nas::bench::run_cli(&a)
+        }
+        Command::Genotype(GenotypeCommand::Show { genotype, json }) => {
+            let g = Genotype::load(&genotype)?;
+            if json {
+                print_json(&g)
+            } else {
+                println!("{g}");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The bilevel architecture step (the reference `architect.py`).
+//!
+//! First order: ∇α L_val(w, α). Second order: the gradient of the unrolled objective
+//! L_val(w′, α) with w′ = w − ξ(μ·buf + ∇w L_train(w, α) + λw), one SGD step with the weight
+//! optimiser's momentum and weight decay at ξ = the current weight learning rate, which is
+//! ∇α L_val(w′, α) − ξ ∇²α,w L_train(w, α) · ∇w′ L_val(w′, α); the Hessian-vector product is a
+//! central finite difference at w ± ε·∇w′L_val with ε = 0.01 / ‖∇w′ L_val‖.
+
+use super::supernet::Network;
+use crate::error::{Error, Result};
+use crate::nn::{set_trainable, Ctx, Module, ParamKind};
+use crate::optim::{Adam, Optimizer, Sgd};
+use crate::tape::Grads;
+use crate::tensor::Tensor;
+
+/// First- or second-order approximation of the architecture gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Order {
+    First,
+    Second,
+}
+
+/// One labelled batch.
+pub struct Batch<'a> {
+    pub images: &'a Tensor,
+    pub labels: &'a [usize],
+}
+
+/// Updates the alphas of a [`Network`] with Adam from (approximate) validation gradients.
+pub struct Architect {
+    pub optimizer: Adam,
+    pub order: Order,
+}
+
+fn weights(net: &Network) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    net.visit("", &mut |_, t, kind| {
+        if kind == ParamKind::Weight {
+            out.push(t.detach())
+        }
+    });
+    out
+}
+
+fn buffers(net: &Network) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    net.visit("", &mut |_, t, kind| {
+        if kind == ParamKind::Buffer {
+            out.push(t.detach())
+        }
+    });
+    out
+}
+
+/// Sets the tensors of `kind`, in visiting order, to `f(i, current)`.
+fn update(net: &mut Network, kind: ParamKind, mut f: impl FnMut(usize, &Tensor) -> Result<Tensor>) -> Result<()> {
+    let mut i = 0;
+    let mut result = Ok(());
+    net.visit_mut("", &mut |_, t, k| {
+        if k == kind && result.is_ok() {
+            result = f(i, t).and_then(|v| t.set_data(&v));
+            i += 1;
+        }
+    });
+    result
+}
+
+/// `a + s·b`, elementwise, outside the graph.
+fn axpy(a: &Tensor, s: f32, b: &Tensor) -> Result<Tensor> {
+    crate::no_grad(|| crate::ops::add(a, &crate::ops::scale(b, s)?))
+}
+
+impl Architect {
+    /// The paper's architecture optimiser: Adam, lr 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+    pub fn new(order: Order, lr: f32, weight_decay: f32) -> Result<Self> {
+        Ok(Architect { optimizer: Adam::new(lr, (0.5, 0.999), 1e-8, weight_decay)?, order })
+    }
+
+    /// Loss and gradients with only the chosen parameter sets tracked.
+    fn loss_grads(net: &mut Network, batch: &Batch, train_w: bool, train_a: bool, ctx: &mut Ctx) -> Result<(f32, Grads)> {
+        set_trainable(net, train_w);
+        set_trainable(&mut net.alphas, train_a);
+        let loss = net.loss(batch.images, batch.labels, ctx)?;
+        let value = loss.item()?;
+        if !value.is_finite() {
+            return Err(Error::NonFinite(format!("architecture step loss is {value}")));
+        }
+        Ok((value, loss.backward()?))
+    }
+
+    /// ∇α of the (first- or second-order) validation objective; returns it with L_val.
+    pub fn alpha_gradient(&self, net: &mut Network, train: &Batch, val: &Batch, eta: f32, sgd: &Sgd, ctx: &mut Ctx) -> Result<(f32, [Tensor; 2])> {
+        let alpha_grads = |net: &Network, g: &Grads| -> Result<[Tensor; 2]> {
+            let get = |t: &Tensor| g.get(t).cloned().ok_or_else(|| Error::InvalidArgument("the loss does not depend on the alphas".into()));
+            Ok([get(&net.alphas.normal)?, get(&net.alphas.reduce)?])
+        };
+        let result = match self.order {
+            Order::First => {
+                let (loss, g) = Self::loss_grads(net, val, false, true, ctx)?;
+                (loss, alpha_grads(net, &g)?)
+            }
+            Order::Second => self.unrolled_gradient(net, train, val, eta, sgd, ctx, &alpha_grads)?,
+        };
+        set_trainable(net, true);
+        set_trainable(&mut net.alphas, true);
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn unrolled_gradient(
+        &self,
+        net: &mut Network,
+        train: &Batch,
+        val: &Batch,
+        eta: f32,
+        sgd: &Sgd,
+        ctx: &mut Ctx,
+        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
+    ) -> Result<(f32, [Tensor; 2])> {
+        let w0 = weights(net);
+        // w′ = w − ξ(μ·buf + ∇w L_train + λw), exactly one step of the weight optimiser.
+        let (_, g_train) = Self::loss_grads(net, train, true, false, ctx)?;
+        let mut names = Vec::new();
+        let mut grads_w = Vec::new();
+        net.visit("", &mut |name, t, kind| {
+            if kind == ParamKind::Weight {
+                names.push(name.to_string());
+                grads_w.push(g_train.get(t).cloned());
+            }
+        });
+        drop(g_train);
+        update(net, ParamKind::Weight, |i, w| {
+            let mut step = match &grads_w[i] {
+                Some(g) => axpy(g, sgd.weight_decay, w)?,
+                None => crate::no_grad(|| crate::ops::scale(w, sgd.weight_decay))?,
+            };
+            if let Some(buf) = sgd.momentum_buffers.get(&names[i]) {
+                let buf = Tensor::from_vec(buf.clone(), w.shape())?;
+                step = axpy(&step, sgd.momentum, &buf)?;
+            }
+            axpy(w, -eta, &step)
+        })?;
+        // The unrolled model is a copy in the reference: its BN statistics do not persist.
+        let saved_buffers = buffers(net);
+        let (loss, g_val) = Self::loss_grads(net, val, true, true, ctx)?;
+        update(net, ParamKind::Buffer, |i, _| Ok(saved_buffers[i].clone()))?;
+        let [mut da_n, mut da_r] = alpha_grads(net, &g_val)?;
+        let mut v = Vec::new();
+        net.visit("", &mut |_, t, kind| {
+            if kind == ParamKind::Weight {
+                v.push(g_val.get(t).cloned().unwrap_or_else(|| Tensor::zeros(t.shape())));
+            }
+        });
+        drop(g_val);
+        let norm = v.iter().flat_map(|t| t.data()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt() as f32;
+        // Hessian-vector product by central differences at w0 ± R·v.
+        let r = 1e-2 / norm.max(1e-12);
+        let mut hvp_side = |sign: f32, ctx: &mut Ctx| -> Result<[Tensor; 2]> {
+            update(net, ParamKind::Weight, |i, _| axpy(&w0[i], sign * r, &v[i]))?;
+            let (_, g) = Self::loss_grads(net, train, false, true, ctx)?;
+            alpha_grads(net, &g)
+        };
+        let [gp_n, gp_r] = hvp_side(1.0, ctx)?;
+        let [gn_n, gn_r] = hvp_side(-1.0, ctx)?;
+        update(net, ParamKind::Weight, |i, _| Ok(w0[i].clone()))?;
+        let c = -eta / (2.0 * r);
+        da_n = axpy(&da_n, c, &axpy(&gp_n, -1.0, &gn_n)?)?;
+        da_r = axpy(&da_r, c, &axpy(&gp_r, -1.0, &gn_r)?)?;
+        Ok((loss, [da_n, da_r]))
+    }
+
+    /// One architecture update; returns the validation loss it saw.
+    pub fn step(&mut self, net: &mut Network, train: &Batch, val: &Batch, eta: f32, sgd: &Sgd, ctx: &mut Ctx) -> Result<f32> {
+        let (loss, [gn, gr]) = self.alpha_gradient(net, train, val, eta, sgd, ctx)?;
+        let mut grads = Grads::default();
+        grads.insert(&net.alphas.normal, gn);
+        grads.insert(&net.alphas.reduce, gr);
+        self.optimizer.step(&mut net.alphas, &grads)?;
+        Ok(loss)
+    }
+}

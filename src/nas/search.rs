@@ -1,0 +1,289 @@
+//! The search driver (the reference `train_search.py`): per batch one architecture step on a
+//! validation batch, then one weight step on a training batch; per epoch a JSONL log line, the
+//! current genotype, and an atomic checkpoint from which `--resume` continues bit for bit.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::architect::{Architect, Batch, Order};
+use super::genotype::Genotype;
+use super::primitives::Primitive;
+use super::supernet::{Network, SearchSpec};
+use crate::checkpoint;
+use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::nn::{param_count, Ctx};
+use crate::optim::{clip_grad_norm, cosine_lr, Adam, Optimizer, Sgd};
+use crate::progress::Progress;
+use crate::tensor::Tensor;
+use crate::train::{evaluate, Meter};
+
+/// Everything that defines a search run; saved as `config.json` in the run folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchConfig {
+    pub data: DataSpec,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub channels: usize,
+    pub layers: usize,
+    pub order: Order,
+    pub seed: u64,
+    pub primitives: Vec<Primitive>,
+    pub train_portion: f32,
+    pub lr: f32,
+    pub lr_min: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    pub arch_lr: f32,
+    pub arch_weight_decay: f32,
+    /// Stop each epoch after this many steps (quick experiments and tests); `None` = full epoch.
+    pub max_steps: Option<usize>,
+}
+
+/// What a finished search reports (`--json` prints it).
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResult {
+    pub genotype: Genotype,
+    pub genotype_text: String,
+    pub val_accuracy: f32,
+    pub val_loss: f32,
+    pub train_accuracy: f32,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub params: usize,
+    pub out: Option<PathBuf>,
+}
+
+/// One line of `search.jsonl`.
+#[derive(Serialize, Deserialize)]
+struct EpochLog {
+    epoch: usize,
+    lr: f32,
+    train_loss: f32,
+    train_accuracy: f32,
+    val_loss: f32,
+    val_accuracy: f32,
+    alphas_normal: Vec<Vec<f32>>,
+    alphas_reduce: Vec<Vec<f32>>,
+    genotype: Genotype,
+    genotype_text: String,
+    seconds: f64,
+}
+
+/// Run state kept in the checkpoint's metadata.
+#[derive(Serialize, Deserialize)]
+struct RunState {
+    epochs_done: usize,
+    adam: Adam,
+    seconds: f64,
+}
+
+struct Run {
+    net: Network,
+    architect: Architect,
+    sgd: Sgd,
+    epochs_done: usize,
+    seconds: f64,
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const SGD_PREFIX: &str = "optim.momentum_buffer.";
+
+fn rows(v: &[f32], n_ops: usize) -> Vec<Vec<f32>> {
+    v.chunks(n_ops).map(<[f32]>::to_vec).collect()
+}
+
+impl Run {
+    fn new(cfg: SearchConfig, in_channels: usize, num_classes: usize) -> Result<Run> {
+        let mut rng = crate::rng(cfg.seed);
+        let mut spec = SearchSpec::darts(cfg.channels, cfg.layers, in_channels, num_classes);
+        spec.primitives = cfg.primitives.clone();
+        let net = Network::new(spec, &mut rng)?;
+        let architect = Architect::new(cfg.order, cfg.arch_lr, cfg.arch_weight_decay)?;
+        let sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
+        Ok(Run { net, architect, sgd, epochs_done: 0, seconds: 0.0 })
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let mut tensors = BTreeMap::new();
+        checkpoint::module_state(&self.net, "", &mut tensors);
+        checkpoint::module_state(&self.net.alphas, "", &mut tensors);
+        for (name, buf) in &self.sgd.momentum_buffers {
+            tensors.insert(format!("{SGD_PREFIX}{name}"), Tensor::from_vec(buf.clone(), &[buf.len()])?);
+        }
+        let state = RunState { epochs_done: self.epochs_done, adam: self.architect.optimizer.clone(), seconds: self.seconds };
+        let meta = serde_json::to_value(&state).map_err(|e| Error::InvalidArgument(format!("checkpoint state: {e}")))?;
+        checkpoint::save(&dir.join(CHECKPOINT), &tensors, &meta)
+    }
+
+    fn restore(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(CHECKPOINT);
+        let (tensors, meta) = checkpoint::load(&path)?;
+        let state: RunState = serde_json::from_value(meta).map_err(|e| Error::data(&path, format!("run state: {e}")))?;
+        checkpoint::load_module_state(&mut self.net, "", &tensors, &path)?;
+        checkpoint::load_module_state(&mut self.net.alphas, "", &tensors, &path)?;
+        self.sgd.momentum_buffers = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(SGD_PREFIX).map(|n| (n.to_string(), t.to_vec())))
+            .collect();
+        self.architect.optimizer = state.adam;
+        self.epochs_done = state.epochs_done;
+        self.seconds = state.seconds;
+        Ok(())
+    }
+
+    fn genotype(&self) -> Result<Genotype> {
+        let (wn, wr) = self.net.alphas.softmaxed()?;
+        let s = &self.net.spec;
+        Genotype::derive(&wn, &wr, &s.primitives, s.steps, s.multiplier)
+    }
+}
+
+/// Validation batches without end: the architecture half is reshuffled whenever it runs out
+/// (the reference draws a fresh batch from a new shuffled iterator each step).
+struct Cycle<'a> {
+    loader: &'a Loader,
+    epoch: usize,
+    round: u64,
+    batches: Option<Batches>,
+}
+
+impl Cycle<'_> {
+    fn next_batch(&mut self) -> Result<data::Batch> {
+        loop {
+            if let Some(b) = self.batches.as_mut().and_then(Iterator::next) {
+                return Ok(b);
+            }
+            // Distinct loader epochs per (search epoch, round) keep every order reproducible.
+            let e = (self.epoch as u64) << 20 | self.round;
+            self.round += 1;
+            self.batches = Some(self.loader.epoch(e)?);
+        }
+    }
+}
+
+/// Keeps only the log lines of epochs that the checkpoint covers (a kill between the log write
+/// and the checkpoint rename leaves one line too many).
+fn truncate_log(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text.lines().take(epochs_done).map(|l| format!("{l}\n")).collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}").and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
+}
+
+/// Runs (or, with `resume`, continues) a search. `out` receives the run folder's files.
+pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<SearchResult> {
+    let splits = data::load(&cfg.data, cfg.seed)?;
+    let split = data::search_split(splits.train.len(), cfg.train_portion as f64)?;
+    let ds = Arc::new(splits.train);
+    let mut run = Run::new(cfg.clone(), ds.channels, ds.num_classes)?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if resume {
+            run.restore(dir)?;
+            truncate_log(&dir.join("search.jsonl"), run.epochs_done)?;
+        } else {
+            checkpoint::write_atomic(&dir.join("config.json"), to_json(&cfg)?.as_bytes())?;
+            let _ = std::fs::remove_file(dir.join("search.jsonl"));
+        }
+    }
+    // Both halves see the training augmentation, as in the reference search.
+    let norm = source::default_normalize(cfg.data.kind, &ds)?;
+    let loader = |idx: Vec<usize>, seed: u64| {
+        let augment = source::default_augment(cfg.data.kind, 0);
+        Loader::new(ds.clone(), idx, norm.clone(), LoaderConfig { seed, augment, ..LoaderConfig::new(cfg.batch_size) })
+    };
+    let train_loader = loader(split.weights, cfg.seed)?;
+    let val_loader = loader(split.arch, data::seed::derive(cfg.seed, 1))?;
+    let params = param_count(&run.net);
+    let mut last = None;
+    for epoch in run.epochs_done..cfg.epochs {
+        let start = Instant::now();
+        let lr = cosine_lr(cfg.lr, cfg.lr_min, epoch, cfg.epochs);
+        run.sgd.set_lr(lr);
+        let mut ctx = Ctx::new(true, cfg.seed.wrapping_add(epoch as u64));
+        let steps = train_loader.num_batches().min(cfg.max_steps.unwrap_or(usize::MAX));
+        let mut bar = Progress::new(format!("search {}/{}", epoch + 1, cfg.epochs), steps, cfg.batch_size);
+        let mut meter = Meter::default();
+        let mut val_batches = Cycle { loader: &val_loader, epoch, round: 0, batches: None };
+        for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
+            let val = val_batches.next_batch()?;
+            let train = Batch { images: &batch.images, labels: &batch.labels };
+            let valb = Batch { images: &val.images, labels: &val.labels };
+            run.architect.step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
+            let logits = run.net.forward(&batch.images, &mut ctx)?;
+            let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
+            crate::optim::ensure_finite_loss(loss.item()?)?;
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&run.net, &mut grads, cfg.grad_clip);
+            run.sgd.step(&mut run.net, &grads)?;
+            meter.add(&logits, &batch.labels, loss.item()?);
+            bar.set(step + 1, &format!("loss {:.3} acc {:.1}%", meter.loss(), 100.0 * meter.accuracy()));
+        }
+        bar.finish();
+        let (val_loss, val_acc) = evaluate(&mut run.net, val_loader.epoch(epoch as u64)?, |n, x, c| n.forward(x, c))?;
+        let genotype = run.genotype()?;
+        let (wn, wr) = run.net.alphas.softmaxed()?;
+        let n_ops = run.net.spec.primitives.len();
+        run.epochs_done = epoch + 1;
+        let secs = start.elapsed().as_secs_f64();
+        run.seconds += secs;
+        let log = EpochLog {
+            epoch: epoch + 1,
+            lr,
+            train_loss: meter.loss(),
+            train_accuracy: meter.accuracy(),
+            val_loss,
+            val_accuracy: val_acc,
+            alphas_normal: rows(&wn, n_ops),
+            alphas_reduce: rows(&wr, n_ops),
+            genotype_text: genotype.to_string(),
+            genotype: genotype.clone(),
+            seconds: secs,
+        };
+        eprintln!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% | {:.1}s\n  {}",
+            epoch + 1, cfg.epochs, log.train_loss, 100.0 * log.train_accuracy, val_loss, 100.0 * val_acc, secs, log.genotype_text
+        );
+        if let Some(dir) = out {
+            append_line(&dir.join("search.jsonl"), &to_json(&log)?)?;
+            checkpoint::write_atomic(&dir.join("genotype.json"), serde_json::to_string_pretty(&genotype).unwrap_or_default().as_bytes())?;
+            checkpoint::write_atomic(&dir.join("genotype.txt"), format!("{genotype}\n").as_bytes())?;
+            run.save(dir)?;
+        }
+        last = Some((log.train_accuracy, val_loss, val_acc));
+    }
+    let genotype = run.genotype()?;
+    let (train_accuracy, val_loss, val_accuracy) = match last {
+        Some(v) => v,
+        None => {
+            let (l, a) = evaluate(&mut run.net, val_loader.epoch(0)?, |n, x, c| n.forward(x, c))?;
+            (f32::NAN, l, a)
+        }
+    };
+    Ok(SearchResult {
+        genotype_text: genotype.to_string(),
+        genotype,
+        val_accuracy,
+        val_loss,
+        train_accuracy,
+        epochs: run.epochs_done,
+        seconds: run.seconds,
+        params,
+        out: out.map(Path::to_path_buf),
+    })
+}
