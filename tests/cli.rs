@@ -163,7 +163,7 @@ fn bad_input_is_a_one_line_error() {
         "--channels must be positive",
     );
     fails_with(&["search", "--channels", "5"], "even");
-    fails_with(&["search", "--epochs", "-3"], "--epochs");
+    fails_with(&["search", "--epochs", "-3"], "-3");
     fails_with(&["search", "--dataset", "imagenet"], "imagenet");
     fails_with(&["train", "--batch-size", "0"], "--batch-size must be positive");
     fails_with(
