@@ -12,8 +12,13 @@ use darts::nas::search::{self, SearchConfig};
 use darts::train::{self, TrainConfig};
 
 fn main() -> darts::Result<()> {
-    let root = std::env::args().nth(1).map_or_else(|| PathBuf::from("runs/example"), PathBuf::from);
-    let data = DataSpec { kind: DatasetKind::Builtin, dir: None };
+    let root = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("runs/example"), PathBuf::from);
+    let data = DataSpec {
+        kind: DatasetKind::Builtin,
+        dir: None,
+    };
     let search_cfg = SearchConfig {
         data: data.clone(),
         epochs: 3,

@@ -7,12 +7,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::checkpoint;
-use crate::data::{self, source, Dataset, Loader, LoaderConfig};
+use crate::data::{self, source, Dataset};
 use crate::error::{Error, Result};
 use crate::nas::network::Network;
 use crate::nn::{Ctx, Module};
 use crate::ops;
-use crate::train::{build_network, TrainConfig, MODEL_CONFIG, MODEL_WEIGHTS};
+use crate::train::{build_network, in_order_loader, TrainConfig, MODEL_CONFIG, MODEL_WEIGHTS};
 
 /// The measurements `darts eval` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -70,15 +70,7 @@ pub fn evaluate_network(
 ) -> Result<EvalReport> {
     let norm = source::default_normalize(cfg.data.kind, train)?;
     let k = test.num_classes;
-    let loader = Loader::new(
-        test.clone(),
-        (0..test.len()).collect(),
-        norm,
-        LoaderConfig {
-            shuffle: false,
-            ..LoaderConfig::new(cfg.batch_size)
-        },
-    )?;
+    let loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut top5, mut loss_sum, mut n) = (0usize, 0f64, 0usize);
     let mut ctx = Ctx::new(false, 0);

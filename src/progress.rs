@@ -28,7 +28,14 @@ impl Progress {
         let prefix = prefix.into();
         bar.set_prefix(prefix.clone());
         let now = Instant::now();
-        Progress { bar, prefix, steps, start: now, last_line: now, images_per_step }
+        Progress {
+            bar,
+            prefix,
+            steps,
+            start: now,
+            last_line: now,
+            images_per_step,
+        }
     }
 
     /// Moves to step `pos` with a status message.
@@ -39,7 +46,10 @@ impl Progress {
             if self.last_line.elapsed() >= PLAIN_EVERY {
                 self.last_line = Instant::now();
                 let eta = secs / pos.max(1) as f64 * self.steps.saturating_sub(pos) as f64;
-                eprintln!("{} {pos}/{} {msg} {rate:.0} img/s eta {eta:.0}s", self.prefix, self.steps);
+                eprintln!(
+                    "{} {pos}/{} {msg} {rate:.0} img/s eta {eta:.0}s",
+                    self.prefix, self.steps
+                );
             }
             return;
         }

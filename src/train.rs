@@ -11,11 +11,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::data::{self, source, Batch, DataSpec, Dataset, Loader, LoaderConfig};
+use crate::data::{self, source, Batch, DataSpec, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::nas::network::{Network, NetworkSpec};
 use crate::nas::Genotype;
-use crate::nn::Ctx;
+use crate::nn::{Ctx, Module};
 use crate::ops;
 use crate::optim::{clip_grad_norm, cosine_lr, ensure_finite_loss, Optimizer, Sgd};
 use crate::progress::Progress;
@@ -60,6 +60,43 @@ impl Meter {
     pub fn seen(&self) -> usize {
         self.seen
     }
+    /// "loss 0.123 acc 45.6%", for progress bars.
+    pub fn status(&self) -> String {
+        format!(
+            "loss {:.3} acc {:.1}%",
+            self.loss(),
+            100.0 * self.accuracy()
+        )
+    }
+}
+
+/// Back-propagates `loss`, clips the gradient norm and takes one SGD step; returns the loss.
+pub fn sgd_step(
+    model: &mut dyn Module,
+    loss: &Tensor,
+    sgd: &mut Sgd,
+    grad_clip: f32,
+) -> Result<f32> {
+    let value = loss.item()?;
+    ensure_finite_loss(value)?;
+    let mut grads = loss.backward()?;
+    clip_grad_norm(model, &mut grads, grad_clip);
+    sgd.step(model, &grads)?;
+    Ok(value)
+}
+
+/// Batches over a whole dataset in order, without augmentation (evaluation).
+pub fn in_order_loader(data: Arc<Dataset>, norm: Normalize, batch_size: usize) -> Result<Loader> {
+    let all = (0..data.len()).collect();
+    Loader::new(
+        data,
+        all,
+        norm,
+        LoaderConfig {
+            shuffle: false,
+            ..LoaderConfig::new(batch_size)
+        },
+    )
 }
 
 /// Mean loss and accuracy of a model over batches, in evaluation mode and without a tape.
@@ -257,15 +294,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             ..LoaderConfig::new(cfg.batch_size)
         },
     )?;
-    let test_loader = Loader::new(
-        test.clone(),
-        (0..test.len()).collect(),
-        norm,
-        LoaderConfig {
-            shuffle: false,
-            ..LoaderConfig::new(cfg.batch_size)
-        },
-    )?;
+    let test_loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
     let steps = loader
         .num_batches()
         .min(cfg.max_steps.unwrap_or(usize::MAX));
@@ -298,20 +327,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
                     )?,
                 )?;
             }
-            let value = loss.item()?;
-            ensure_finite_loss(value)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&net, &mut grads, cfg.grad_clip);
-            sgd.step(&mut net, &grads)?;
+            let value = sgd_step(&mut net, &loss, &mut sgd, cfg.grad_clip)?;
             meter.add(&logits, &batch.labels, value);
-            bar.set(
-                step + 1,
-                &format!(
-                    "loss {:.3} acc {:.1}%",
-                    meter.loss(),
-                    100.0 * meter.accuracy()
-                ),
-            );
+            bar.set(step + 1, &meter.status());
         }
         bar.finish();
         let secs = start.elapsed().as_secs_f64();

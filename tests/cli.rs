@@ -165,7 +165,10 @@ fn bad_input_is_a_one_line_error() {
     fails_with(&["search", "--channels", "5"], "even");
     fails_with(&["search", "--epochs", "-3"], "-3");
     fails_with(&["search", "--dataset", "imagenet"], "imagenet");
-    fails_with(&["train", "--batch-size", "0"], "--batch-size must be positive");
+    fails_with(
+        &["train", "--batch-size", "0"],
+        "--batch-size must be positive",
+    );
     fails_with(
         &[
             "search",

@@ -32,20 +32,11 @@ pub struct Architect {
     pub order: Order,
 }
 
-fn weights(net: &Network) -> Vec<Tensor> {
+/// Copies (outside the graph) of the tensors of `kind`, in visiting order.
+fn tensors(net: &Network, kind: ParamKind) -> Vec<Tensor> {
     let mut out = Vec::new();
-    net.visit("", &mut |_, t, kind| {
-        if kind == ParamKind::Weight {
-            out.push(t.detach())
-        }
-    });
-    out
-}
-
-fn buffers(net: &Network) -> Vec<Tensor> {
-    let mut out = Vec::new();
-    net.visit("", &mut |_, t, kind| {
-        if kind == ParamKind::Buffer {
+    net.visit("", &mut |_, t, k| {
+        if k == kind {
             out.push(t.detach())
         }
     });
@@ -146,7 +137,7 @@ impl Architect {
         ctx: &mut Ctx,
         alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
     ) -> Result<(f32, [Tensor; 2])> {
-        let w0 = weights(net);
+        let w0 = tensors(net, ParamKind::Weight);
         // w′ = w − ξ(μ·buf + ∇w L_train + λw), exactly one step of the weight optimiser.
         let (_, g_train) = Self::loss_grads(net, train, true, false, ctx)?;
         let mut names = Vec::new();
@@ -170,7 +161,7 @@ impl Architect {
             axpy(w, -eta, &step)
         })?;
         // The unrolled model is a copy in the reference: its BN statistics do not persist.
-        let saved_buffers = buffers(net);
+        let saved_buffers = tensors(net, ParamKind::Buffer);
         let (loss, g_val) = Self::loss_grads(net, val, true, true, ctx)?;
         update(net, ParamKind::Buffer, |i, _| Ok(saved_buffers[i].clone()))?;
         let [mut da_n, mut da_r] = alpha_grads(net, &g_val)?;

@@ -7,7 +7,7 @@
 use rand::Rng;
 
 use super::genotype::Genotype;
-use super::operations::{FactorizedReduce, Op, ReluConvBn};
+use super::operations::{Op, Preprocess, ReluConvBn};
 use crate::error::{Error, Result};
 use crate::nn::{
     join, AvgPool2d, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind, ReLU, Sequential,
@@ -31,11 +31,6 @@ pub struct NetworkSpec {
     pub genotype: Genotype,
 }
 
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Conv(ReluConvBn),
-}
-
 /// A discrete cell: node i = op(states[a]) + op(states[b]) for its two genes.
 pub struct Cell {
     pub reduction: bool,
@@ -56,11 +51,7 @@ impl Cell {
         reduction_prev: bool,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(c_pp, c, true, rng)?)
-        } else {
-            Preprocess::Conv(ReluConvBn::new(c_pp, c, 1, 1, 0, true, rng)?)
-        };
+        let preprocess0 = Preprocess::new(c_pp, c, reduction_prev, true, rng)?;
         let preprocess1 = ReluConvBn::new(c_p, c, 1, 1, 0, true, rng)?;
         let (genes, concat) = if reduction {
             (&g.reduce, &g.reduce_concat)
@@ -89,10 +80,7 @@ impl Cell {
         drop_prob: f32,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let s0 = match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.forward(s0, ctx)?,
-            Preprocess::Conv(p) => p.forward(s0, ctx)?,
-        };
+        let s0 = self.preprocess0.forward(s0, ctx)?;
         let mut states = vec![s0, self.preprocess1.forward(s1, ctx)?];
         for pair in 0..self.ops.len() / 2 {
             let mut h = [None, None];
@@ -115,20 +103,14 @@ impl Cell {
     }
 
     fn visit(&self, prefix: &str, f: &mut Visit) {
-        match &self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit(&join(prefix, "preprocess1"), f);
         for (i, op) in self.ops.iter().enumerate() {
             op.visit(&join(prefix, &format!("_ops.{i}")), f);
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit_mut(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit_mut(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit_mut(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit_mut(&join(prefix, "preprocess1"), f);
         for (i, op) in self.ops.iter_mut().enumerate() {
             op.visit_mut(&join(prefix, &format!("_ops.{i}")), f);

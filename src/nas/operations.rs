@@ -166,6 +166,53 @@ impl Layer for FactorizedReduce {
     }
 }
 
+/// How a cell adapts its first input `c_{k-2}`: after a reduction cell it is twice as large,
+/// so it is halved by a FactorizedReduce; otherwise a 1×1 ReLU-Conv-BN.
+pub enum Preprocess {
+    Reduce(FactorizedReduce),
+    Conv(ReluConvBn),
+}
+
+impl Preprocess {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        reduction_prev: bool,
+        affine: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        Ok(if reduction_prev {
+            Preprocess::Reduce(FactorizedReduce::new(cin, cout, affine, rng)?)
+        } else {
+            Preprocess::Conv(ReluConvBn::new(cin, cout, 1, 1, 0, affine, rng)?)
+        })
+    }
+}
+
+impl Module for Preprocess {
+    fn visit(&self, prefix: &str, f: &mut Visit) {
+        match self {
+            Preprocess::Reduce(r) => r.visit(prefix, f),
+            Preprocess::Conv(p) => p.visit(prefix, f),
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        match self {
+            Preprocess::Reduce(r) => r.visit_mut(prefix, f),
+            Preprocess::Conv(p) => p.visit_mut(prefix, f),
+        }
+    }
+}
+
+impl Layer for Preprocess {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        match self {
+            Preprocess::Reduce(r) => r.forward(x, ctx),
+            Preprocess::Conv(p) => p.forward(x, ctx),
+        }
+    }
+}
+
 /// One candidate operation on a cell edge.
 pub enum Op {
     /// `none`: contributes nothing (MixedOp skips it; it only takes part in the softmax).

@@ -17,10 +17,10 @@ use crate::checkpoint;
 use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::nn::{param_count, Ctx};
-use crate::optim::{clip_grad_norm, cosine_lr, Adam, Optimizer, Sgd};
+use crate::optim::{cosine_lr, Adam, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
-use crate::train::{append_line, evaluate, truncate_lines, Meter};
+use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -258,19 +258,9 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
                 .step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
             let logits = run.net.forward(&batch.images, &mut ctx)?;
             let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
-            crate::optim::ensure_finite_loss(loss.item()?)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&run.net, &mut grads, cfg.grad_clip);
-            run.sgd.step(&mut run.net, &grads)?;
-            meter.add(&logits, &batch.labels, loss.item()?);
-            bar.set(
-                step + 1,
-                &format!(
-                    "loss {:.3} acc {:.1}%",
-                    meter.loss(),
-                    100.0 * meter.accuracy()
-                ),
-            );
+            let value = sgd_step(&mut run.net, &loss, &mut run.sgd, cfg.grad_clip)?;
+            meter.add(&logits, &batch.labels, value);
+            bar.set(step + 1, &meter.status());
         }
         bar.finish();
         // With --max-steps the evaluation is cut to as many batches, to keep quick runs quick.

@@ -4,7 +4,7 @@
 
 use rand::Rng;
 
-use super::operations::{FactorizedReduce, Op, ReluConvBn};
+use super::operations::{Op, Preprocess, ReluConvBn};
 use super::primitives::Primitive;
 use crate::error::{Error, Result};
 use crate::nn::{join, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind};
@@ -121,12 +121,6 @@ impl MixedOp {
     }
 }
 
-/// How a cell adapts its first input: after a reduction cell it is twice as large.
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Conv(ReluConvBn),
-}
-
 /// A search cell: two preprocessed inputs, `steps` nodes each summing a MixedOp over every
 /// earlier state, output = concatenation of the last `multiplier` nodes.
 pub struct SearchCell {
@@ -149,11 +143,7 @@ impl SearchCell {
         reduction_prev: bool,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(c_pp, c, false, rng)?)
-        } else {
-            Preprocess::Conv(ReluConvBn::new(c_pp, c, 1, 1, 0, false, rng)?)
-        };
+        let preprocess0 = Preprocess::new(c_pp, c, reduction_prev, false, rng)?;
         let preprocess1 = ReluConvBn::new(c_p, c, 1, 1, 0, false, rng)?;
         let mut ops = Vec::new();
         for i in 0..spec.steps {
@@ -179,10 +169,7 @@ impl SearchCell {
         weights: &Tensor,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let s0 = match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.forward(s0, ctx)?,
-            Preprocess::Conv(p) => p.forward(s0, ctx)?,
-        };
+        let s0 = self.preprocess0.forward(s0, ctx)?;
         let s1 = self.preprocess1.forward(s1, ctx)?;
         let mut states = vec![s0, s1];
         let mut offset = 0;
@@ -203,20 +190,14 @@ impl SearchCell {
     }
 
     fn visit(&self, prefix: &str, f: &mut Visit) {
-        match &self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit(&join(prefix, "preprocess1"), f);
         for (e, op) in self.ops.iter().enumerate() {
             op.visit(&join(prefix, &format!("_ops.{e}")), f);
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit_mut(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit_mut(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit_mut(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit_mut(&join(prefix, "preprocess1"), f);
         for (e, op) in self.ops.iter_mut().enumerate() {
             op.visit_mut(&join(prefix, &format!("_ops.{e}")), f);
