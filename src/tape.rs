@@ -133,9 +133,15 @@ impl Grads {
     }
 }
 
-fn accumulate(grads: &mut HashMap<NodeId, Tensor>, id: NodeId, g: Tensor) -> Result<()> {
+fn accumulate(grads: &mut HashMap<NodeId, Tensor>, id: NodeId, mut g: Tensor) -> Result<()> {
     match grads.get_mut(&id) {
-        Some(acc) => acc.add_assign(&g),
+        Some(acc) => {
+            // Add into whichever side owns its buffer (a + b = b + a exactly in IEEE).
+            if !acc.storage_is_unique() && g.storage_is_unique() {
+                std::mem::swap(acc, &mut g);
+            }
+            acc.add_assign(&g)
+        }
         None => {
             grads.insert(id, g);
             Ok(())
@@ -180,7 +186,11 @@ pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
             continue;
         };
         let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-        let input_grads = backward(&g, &needs)?;
+        let input_grads = {
+            let _prof = crate::ops::prof::span(node.op, true);
+            backward(&g, &needs)?
+        };
+        let _prof = crate::ops::prof::span("accumulate", true);
         for (parent, ig) in node.parents.iter().zip(input_grads) {
             if let (Some(p), Some(ig)) = (parent, ig) {
                 if ig.shape() != p.shape.as_slice() {

@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArcArray1, ArrayViewD, IxDyn};
+use ndarray::{ArrayViewD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use crate::device::pool::{self, Buffer};
 use crate::device::{Device, Storage};
 use crate::error::{Error, Result};
 use crate::tape::{self, Grads, Node, NodeId};
@@ -51,14 +52,14 @@ impl Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Cpu(ArcArray1::from(data)),
+            storage: Storage::Cpu(Arc::new(Buffer::new(data))),
             node: None,
         }
     }
 
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor::from_parts(vec![value; shape.iter().product()], shape)
+        Tensor::from_parts(pool::take_full(shape.iter().product(), value), shape)
     }
 
     /// A tensor of zeros.
@@ -116,14 +117,14 @@ impl Tensor {
     /// The data as a slice (CPU tensors).
     pub fn data(&self) -> &[f32] {
         match &self.storage {
-            Storage::Cpu(a) => a.as_slice().expect("CPU storage is contiguous"),
+            Storage::Cpu(a) => a.as_slice(),
         }
     }
 
     /// Mutable data, copied first if the storage is shared (copy on write).
     pub fn data_mut(&mut self) -> &mut [f32] {
         match &mut self.storage {
-            Storage::Cpu(a) => a.as_slice_mut().expect("CPU storage is contiguous"),
+            Storage::Cpu(a) => Arc::make_mut(a).as_mut_slice(),
         }
     }
 
@@ -243,10 +244,31 @@ impl Tensor {
             ));
         }
         let o = other.data();
-        for (a, b) in self.data_mut().iter_mut().zip(o) {
-            *a += b;
+        match &mut self.storage {
+            Storage::Cpu(a) => match Arc::get_mut(a) {
+                Some(buf) => buf
+                    .as_mut_slice()
+                    .iter_mut()
+                    .zip(o)
+                    .for_each(|(a, b)| *a += b),
+                None => {
+                    // Shared storage: writing the sum to a new buffer is one pass; copying on
+                    // write and then adding would be two.
+                    let mut v = pool::take(o.len());
+                    let sums = v.iter_mut().zip(a.as_slice().iter().zip(o));
+                    sums.for_each(|(v, (a, b))| *v = a + b);
+                    *a = Arc::new(Buffer::new(v));
+                }
+            },
         }
         Ok(())
+    }
+
+    /// True when no other tensor shares this one's storage (so `add_assign` works in place).
+    pub(crate) fn storage_is_unique(&mut self) -> bool {
+        match &mut self.storage {
+            Storage::Cpu(a) => Arc::get_mut(a).is_some(),
+        }
     }
 
     /// Back-propagates from this scalar; returns the gradients of every leaf it depends on.

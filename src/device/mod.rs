@@ -2,8 +2,11 @@
 //! variant, and the compiler then lists every op that still lacks a path for it.
 
 pub mod cpu;
+pub mod pool;
 
-use ndarray::ArcArray1;
+use std::sync::Arc;
+
+use pool::Buffer;
 
 /// A compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -25,7 +28,7 @@ impl std::fmt::Display for Device {
 #[derive(Clone, Debug)]
 pub enum Storage {
     /// Host memory, reference counted and copied on write.
-    Cpu(ArcArray1<f32>),
+    Cpu(Arc<Buffer>),
 }
 
 impl Storage {
@@ -39,7 +42,7 @@ impl Storage {
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
-            Storage::Cpu(a) => a.len(),
+            Storage::Cpu(a) => a.as_slice().len(),
         }
     }
 

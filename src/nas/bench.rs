@@ -112,6 +112,7 @@ pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Resul
         times.push(t.elapsed().as_secs_f64());
     }
     times.remove(0);
+    crate::ops::prof::report(reps + 1);
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     Ok(StepTiming {

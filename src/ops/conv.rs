@@ -17,6 +17,7 @@ mod tests;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -157,6 +158,15 @@ impl Geom {
 /// ```
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
     let g = Geom::new("conv2d", x.shape(), w.shape(), &cfg)?;
+    // The kernel family names the op in profiles and in backward's errors.
+    let op = if g.depthwise() {
+        "conv2d_depthwise"
+    } else if g.kh * g.kw == 1 {
+        "conv2d_1x1"
+    } else {
+        "conv2d"
+    };
+    let _prof = super::prof::span(op, false);
     if let Some(b) = bias {
         if b.shape() != [g.cout] {
             return Err(Error::shape(
@@ -182,8 +192,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         Ok(grads)
     };
     Ok(match bias {
-        Some(b) => tape::record("conv2d", out, &[x, w, b], backward),
-        None => tape::record("conv2d", out, &[x, w], backward),
+        Some(b) => tape::record(op, out, &[x, w, b], backward),
+        None => tape::record(op, out, &[x, w], backward),
     })
 }
 
@@ -216,8 +226,9 @@ pub fn conv2d_backward(
             &[x.shape(), w.shape(), dy.shape()],
         ));
     }
-    let mut dx = needs[0].then(|| vec![0.0; x.numel()]);
-    let mut dw = needs[1].then(|| vec![0.0; w.numel()]);
+    // The kernels write every element of dx; dw is summed onto zeros.
+    let mut dx = needs[0].then(|| pool::take(x.numel()));
+    let mut dw = needs[1].then(|| pool::take_zeroed(w.numel()));
     if needs[0] || needs[1] {
         let (xd, wd, dyd) = (x.data(), w.data(), dy.data());
         let (dxm, dwm) = (dx.as_deref_mut(), dw.as_deref_mut());

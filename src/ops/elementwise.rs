@@ -4,6 +4,7 @@
 use rand::Rng;
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -25,7 +26,7 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// `out[i] = f(a[i], b[i])`, parallel for large tensors.
 pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
     let (x, y) = (a.data(), b.data());
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN).zip(y.par_chunks(PAR_MIN)))
@@ -45,7 +46,7 @@ pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync
 /// `out[i] = f(a[i])`, parallel for large tensors.
 pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let x = a.data();
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN))
@@ -58,6 +59,7 @@ pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
 
 /// `a + b` (same shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("add", false);
     same_shape("add", a, b)?;
     let out = zip_map(a, b, |x, y| x + y);
     Ok(tape::record("add", out, &[a, b], |g, _| {
@@ -67,6 +69,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `a - b` (same shapes).
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("sub", false);
     same_shape("sub", a, b)?;
     let out = zip_map(a, b, |x, y| x - y);
     Ok(tape::record("sub", out, &[a, b], |g, needs| {
@@ -76,6 +79,7 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `a ⊙ b` (same shapes).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("mul", false);
     same_shape("mul", a, b)?;
     let out = zip_map(a, b, |x, y| x * y);
     let (sa, sb) = (a.detach(), b.detach());
@@ -89,6 +93,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `s · a` for a constant `s`.
 pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
+    let _prof = super::prof::span("scale", false);
     let out = map(a, |x| s * x);
     Ok(tape::record("scale", out, &[a], move |g, _| {
         Ok(vec![Some(map(g, |v| s * v))])
@@ -97,6 +102,7 @@ pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("relu", false);
     let out = map(x, |v| v.max(0.0));
     let y = out.clone();
     Ok(tape::record("relu", out, &[x], move |g, _| {
@@ -110,6 +116,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `x ⊙ mask` for a constant mask of the same shape (no gradient to the mask).
 pub fn mul_mask(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("mul_mask", false);
     same_shape("mul_mask", x, mask)?;
     let out = zip_map(x, mask, |x, m| x * m);
     let m = mask.detach();

@@ -24,6 +24,7 @@ fn log_softmax_row(x: &[f32], out: &mut [f32]) {
 
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("softmax", false);
     let k = last_dim("softmax", x)?;
     let mut out = vec![0.0; x.numel()];
     for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
@@ -51,6 +52,7 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 
 /// Log-softmax over the last dimension.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("log_softmax", false);
     let k = last_dim("log_softmax", x)?;
     let mut out = vec![0.0; x.numel()];
     for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
@@ -77,6 +79,7 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 
 /// Mean cross-entropy of `logits[n,k]` against integer `labels` (each `< k`).
 pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
+    let _prof = super::prof::span("cross_entropy", false);
     let [n, k] = *logits.shape() else {
         return Err(Error::shape(
             "cross_entropy",

@@ -14,6 +14,7 @@ fn dims2(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
 
 /// `a[m,k] · b[k,n]`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("matmul", false);
     let (m, k) = dims2("matmul", a)?;
     let (k2, n) = dims2("matmul", b)?;
     if k != k2 {
@@ -75,6 +76,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `x[n,in] · w[out,in]ᵀ + b[out]`: PyTorch's `nn.Linear` layout.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let _prof = super::prof::span("linear", false);
     let (n, fin) = dims2("linear", x)?;
     let (fout, fin2) = dims2("linear", w)?;
     if fin != fin2 {

@@ -10,10 +10,10 @@ mod matmul;
 mod movement;
 mod norm;
 mod pool;
+pub mod prof;
 mod reduce;
 
 pub use conv::{conv2d, conv2d_backward, Conv2dCfg, Conv2dGrads};
-pub(crate) use elementwise::map;
 pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
 pub use loss::{cross_entropy, log_softmax, softmax};
 pub use matmul::{linear, matmul};

@@ -2,12 +2,14 @@
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
 
 /// Concatenates tensors along dimension 1 (channels for NCHW); all other dimensions must agree.
 pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
+    let _prof = super::prof::span("concat", false);
     let Some(first) = xs.first() else {
         return Err(Error::InvalidArgument(
             "concat: needs at least one tensor".into(),
@@ -28,7 +30,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
     // Elements each input contributes to one sample.
     let parts: Vec<usize> = xs.iter().map(|t| t.shape()[1] * inner).collect();
     let per: usize = parts.iter().sum();
-    let mut out = vec![0.0; n * per];
+    let mut out = pool::take(n * per);
     out.par_chunks_mut(per.max(1))
         .enumerate()
         .for_each(|(i, o)| {
@@ -50,7 +52,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
             let mut grads = Vec::with_capacity(parts.len());
             for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
                 grads.push(need.then(|| {
-                    let mut d = vec![0.0; n * p];
+                    let mut d = pool::take(n * p);
                     d.par_chunks_mut(p.max(1))
                         .zip(g.data().par_chunks(per.max(1)))
                         .for_each(|(d, gs)| d.copy_from_slice(&gs[off..off + p]));
@@ -67,7 +69,7 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
     let [_, _, h, w] = *x.shape() else {
         unreachable!("checked by shift")
     };
-    let mut out = vec![0.0; x.numel()];
+    let mut out = pool::take_zeroed(x.numel());
     let rows = |o: usize| {
         (0..h)
             .filter(move |&i| (i as isize + dy) >= 0 && ((i as isize + dy) as usize) < h)
@@ -97,6 +99,7 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
 /// stride-2 1×1 conv this is the second path of DARTS's FactorizedReduce (`x[:, :, 1:, 1:]`),
 /// kept at full size so odd maps still line up with the first path.
 pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
+    let _prof = super::prof::span("shift", false);
     x.dims4("shift")?;
     let out = shift_kernel(x, dy, dx);
     Ok(tape::record("shift", out, &[x], move |g, _| {
@@ -108,6 +111,7 @@ pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
 /// DARTS's MixedOp, whose weights are one row of a softmax over the architecture parameters.
 /// Gradients flow to every term and to `w` (`∂/∂w[i] = ⟨g, t⟩`).
 pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("weighted_sum", false);
     let Some((_, first)) = terms.first() else {
         return Err(Error::InvalidArgument(
             "weighted_sum: needs at least one term".into(),
@@ -131,14 +135,16 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
     }
     let coef: Vec<f32> = terms.iter().map(|(i, _)| w.data()[*i]).collect();
     let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
-    let mut out = vec![0.0; first.numel()];
-    const CHUNK: usize = 1 << 14;
+    let mut out = pool::take(first.numel());
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         let (base, len) = (c * CHUNK, o.len());
-        for (t, &a) in ts.iter().zip(&coef) {
-            o.iter_mut()
-                .zip(&t.data()[base..base + len])
-                .for_each(|(o, v)| *o += a * v);
+        let data: Vec<&[f32]> = ts.iter().map(|t| &t.data()[base..base + len]).collect();
+        // The first term is written, not added to zeros: one pass less, the same sums.
+        o.iter_mut()
+            .zip(data[0])
+            .for_each(|(o, v)| *o = coef[0] * v);
+        for (t, &a) in data.iter().zip(&coef).skip(1) {
+            o.iter_mut().zip(*t).for_each(|(o, v)| *o += a * v);
         }
     });
     let mut inputs: Vec<&Tensor> = vec![w];
@@ -150,28 +156,94 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
         Tensor::from_parts(out, first.shape()),
         &inputs,
         move |g, needs| {
+            let (dts, dots) = weighted_sum_backward(g.data(), &ts, &coef, needs);
             let mut grads = Vec::with_capacity(needs.len());
             grads.push(needs[0].then(|| {
                 let mut dw = vec![0.0; w_shape.iter().product()];
-                for (t, &i) in ts.iter().zip(&idx) {
-                    let dot: f64 = g
-                        .data()
-                        .par_chunks(CHUNK)
-                        .zip(t.data().par_chunks(CHUNK))
-                        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| (a * b) as f64).sum::<f64>())
-                        .collect::<Vec<f64>>()
-                        .iter()
-                        .sum();
+                for (&i, dot) in idx.iter().zip(dots) {
                     dw[i] += dot as f32;
                 }
                 Tensor::from_parts(dw, &w_shape)
             }));
-            for (&a, &need) in coef.iter().zip(&needs[1..]) {
-                grads.push(need.then(|| super::map(g, |v| a * v)));
-            }
+            grads.extend(
+                dts.into_iter()
+                    .map(|d| d.map(|d| Tensor::from_parts(d, g.shape()))),
+            );
             Ok(grads)
         },
     ))
+}
+
+/// Elements per task of [`weighted_sum`]; fixed, so the dot products group their partial sums
+/// the same way whatever the thread count.
+const CHUNK: usize = 1 << 14;
+
+/// The backward of [`weighted_sum`] in one pass over `g`: for each term `k`, `a_k·g` where
+/// `needs[1 + k]`, and `⟨g, t_k⟩` (in f64) where `needs[0]` (else the dots are zero).
+fn weighted_sum_backward(
+    g: &[f32],
+    ts: &[Tensor],
+    coef: &[f32],
+    needs: &[bool],
+) -> (Vec<Option<Vec<f32>>>, Vec<f64>) {
+    let want_dots = needs[0];
+    let mut dts: Vec<Option<Vec<f32>>> = needs[1..]
+        .iter()
+        .map(|&n| n.then(|| pool::take(g.len())))
+        .collect();
+    // Each task gets its chunk of every wanted term gradient.
+    let chunks = g.len().div_ceil(CHUNK);
+    let mut tasks: Vec<Vec<Option<&mut [f32]>>> = (0..chunks).map(|_| Vec::new()).collect();
+    for d in dts.iter_mut() {
+        match d {
+            Some(d) => {
+                for (task, c) in tasks.iter_mut().zip(d.chunks_mut(CHUNK)) {
+                    task.push(Some(c));
+                }
+            }
+            None => tasks.iter_mut().for_each(|t| t.push(None)),
+        }
+    }
+    let partials: Vec<Vec<f64>> = tasks
+        .into_par_iter()
+        .enumerate()
+        .map(|(c, mut outs)| {
+            let gc = &g[c * CHUNK..g.len().min((c + 1) * CHUNK)];
+            let mut dots = vec![0.0f64; ts.len()];
+            for (k, (t, o)) in ts.iter().zip(outs.iter_mut()).enumerate() {
+                if let Some(o) = o.as_deref_mut() {
+                    o.iter_mut().zip(gc).for_each(|(o, &v)| *o = coef[k] * v);
+                }
+                if want_dots {
+                    dots[k] = dot_f64(gc, &t.data()[c * CHUNK..][..gc.len()]);
+                }
+            }
+            dots
+        })
+        .collect();
+    let dots = (0..ts.len())
+        .map(|k| partials.iter().map(|p| p[k]).sum())
+        .collect();
+    (dts, dots)
+}
+
+/// `Σ a[i]·b[i]` with f32 products summed in f64, in eight interleaved partial sums (so the adds
+/// pipeline instead of waiting on each other), in a fixed order.
+fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| f64::from(x * y))
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += f64::from(x[l] * y[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -75,7 +76,7 @@ impl Layout {
     /// `f(channel, index range of the plane, output plane)`.
     fn map_planes(&self, f: impl Fn(usize, Range<usize>, &mut [f32]) + Sync + Send) -> Vec<f32> {
         let hw = self.hw.max(1);
-        let mut out = vec![0.0f32; self.n * self.c * self.hw];
+        let mut out = pool::take(self.n * self.c * self.hw);
         out.par_chunks_mut(hw)
             .enumerate()
             .with_min_len(PAR_MIN.div_ceil(hw))
@@ -154,6 +155,7 @@ pub fn batch_norm2d(
     running_var: &mut Tensor,
     cfg: BatchNormCfg,
 ) -> Result<Tensor> {
+    let _prof = super::prof::span("batch_norm2d", false);
     let (n, c, h, w) = x.dims4(OP)?;
     let lay = Layout { n, c, hw: h * w };
     for (name, t) in [("gamma", gamma), ("beta", beta)] {

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -194,9 +195,10 @@ fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch:
 /// assert_eq!(y.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
 /// ```
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let _prof = super::prof::span("max_pool2d", false);
     let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = vec![0.0f32; planes * ol];
+    let mut out = pool::take(planes * ol);
     let mut arg = vec![0u32; planes * ol];
     out.par_chunks_mut(ol)
         .zip(arg.par_chunks_mut(ol))
@@ -209,7 +211,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; planes * il];
+        let mut dx = pool::take_zeroed(planes * il);
         dx.par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
             .zip(arg.par_chunks(ol))
@@ -295,9 +297,10 @@ fn avg_plane_backward(win: &Window, g: &[f32], dx: &mut [f32], share: &mut [f32]
 /// assert_eq!(y.to_vec(), vec![2.5; 4]);
 /// ```
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let _prof = super::prof::span("avg_pool2d", false);
     let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = vec![0.0f32; planes * ol];
+    let mut out = pool::take_zeroed(planes * ol);
     out.par_chunks_mut(ol)
         .zip(x.data().par_chunks(il))
         .with_min_len(planes_per_task(il))
@@ -305,7 +308,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; planes * il];
+        let mut dx = pool::take_zeroed(planes * il);
         dx.par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
             .with_min_len(planes_per_task(il))
@@ -325,6 +328,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// assert_eq!(ops::global_avg_pool(&x).unwrap().to_vec(), vec![1.5, 4.5]);
 /// ```
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("global_avg_pool", false);
     let (n, c, h, w) = x.dims4("global_avg_pool")?;
     let hw = h * w;
     if hw == 0 {
@@ -342,7 +346,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &[n, c]);
     Ok(tape::record("global_avg_pool", out, &[x], move |g, _| {
-        let mut dx = vec![0.0f32; n * c * hw];
+        let mut dx = pool::take(n * c * hw);
         dx.par_chunks_mut(hw)
             .zip(g.data().par_iter())
             .with_min_len(planes_per_task(hw))

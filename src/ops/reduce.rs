@@ -6,6 +6,7 @@ use crate::tensor::Tensor;
 
 /// Sum of all elements, as a scalar (shape `[]`).
 pub fn sum(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("sum", false);
     let s: f64 = x.data().iter().map(|&v| v as f64).sum();
     let shape = x.shape().to_vec();
     Ok(tape::record(
@@ -18,6 +19,7 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
 
 /// Mean of all elements, as a scalar (shape `[]`).
 pub fn mean(x: &Tensor) -> Result<Tensor> {
+    let _prof = super::prof::span("mean", false);
     let n = x.numel();
     if n == 0 {
         return Err(Error::shape(

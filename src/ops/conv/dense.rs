@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::{chunks_or_none, copy_row, zero_row, Geom};
 use crate::device::cpu::{sgemm, sgemm_par, sum_partials, Mat};
+use crate::device::pool;
 
 /// [`sgemm`] or [`sgemm_par`]; both give the same bits, so the choice is only about speed.
 type Gemm = fn(usize, usize, usize, f32, Mat, Mat, f32, &mut [f32]);
@@ -125,7 +126,7 @@ fn forward_sample(
 
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (xs, ys) = (g.cin * g.hw(), g.cout * g.ohw());
-    let mut y = vec![0.0; g.n * ys];
+    let mut y = pool::take(g.n * ys);
     if g.n >= rayon::current_num_threads() {
         y.par_chunks_mut(ys).zip(x.par_chunks(xs)).for_each_init(
             || vec![0.0; col_len(g)],
@@ -150,7 +151,7 @@ struct Backward<'a> {
 
 impl Backward<'_> {
     /// The samples `first..first + SAMPLES_PER_PARTIAL` (fewer at the end of the batch): adds
-    /// their weight gradient into `dw` and writes their dx into `dx` (already zero), where given.
+    /// their weight gradient into `dw` and writes their dx into `dx` (overwritten), where given.
     fn block(
         &self,
         first: usize,
@@ -185,6 +186,7 @@ impl Backward<'_> {
                         gemm(k, cog, p, 1.0, wg, dyg, 0.0, dxg);
                     } else {
                         gemm(k, cog, p, 1.0, wg, dyg, 0.0, col);
+                        dxg.fill(0.0);
                         col2im(g, col, dxg);
                     }
                 }
@@ -193,7 +195,7 @@ impl Backward<'_> {
     }
 }
 
-/// dx (zeroed by the caller) and dW for the whole batch; either may be absent.
+/// dx (every element written) and dW (added onto) for the whole batch; either may be absent.
 pub(super) fn backward(
     g: &Geom,
     x: &[f32],

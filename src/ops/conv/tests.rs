@@ -48,6 +48,9 @@ fn cases() -> Vec<Case> {
         c(3, 1, 6, 7, 4, 3, 3, cfg(2, 1, 2, 1)),     // one input channel: multiplier 4, strided
         c(1, 2, 33, 35, 2, 3, 3, cfg(1, 1, 1, 2)),   // depthwise, several 32-wide blocks
         c(1, 3, 4, 4, 3, 5, 5, cfg(1, 2, 1, 3)),     // depthwise, kernel larger than the input
+        c(2, 3, 9, 7, 3, 5, 5, cfg(2, 4, 2, 3)),     // depthwise 5×5 d2 stride 2, odd sizes (dil_conv)
+        c(2, 2, 11, 10, 2, 3, 3, cfg(3, 1, 1, 2)),   // depthwise stride 3: widened dy, uneven
+        c(2, 4, 7, 7, 4, 3, 3, cfg(2, 3, 1, 4)),     // depthwise stride 2, padding beyond (k-1)d
     ]
 }
 
