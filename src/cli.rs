@@ -170,7 +170,8 @@ pub struct TrainArgs {
     /// Evaluate on the test set after every epoch.
     #[arg(long)]
     pub eval_every_epoch: bool,
-    /// Stop each epoch (and the evaluation) after this many batches (quick experiments).
+    /// Stop each epoch after this many batches (quick experiments); the test set is always
+    /// evaluated whole.
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Run folder: config.json, genotype.json, train.jsonl, model.safetensors, results.json.

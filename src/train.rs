@@ -139,7 +139,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Evaluate on the test set after every epoch, not only at the end.
     pub eval_every_epoch: bool,
-    /// Stop each epoch after this many steps (quick experiments and tests).
+    /// Stop each epoch after this many steps (quick experiments and tests); the test set is
+    /// always evaluated whole.
     pub max_steps: Option<usize>,
 }
 
@@ -335,9 +336,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         let secs = start.elapsed().as_secs_f64();
         let last_epoch = epoch + 1 == cfg.epochs;
         let test_now = if cfg.eval_every_epoch || last_epoch {
-            let batches = test_loader
-                .epoch(0)?
-                .take(cfg.max_steps.unwrap_or(usize::MAX));
+            let batches = test_loader.epoch(0)?;
             Some(evaluate(&mut net, batches, |n, x, c| {
                 Ok(n.forward(x, c)?.0)
             })?)
@@ -381,13 +380,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     }
     let (test_loss, test_accuracy) = match test_result {
         Some(t) => t,
-        None => evaluate(
-            &mut net,
-            test_loader
-                .epoch(0)?
-                .take(cfg.max_steps.unwrap_or(usize::MAX)),
-            |n, x, c| Ok(n.forward(x, c)?.0),
-        )?,
+        None => evaluate(&mut net, test_loader.epoch(0)?, |n, x, c| {
+            Ok(n.forward(x, c)?.0)
+        })?,
     };
     let result = TrainResult {
         test_accuracy,

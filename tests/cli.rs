@@ -234,3 +234,122 @@ fn genotype_show_prints_darts_text_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["normal_concat"], serde_json::json!([2, 3, 4, 5]));
 }
+
+const TINY_TRAIN: &[&str] = &[
+    "train",
+    "--genotype",
+    "DARTS_V1",
+    "--channels",
+    "4",
+    "--layers",
+    "3",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--max-steps",
+    "4",
+    "--threads",
+    "2",
+    "--seed",
+    "3",
+];
+
+#[test]
+fn training_resumes_bit_identically_and_eval_reproduces_its_accuracy() {
+    let (a, b) = (tmp("train-a"), tmp("train-b"));
+    let out = darts()
+        .args(TINY_TRAIN)
+        .arg("--out")
+        .arg(&a)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    for key in ["test_accuracy", "params", "macs", "epochs", "seconds"] {
+        assert!(result.get(key).is_some(), "missing {key}");
+    }
+
+    let mut child = darts()
+        .args(TINY_TRAIN)
+        .arg("--out")
+        .arg(&b)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(b.join("train.jsonl")).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "first epoch never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = darts()
+        .args(["train", "--threads", "2", "--resume"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap(),
+        "resumed training ended with other weights"
+    );
+
+    let eval = darts()
+        .args(["eval", "--json", "--checkpoint"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&eval.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["top1"], result["test_accuracy"],
+        "eval disagrees with training's own test accuracy"
+    );
+    assert_eq!(report["confusion"].as_array().unwrap().len(), 10);
+
+    // Another genotype's config over these weights, and a torn weights file: clear errors.
+    let cfg = std::fs::read_to_string(a.join("config.json")).unwrap();
+    let v2 = darts()
+        .args(["genotype", "show", "DARTS_V2", "--json"])
+        .output()
+        .unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    cfg["genotype"] = serde_json::from_slice(&v2.stdout).unwrap();
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let a_dir = a.to_str().unwrap().to_string();
+    let b_dir = b.to_str().unwrap().to_string();
+    std::fs::copy(a.join("model.safetensors"), b.join("model.safetensors")).unwrap();
+    fails_with(&["eval", "--checkpoint", &b_dir], "model.safetensors");
+    let bytes = std::fs::read(a.join("model.safetensors")).unwrap();
+    std::fs::write(a.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&["eval", "--checkpoint", &a_dir], "model.safetensors");
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
