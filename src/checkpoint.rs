@@ -17,7 +17,10 @@ const META_KEY: &str = "darts";
 
 /// Writes `bytes` to `path` atomically: a sibling temp file, fsync, then rename over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
     let io = |e| Error::io(&tmp, e);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
@@ -35,18 +38,32 @@ pub fn module_state(m: &dyn Module, prefix: &str, out: &mut BTreeMap<String, Ten
 
 /// Loads every tensor of `m` from `tensors` (names under `prefix`). A missing tensor or one of
 /// another shape is an error naming it; nothing is changed unless everything fits.
-pub fn load_module_state(m: &mut dyn Module, prefix: &str, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
+pub fn load_module_state(
+    m: &mut dyn Module,
+    prefix: &str,
+    tensors: &BTreeMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
     let mut problems = Vec::new();
     m.visit(prefix, &mut |name, t, _| match tensors.get(name) {
         None => problems.push(format!("missing tensor {name}")),
-        Some(v) if v.shape() != t.shape() => {
-            problems.push(format!("tensor {name} has shape {:?}, the model needs {:?}", v.shape(), t.shape()))
-        }
+        Some(v) if v.shape() != t.shape() => problems.push(format!(
+            "tensor {name} has shape {:?}, the model needs {:?}",
+            v.shape(),
+            t.shape()
+        )),
         Some(_) => {}
     });
     if let Some(first) = problems.first() {
-        let more = if problems.len() > 1 { format!(" (and {} more problems)", problems.len() - 1) } else { String::new() };
-        return Err(Error::data(source, format!("checkpoint does not fit this model: {first}{more}")));
+        let more = if problems.len() > 1 {
+            format!(" (and {} more problems)", problems.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(Error::data(
+            source,
+            format!("checkpoint does not fit this model: {first}{more}"),
+        ));
     }
     m.visit_mut(prefix, &mut |name, t, _| {
         if let Some(v) = tensors.get(name) {
@@ -72,7 +89,13 @@ pub fn weight_names(m: &dyn Module) -> Vec<String> {
 pub fn to_bytes(tensors: &BTreeMap<String, Tensor>, meta: &serde_json::Value) -> Result<Vec<u8>> {
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.shape().to_vec(), t.data().iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.shape().to_vec(),
+                t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = raw
         .iter()
@@ -83,11 +106,16 @@ pub fn to_bytes(tensors: &BTreeMap<String, Tensor>, meta: &serde_json::Value) ->
         })
         .collect::<Result<Vec<_>>>()?;
     let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
-    safetensors::serialize(views, Some(info)).map_err(|e| Error::InvalidArgument(format!("writing checkpoint: {e}")))
+    safetensors::serialize(views, Some(info))
+        .map_err(|e| Error::InvalidArgument(format!("writing checkpoint: {e}")))
 }
 
 /// Saves tensors and state atomically.
-pub fn save(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &serde_json::Value) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    meta: &serde_json::Value,
+) -> Result<()> {
     write_atomic(path, &to_bytes(tensors, meta)?)
 }
 
@@ -95,7 +123,12 @@ pub fn save(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &serde_json::
 /// is a plain safetensors file without our metadata).
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, serde_json::Value)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::data(path, format!("not a readable safetensors checkpoint: {msg}"));
+    let bad = |msg: String| {
+        Error::data(
+            path,
+            format!("not a readable safetensors checkpoint: {msg}"),
+        )
+    };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
@@ -105,9 +138,16 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, serde_json::Value)
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            return Err(bad(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
         }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         tensors.insert(name.clone(), Tensor::from_vec(data, view.shape())?);
     }
     Ok((tensors, meta))
@@ -123,7 +163,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.safetensors");
         let mut m = BTreeMap::new();
-        m.insert("a.weight".to_string(), Tensor::from_vec(vec![1.5, -2.0, 3.25], &[3, 1]).unwrap());
+        m.insert(
+            "a.weight".to_string(),
+            Tensor::from_vec(vec![1.5, -2.0, 3.25], &[3, 1]).unwrap(),
+        );
         save(&path, &m, &serde_json::json!({"epoch": 3})).unwrap();
         let (t, meta) = load(&path).unwrap();
         assert_eq!(t["a.weight"].to_vec(), vec![1.5, -2.0, 3.25]);

@@ -12,9 +12,14 @@ use crate::nas::architect::Order;
 use crate::nas::genotype::Genotype;
 use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES};
 use crate::nas::search::{self, SearchConfig};
+use crate::train::TrainConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "darts", version, about = "Differentiable architecture search (DARTS) on CPU, in one binary")]
+#[command(
+    name = "darts",
+    version,
+    about = "Differentiable architecture search (DARTS) on CPU, in one binary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,6 +30,12 @@ pub enum Command {
     /// Search a cell architecture with DARTS (bilevel: weights on one half of the training set,
     /// alphas on the other) and print the genotype.
     Search(SearchArgs),
+    /// Train a genotype's network from scratch (the paper's evaluation recipe) and test it.
+    Train(TrainArgs),
+    /// Evaluate a trained network: top-1/top-5, loss, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
+    Report(ReportArgs),
     /// Benchmarks (search step timing).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -47,7 +58,10 @@ pub struct DataArgs {
 
 impl DataArgs {
     fn spec(&self) -> DataSpec {
-        DataSpec { kind: self.dataset, dir: self.data_dir.clone() }
+        DataSpec {
+            kind: self.dataset,
+            dir: self.data_dir.clone(),
+        }
     }
 }
 
@@ -112,6 +126,93 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Genotype: a built-in name (DARTS_V2, DARTS_V1, DARTS) or a JSON / DARTS-text file
+    /// (e.g. a search run's genotype.json).
+    #[arg(long, default_value = "DARTS_V2")]
+    pub genotype: String,
+    /// Initial channels C [default: 36; 8 on the built-in dataset].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Number of cells [default: 20; 5 on the built-in dataset].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Epochs [default: 600; 10 on the built-in dataset].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, default_value_t = 96)]
+    pub batch_size: usize,
+    /// Initial learning rate (cosine-annealed to 0, per step).
+    #[arg(long, default_value_t = 0.025)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    #[arg(long, default_value_t = 3e-4)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 5.0)]
+    pub grad_clip: f32,
+    /// Weight of the auxiliary head's loss (0 disables the head).
+    #[arg(long, default_value_t = 0.4)]
+    pub auxiliary_weight: f32,
+    /// Drop-path probability, ramped linearly from 0 over the epochs.
+    #[arg(long, default_value_t = 0.2)]
+    pub drop_path: f32,
+    /// Cutout length (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub cutout: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Evaluate on the test set after every epoch.
+    #[arg(long)]
+    pub eval_every_epoch: bool,
+    /// Stop each epoch after this many batches (quick experiments); the test set is always
+    /// evaluated whole.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Run folder: config.json, genotype.json, train.jsonl, model.safetensors, results.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (its config.json wins).
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A training run folder (holding config.json and model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Evaluate on another dataset of the same shape than the one trained on.
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetKind>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A search or training run folder.
+    pub run: PathBuf,
+    /// Output HTML file [default: RUN/report.html].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Median seconds per search step (first and second order) for configs T and S.
@@ -150,6 +251,9 @@ pub enum GenotypeCommand {
     /// Print a genotype (a built-in name such as DARTS_V2, or a JSON / DARTS-text file).
     Show {
         genotype: String,
+        /// Also draw both cells into this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -158,7 +262,9 @@ pub enum GenotypeCommand {
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
-            return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -169,7 +275,8 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    let s = serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
+    let s = serde_json::to_string(v)
+        .map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
     println!("{s}");
     Ok(())
 }
@@ -188,15 +295,24 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
         None => DARTS_PRIMITIVES.to_vec(),
     };
     if !(a.train_portion > 0.0 && a.train_portion < 1.0) {
-        return Err(Error::InvalidArgument("--train-portion must be strictly between 0 and 1".into()));
+        return Err(Error::InvalidArgument(
+            "--train-portion must be strictly between 0 and 1".into(),
+        ));
     }
     Ok(SearchConfig {
         data: a.data.spec(),
         epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 6 } else { 50 }))?,
         batch_size: positive("batch-size", a.batch_size.unwrap_or(64))?,
-        channels: positive("channels", a.channels.unwrap_or(if builtin { 8 } else { 16 }))?,
+        channels: positive(
+            "channels",
+            a.channels.unwrap_or(if builtin { 8 } else { 16 }),
+        )?,
         layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 8 }))?,
-        order: if a.order == 2 { Order::Second } else { Order::First },
+        order: if a.order == 2 {
+            Order::Second
+        } else {
+            Order::First
+        },
         seed: a.seed,
         primitives,
         train_portion: a.train_portion,
@@ -217,7 +333,8 @@ fn run_search(a: SearchArgs) -> Result<()> {
         Some(dir) => {
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let cfg: SearchConfig = serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
+            let cfg: SearchConfig = serde_json::from_str(&text)
+                .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
             (cfg, Some(dir.clone()), true)
         }
         None => (search_config(&a)?, a.out.clone(), false),
@@ -231,16 +348,127 @@ fn run_search(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_train(a: TrainArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let (cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let path = dir.join(crate::train::MODEL_CONFIG);
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let cfg: TrainConfig = serde_json::from_str(&text)
+                .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
+            (cfg, Some(dir.clone()), true)
+        }
+        None => {
+            let builtin = a.data.dataset == DatasetKind::Builtin;
+            let genotype = Genotype::load(&a.genotype)?;
+            genotype.validate(genotype.normal.len() / 2)?;
+            if !(0.0..1.0).contains(&a.drop_path)
+                || a.auxiliary_weight < 0.0
+                || a.lr.is_nan()
+                || a.lr <= 0.0
+            {
+                return Err(Error::InvalidArgument(
+                    "need 0 <= --drop-path < 1, --auxiliary-weight >= 0 and --lr > 0".into(),
+                ));
+            }
+            let cfg = TrainConfig {
+                data: a.data.spec(),
+                genotype,
+                genotype_source: a.genotype.clone(),
+                epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 10 } else { 600 }))?,
+                batch_size: positive("batch-size", a.batch_size)?,
+                channels: positive(
+                    "channels",
+                    a.channels.unwrap_or(if builtin { 8 } else { 36 }),
+                )?,
+                layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 20 }))?,
+                lr: a.lr,
+                momentum: a.momentum,
+                weight_decay: a.weight_decay,
+                grad_clip: a.grad_clip,
+                auxiliary_weight: a.auxiliary_weight,
+                drop_path: a.drop_path,
+                cutout: a.cutout,
+                seed: a.seed,
+                eval_every_epoch: a.eval_every_epoch,
+                max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+            };
+            (cfg, a.out.clone(), false)
+        }
+    };
+    let result = crate::train::run(cfg, out.as_deref(), resume)?;
+    if a.json {
+        print_json(&result)
+    } else {
+        println!(
+            "test accuracy {:.2}% | {} params, {:.1} M MACs | {} epochs in {:.0}s ({:.0} img/s)",
+            100.0 * result.test_accuracy,
+            result.params,
+            result.macs as f64 / 1e6,
+            result.epochs,
+            result.seconds,
+            result.images_per_second
+        );
+        Ok(())
+    }
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let data = a.dataset.map(|kind| DataSpec {
+        kind,
+        dir: a.data_dir.clone(),
+    });
+    let (cfg, mut net, splits) = crate::evaluate::load_trained(&a.checkpoint, data)?;
+    let report = crate::evaluate::evaluate_network(
+        &mut net,
+        &cfg,
+        &splits.train,
+        std::sync::Arc::new(splits.test),
+    )?;
+    if a.json {
+        print_json(&report)
+    } else {
+        print!("{}", crate::evaluate::render(&report));
+        Ok(())
+    }
+}
+
+fn run_report(a: ReportArgs) -> Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("report.html"));
+    crate::report::write_report(&a.run, &out)?;
+    if a.json {
+        print_json(&serde_json::json!({ "report": out }))
+    } else {
+        println!("{}", out.display());
+        Ok(())
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Search(a) => run_search(a),
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Report(a) => run_report(a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)
         }
-        Command::Genotype(GenotypeCommand::Show { genotype, json }) => {
+        Command::Genotype(GenotypeCommand::Show {
+            genotype,
+            svg,
+            json,
+        }) => {
             let g = Genotype::load(&genotype)?;
+            g.validate(g.normal.len() / 2)?;
+            if let Some(path) = svg {
+                crate::checkpoint::write_atomic(
+                    &path,
+                    crate::report::genotype_svg(&g)?.as_bytes(),
+                )?;
+            }
             if json {
                 print_json(&g)
             } else {

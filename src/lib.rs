@@ -17,6 +17,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod evaluate;
 pub mod nas;
 pub mod nn;
 pub mod ops;

@@ -291,6 +291,13 @@ pub fn ensure_finite_grads<M: Module + ?Sized>(model: &M, grads: &Grads) -> Resu
 
 /// Cosine annealing (`torch.optim.lr_scheduler.CosineAnnealingLR`, closed form):
 /// `min + (base - min)·(1 + cos(π·t/total))/2`, held at `min` once `t ≥ total`.
+///
+/// ```
+/// use darts::optim::cosine_lr;
+/// assert_eq!(cosine_lr(0.1, 0.0, 0, 10), 0.1);
+/// assert!((cosine_lr(0.1, 0.0, 5, 10) - 0.05).abs() < 1e-7);
+/// assert_eq!(cosine_lr(0.1, 0.001, 10, 10), 0.001);
+/// ```
 pub fn cosine_lr(base: f32, min: f32, t: usize, total: usize) -> f32 {
     if total == 0 {
         return base;

@@ -1,13 +1,20 @@
-//! Progress bars on stderr (hidden when stderr is not a terminal, so logs and CI stay clean).
+//! Progress on stderr: a bar on a terminal; when stderr is a file or a pipe (logs, CI), a plain
+//! line at most every 30 seconds so long runs still show that they are alive.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often a non-terminal stderr gets a progress line.
+const PLAIN_EVERY: Duration = Duration::from_secs(30);
 
 /// A bar over the steps of an epoch that also shows images per second.
 pub struct Progress {
     bar: ProgressBar,
+    prefix: String,
+    steps: usize,
     start: Instant,
+    last_line: Instant,
     images_per_step: usize,
 }
 
@@ -18,14 +25,34 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_prefix(prefix.into());
-        Progress { bar, start: Instant::now(), images_per_step }
+        let prefix = prefix.into();
+        bar.set_prefix(prefix.clone());
+        let now = Instant::now();
+        Progress {
+            bar,
+            prefix,
+            steps,
+            start: now,
+            last_line: now,
+            images_per_step,
+        }
     }
 
     /// Moves to step `pos` with a status message.
     pub fn set(&mut self, pos: usize, msg: &str) {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
         let rate = (pos * self.images_per_step) as f64 / secs;
+        if self.bar.is_hidden() {
+            if self.last_line.elapsed() >= PLAIN_EVERY {
+                self.last_line = Instant::now();
+                let eta = secs / pos.max(1) as f64 * self.steps.saturating_sub(pos) as f64;
+                eprintln!(
+                    "{} {pos}/{} {msg} {rate:.0} img/s eta {eta:.0}s",
+                    self.prefix, self.steps
+                );
+            }
+            return;
+        }
         self.bar.set_position(pos as u64);
         self.bar.set_message(format!("{msg} {rate:.0} img/s"));
     }

@@ -1,8 +1,24 @@
-//! Shared pieces of the training loops: running loss/accuracy meters and evaluation passes.
+//! Training loops: running loss/accuracy meters, evaluation passes, and `darts train` — the
+//! genotype's network trained from scratch with the paper's evaluation recipe (SGD, cosine,
+//! auxiliary head, ramped drop-path), per-epoch JSONL, safetensors weights and `--resume`.
 
-use crate::data::Batch;
-use crate::error::Result;
-use crate::nn::Ctx;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::data::{self, source, Batch, DataSpec, Dataset, Loader, LoaderConfig, Normalize};
+use crate::error::{Error, Result};
+use crate::nas::network::{Network, NetworkSpec};
+use crate::nas::Genotype;
+use crate::nn::{Ctx, Module};
+use crate::ops;
+use crate::optim::{clip_grad_norm, cosine_lr, ensure_finite_loss, Optimizer, Sgd};
+use crate::progress::Progress;
 use crate::tensor::Tensor;
 
 /// Index of the largest logit in each row.
@@ -11,7 +27,11 @@ pub fn argmax_rows(logits: &Tensor) -> Vec<usize> {
     logits
         .data()
         .chunks(k)
-        .map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best }))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+        })
         .collect()
 }
 
@@ -40,6 +60,43 @@ impl Meter {
     pub fn seen(&self) -> usize {
         self.seen
     }
+    /// "loss 0.123 acc 45.6%", for progress bars.
+    pub fn status(&self) -> String {
+        format!(
+            "loss {:.3} acc {:.1}%",
+            self.loss(),
+            100.0 * self.accuracy()
+        )
+    }
+}
+
+/// Back-propagates `loss`, clips the gradient norm and takes one SGD step; returns the loss.
+pub fn sgd_step(
+    model: &mut dyn Module,
+    loss: &Tensor,
+    sgd: &mut Sgd,
+    grad_clip: f32,
+) -> Result<f32> {
+    let value = loss.item()?;
+    ensure_finite_loss(value)?;
+    let mut grads = loss.backward()?;
+    clip_grad_norm(model, &mut grads, grad_clip);
+    sgd.step(model, &grads)?;
+    Ok(value)
+}
+
+/// Batches over a whole dataset in order, without augmentation (evaluation).
+pub fn in_order_loader(data: Arc<Dataset>, norm: Normalize, batch_size: usize) -> Result<Loader> {
+    let all = (0..data.len()).collect();
+    Loader::new(
+        data,
+        all,
+        norm,
+        LoaderConfig {
+            shuffle: false,
+            ..LoaderConfig::new(batch_size)
+        },
+    )
 }
 
 /// Mean loss and accuracy of a model over batches, in evaluation mode and without a tape.
@@ -59,4 +116,308 @@ pub fn evaluate<M>(
         Ok(())
     })?;
     Ok((meter.loss(), meter.accuracy()))
+}
+
+/// Everything that defines a training run of a genotype; saved as `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: DataSpec,
+    pub genotype: Genotype,
+    /// Where the genotype came from (a built-in name or a file), for the record.
+    pub genotype_source: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub channels: usize,
+    pub layers: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    pub auxiliary_weight: f32,
+    pub drop_path: f32,
+    pub cutout: usize,
+    pub seed: u64,
+    /// Evaluate on the test set after every epoch, not only at the end.
+    pub eval_every_epoch: bool,
+    /// Stop each epoch after this many steps (quick experiments and tests); the test set is
+    /// always evaluated whole.
+    pub max_steps: Option<usize>,
+}
+
+/// What `darts train` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainResult {
+    pub test_accuracy: f32,
+    pub test_loss: f32,
+    pub train_accuracy: f32,
+    pub params: usize,
+    pub macs: u64,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainEpochLog {
+    epoch: usize,
+    lr: f32,
+    drop_path: f32,
+    train_loss: f32,
+    train_accuracy: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_accuracy: Option<f32>,
+    images_per_second: f64,
+    seconds: f64,
+}
+
+/// The run state kept beside the weights for `--resume`.
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    epochs_done: usize,
+    seconds: f64,
+    images: u64,
+}
+
+/// Files of a training run folder.
+pub const MODEL_WEIGHTS: &str = "model.safetensors";
+pub const MODEL_CONFIG: &str = "config.json";
+const TRAIN_STATE: &str = "train_state.safetensors";
+const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
+
+/// Builds the evaluation network a training config describes, for a dataset's shape.
+pub fn build_network(cfg: &TrainConfig, ds: &Dataset) -> Result<Network> {
+    if ds.height != ds.width {
+        return Err(Error::InvalidArgument(format!(
+            "square images expected, got {}×{}",
+            ds.height, ds.width
+        )));
+    }
+    let spec = NetworkSpec {
+        channels: cfg.channels,
+        layers: cfg.layers,
+        num_classes: ds.num_classes,
+        in_channels: ds.channels,
+        image_size: ds.height,
+        auxiliary: cfg.auxiliary_weight > 0.0,
+        genotype: cfg.genotype.clone(),
+    };
+    Network::new(spec, &mut crate::rng(cfg.seed))
+}
+
+/// Multiply-adds of one forward pass of `net` on one image of `ds`'s size.
+pub fn count_macs(net: &mut Network, ds: &Dataset) -> Result<u64> {
+    let x = Tensor::zeros(&[1, ds.channels, ds.height, ds.width]);
+    let mut ctx = Ctx::new(false, 0);
+    let (macs, out) = crate::nn::count_macs(|| crate::no_grad(|| net.forward(&x, &mut ctx)));
+    out?;
+    Ok(macs)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
+}
+
+fn save_run(dir: &Path, net: &Network, sgd: &Sgd, state: &TrainState) -> Result<()> {
+    let mut weights = BTreeMap::new();
+    checkpoint::module_state(net, "", &mut weights);
+    // The model file alone is what other tools load; the state file carries everything needed
+    // to resume bit for bit (it repeats the weights so that one rename makes it consistent).
+    let meta = serde_json::json!({ "format": "darts-model", "epochs_done": state.epochs_done });
+    checkpoint::save(&dir.join(MODEL_WEIGHTS), &weights, &meta)?;
+    let mut all = weights;
+    for (name, buf) in &sgd.momentum_buffers {
+        all.insert(
+            format!("{MOMENTUM_PREFIX}{name}"),
+            Tensor::from_vec(buf.clone(), &[buf.len()])?,
+        );
+    }
+    let meta = serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    checkpoint::save(&dir.join(TRAIN_STATE), &all, &meta)
+}
+
+fn restore_run(dir: &Path, net: &mut Network, sgd: &mut Sgd) -> Result<TrainState> {
+    let path = dir.join(TRAIN_STATE);
+    let (tensors, meta) = checkpoint::load(&path)?;
+    let state: TrainState =
+        serde_json::from_value(meta).map_err(|e| Error::data(&path, format!("run state: {e}")))?;
+    checkpoint::load_module_state(net, "", &tensors, &path)?;
+    sgd.momentum_buffers = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(MOMENTUM_PREFIX)
+                .map(|n| (n.to_string(), t.to_vec()))
+        })
+        .collect();
+    Ok(state)
+}
+
+/// Trains the network of `cfg.genotype` from scratch (or continues a run folder with `resume`).
+pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainResult> {
+    let splits = data::load(&cfg.data, cfg.seed)?;
+    let train = Arc::new(splits.train);
+    let test = Arc::new(splits.test);
+    let mut net = build_network(&cfg, &train)?;
+    let params = net.param_count_without_auxiliary();
+    let macs = count_macs(&mut net, &train)?;
+    let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
+    let mut state = TrainState {
+        epochs_done: 0,
+        seconds: 0.0,
+        images: 0,
+    };
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if resume {
+            state = restore_run(dir, &mut net, &mut sgd)?;
+            truncate_lines(&dir.join("train.jsonl"), state.epochs_done)?;
+        } else {
+            checkpoint::write_atomic(&dir.join(MODEL_CONFIG), to_json(&cfg)?.as_bytes())?;
+            checkpoint::write_atomic(
+                &dir.join("genotype.json"),
+                to_json(&cfg.genotype)?.as_bytes(),
+            )?;
+            let _ = std::fs::remove_file(dir.join("train.jsonl"));
+        }
+    }
+    let norm = source::default_normalize(cfg.data.kind, &train)?;
+    let augment = source::default_augment(cfg.data.kind, cfg.cutout);
+    let all: Vec<usize> = (0..train.len()).collect();
+    let loader = Loader::new(
+        train.clone(),
+        all,
+        norm.clone(),
+        LoaderConfig {
+            seed: cfg.seed,
+            augment,
+            ..LoaderConfig::new(cfg.batch_size)
+        },
+    )?;
+    let test_loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
+    let steps = loader
+        .num_batches()
+        .min(cfg.max_steps.unwrap_or(usize::MAX));
+    let total_steps = steps * cfg.epochs;
+    let mut last_train_acc = f32::NAN;
+    let mut test_result = None;
+    for epoch in state.epochs_done..cfg.epochs {
+        let start = Instant::now();
+        net.drop_path_prob = cfg.drop_path * epoch as f32 / cfg.epochs as f32;
+        let mut ctx = Ctx::new(true, crate::data::seed::derive(cfg.seed, 1 + epoch as u64));
+        let mut bar = Progress::new(
+            format!("train {}/{}", epoch + 1, cfg.epochs),
+            steps,
+            cfg.batch_size,
+        );
+        let mut meter = Meter::default();
+        let mut lr = cfg.lr;
+        for (step, batch) in loader.epoch(epoch as u64)?.take(steps).enumerate() {
+            // Cosine annealing to zero, per step.
+            lr = cosine_lr(cfg.lr, 0.0, epoch * steps + step, total_steps);
+            sgd.set_lr(lr);
+            let (logits, aux) = net.forward(&batch.images, &mut ctx)?;
+            let mut loss = ops::cross_entropy(&logits, &batch.labels)?;
+            if let Some(aux) = aux {
+                loss = ops::add(
+                    &loss,
+                    &ops::scale(
+                        &ops::cross_entropy(&aux, &batch.labels)?,
+                        cfg.auxiliary_weight,
+                    )?,
+                )?;
+            }
+            let value = sgd_step(&mut net, &loss, &mut sgd, cfg.grad_clip)?;
+            meter.add(&logits, &batch.labels, value);
+            bar.set(step + 1, &meter.status());
+        }
+        bar.finish();
+        let secs = start.elapsed().as_secs_f64();
+        let last_epoch = epoch + 1 == cfg.epochs;
+        let test_now = if cfg.eval_every_epoch || last_epoch {
+            let batches = test_loader.epoch(0)?;
+            Some(evaluate(&mut net, batches, |n, x, c| {
+                Ok(n.forward(x, c)?.0)
+            })?)
+        } else {
+            None
+        };
+        state.epochs_done = epoch + 1;
+        state.seconds += secs;
+        state.images += meter.seen() as u64;
+        last_train_acc = meter.accuracy();
+        let log = TrainEpochLog {
+            epoch: epoch + 1,
+            lr,
+            drop_path: net.drop_path_prob,
+            train_loss: meter.loss(),
+            train_accuracy: meter.accuracy(),
+            test_loss: test_now.map(|t| t.0),
+            test_accuracy: test_now.map(|t| t.1),
+            images_per_second: meter.seen() as f64 / secs,
+            seconds: secs,
+        };
+        let test_text = test_now.map_or(String::new(), |(l, a)| {
+            format!(" | test loss {l:.4} acc {:.2}%", 100.0 * a)
+        });
+        eprintln!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}%{test_text} | {:.0} img/s, {:.1}s",
+            epoch + 1,
+            cfg.epochs,
+            log.train_loss,
+            100.0 * log.train_accuracy,
+            log.images_per_second,
+            secs
+        );
+        if let Some(dir) = out {
+            let line =
+                serde_json::to_string(&log).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            append_line(&dir.join("train.jsonl"), &line)?;
+            save_run(dir, &net, &sgd, &state)?;
+        }
+        test_result = test_now;
+    }
+    let (test_loss, test_accuracy) = match test_result {
+        Some(t) => t,
+        None => evaluate(&mut net, test_loader.epoch(0)?, |n, x, c| {
+            Ok(n.forward(x, c)?.0)
+        })?,
+    };
+    let result = TrainResult {
+        test_accuracy,
+        test_loss,
+        train_accuracy: last_train_acc,
+        params,
+        macs,
+        epochs: state.epochs_done,
+        seconds: state.seconds,
+        images_per_second: state.images as f64 / state.seconds.max(1e-9),
+        out: out.map(Path::to_path_buf),
+    };
+    if let Some(dir) = out {
+        checkpoint::write_atomic(&dir.join("results.json"), to_json(&result)?.as_bytes())?;
+    }
+    Ok(result)
+}
+
+/// Keeps the first `n` lines of a log (a kill between log write and checkpoint leaves more).
+pub fn truncate_lines(path: &Path, n: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
+
+/// Appends one line to a log and syncs it.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}")
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error::io(path, e))
 }

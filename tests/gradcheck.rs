@@ -430,32 +430,69 @@ fn conv(
     b: Option<&Tensor>,
     (stride, padding, dilation, groups): (usize, usize, usize, usize),
 ) -> Result<Tensor> {
-    let cfg = ops::Conv2dCfg { stride, padding, dilation, groups };
+    let cfg = ops::Conv2dCfg {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
     ops::conv2d(x, w, b, cfg)
 }
 
 #[test]
 fn conv2d_dense() {
-    let (x, w, b) = (randn(&[3, 3, 7, 9], 42), randn(&[5, 3, 3, 3], 43), randn(&[5], 44));
-    gradcheck("conv2d 3x3 p1, bias", &[&x, &w, &b], |t| conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 1)));
-    gradcheck("conv2d 3x3, constant weight and bias", &[&x], |t| conv(&t[0], &w, Some(&b), (1, 1, 1, 1)));
+    let (x, w, b) = (
+        randn(&[3, 3, 7, 9], 42),
+        randn(&[5, 3, 3, 3], 43),
+        randn(&[5], 44),
+    );
+    gradcheck("conv2d 3x3 p1, bias", &[&x, &w, &b], |t| {
+        conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 1))
+    });
+    gradcheck("conv2d 3x3, constant weight and bias", &[&x], |t| {
+        conv(&t[0], &w, Some(&b), (1, 1, 1, 1))
+    });
     let x1 = randn(&[1, 3, 7, 9], 45);
-    gradcheck("conv2d 3x3 s2 p1, batch 1", &[&x1, &w], |t| conv(&t[0], &t[1], None, (2, 1, 1, 1)));
-    gradcheck("conv2d 3x3 d2 p2", &[&x1, &w], |t| conv(&t[0], &t[1], None, (1, 2, 2, 1)));
+    gradcheck("conv2d 3x3 s2 p1, batch 1", &[&x1, &w], |t| {
+        conv(&t[0], &t[1], None, (2, 1, 1, 1))
+    });
+    gradcheck("conv2d 3x3 d2 p2", &[&x1, &w], |t| {
+        conv(&t[0], &t[1], None, (1, 2, 2, 1))
+    });
     let w1 = randn(&[4, 3, 1, 1], 46);
-    gradcheck("conv2d 1x1", &[&x, &w1], |t| conv(&t[0], &t[1], None, (1, 0, 1, 1)));
-    gradcheck("conv2d 1x1 s2", &[&x, &w1], |t| conv(&t[0], &t[1], None, (2, 0, 1, 1)));
+    gradcheck("conv2d 1x1", &[&x, &w1], |t| {
+        conv(&t[0], &t[1], None, (1, 0, 1, 1))
+    });
+    gradcheck("conv2d 1x1 s2", &[&x, &w1], |t| {
+        conv(&t[0], &t[1], None, (2, 0, 1, 1))
+    });
 }
 
 #[test]
 fn conv2d_grouped() {
     let x = randn(&[3, 5, 7, 9], 47);
-    let (w3, w5, b) = (randn(&[5, 1, 3, 3], 48), randn(&[5, 1, 5, 5], 49), randn(&[5], 50));
-    gradcheck("depthwise 3x3 p1, bias", &[&x, &w3, &b], |t| conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 5)));
-    gradcheck("depthwise 5x5 s2 p2", &[&x, &w5], |t| conv(&t[0], &t[1], None, (2, 2, 1, 5)));
-    gradcheck("depthwise 3x3 d2 p2", &[&x, &w3], |t| conv(&t[0], &t[1], None, (1, 2, 2, 5)));
-    let (x4, wg, bg) = (randn(&[3, 4, 5, 5], 51), randn(&[6, 2, 3, 3], 52), randn(&[6], 53));
-    gradcheck("conv2d groups 2, bias", &[&x4, &wg, &bg], |t| conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 2)));
+    let (w3, w5, b) = (
+        randn(&[5, 1, 3, 3], 48),
+        randn(&[5, 1, 5, 5], 49),
+        randn(&[5], 50),
+    );
+    gradcheck("depthwise 3x3 p1, bias", &[&x, &w3, &b], |t| {
+        conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 5))
+    });
+    gradcheck("depthwise 5x5 s2 p2", &[&x, &w5], |t| {
+        conv(&t[0], &t[1], None, (2, 2, 1, 5))
+    });
+    gradcheck("depthwise 3x3 d2 p2", &[&x, &w3], |t| {
+        conv(&t[0], &t[1], None, (1, 2, 2, 5))
+    });
+    let (x4, wg, bg) = (
+        randn(&[3, 4, 5, 5], 51),
+        randn(&[6, 2, 3, 3], 52),
+        randn(&[6], 53),
+    );
+    gradcheck("conv2d groups 2, bias", &[&x4, &wg, &bg], |t| {
+        conv(&t[0], &t[1], Some(&t[2]), (1, 1, 1, 2))
+    });
 }
 
 /// DARTS's `sep_conv_3x3` half: relu, depthwise 3×3, pointwise 1×1, batch norm without affine.
@@ -463,8 +500,12 @@ fn conv2d_grouped() {
 fn sep_conv_chain() {
     let x = off_zero(&[2, 3, 7, 9], 54);
     let (dw, pw) = (randn(&[3, 1, 3, 3], 55), randn(&[5, 3, 1, 1], 56));
-    gradcheck("relu, depthwise, pointwise, batch norm", &[&x, &dw, &pw], |t| {
-        let y = conv(&ops::relu(&t[0])?, &t[1], None, (1, 1, 1, 3))?;
-        bn(&conv(&y, &t[2], None, (1, 0, 1, 1))?, None, None, true)
-    });
+    gradcheck(
+        "relu, depthwise, pointwise, batch norm",
+        &[&x, &dw, &pw],
+        |t| {
+            let y = conv(&ops::relu(&t[0])?, &t[1], None, (1, 1, 1, 3))?;
+            bn(&conv(&y, &t[2], None, (1, 0, 1, 1))?, None, None, true)
+        },
+    );
 }

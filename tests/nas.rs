@@ -33,7 +33,11 @@ fn state_names_follow_the_reference_module_tree() {
         "cells.2.preprocess0.conv_2.weight",
         "classifier.bias",
     ] {
-        assert!(names.iter().any(|n| n == expected), "missing {expected}; have e.g. {:?}", &names[..8]);
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing {expected}; have e.g. {:?}",
+            &names[..8]
+        );
     }
 }
 
@@ -57,7 +61,12 @@ fn tiny() -> (Network, Tensor, Vec<usize>, Tensor, Vec<usize>) {
 }
 
 /// L_val(w − ξ(μ·buf + ∇w L_train + λw), α) computed directly, weights restored afterwards.
-fn unrolled_objective(net: &mut Network, sgd: &Sgd, xi: f32, d: &(Tensor, Vec<usize>, Tensor, Vec<usize>)) -> f64 {
+fn unrolled_objective(
+    net: &mut Network,
+    sgd: &Sgd,
+    xi: f32,
+    d: &(Tensor, Vec<usize>, Tensor, Vec<usize>),
+) -> f64 {
     let mut ctx = Ctx::new(true, 0);
     set_trainable(&mut net.alphas, false);
     let loss = net.loss(&d.0, &d.1, &mut ctx).unwrap();
@@ -68,15 +77,23 @@ fn unrolled_objective(net: &mut Network, sgd: &Sgd, xi: f32, d: &(Tensor, Vec<us
             return;
         }
         saved.push(w.detach());
-        let gw = g.get(w).map(|t| t.to_vec()).unwrap_or_else(|| vec![0.0; w.numel()]);
-        let buf = sgd.momentum_buffers.get(name).cloned().unwrap_or_else(|| vec![0.0; w.numel()]);
+        let gw = g
+            .get(w)
+            .map(|t| t.to_vec())
+            .unwrap_or_else(|| vec![0.0; w.numel()]);
+        let buf = sgd
+            .momentum_buffers
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| vec![0.0; w.numel()]);
         let new: Vec<f32> = w
             .data()
             .iter()
             .zip(gw.iter().zip(&buf))
             .map(|(&p, (&g, &b))| p - xi * (sgd.momentum * b + g + sgd.weight_decay * p))
             .collect();
-        w.set_data(&Tensor::from_vec(new, w.shape()).unwrap()).unwrap();
+        w.set_data(&Tensor::from_vec(new, w.shape()).unwrap())
+            .unwrap();
     });
     let val = no_grad(|| net.loss(&d.2, &d.3, &mut ctx).unwrap().item().unwrap()) as f64;
     let mut i = 0;
@@ -111,7 +128,20 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
     let grad = |net: &mut Network, order, ctx: &mut Ctx| {
         let a = Architect::new(order, 3e-4, 1e-3).unwrap();
         let (_, [gn, gr]) = a
-            .alpha_gradient(net, &Batch { images: &xt, labels: &yt }, &Batch { images: &xv, labels: &yv }, xi, &sgd, ctx)
+            .alpha_gradient(
+                net,
+                &Batch {
+                    images: &xt,
+                    labels: &yt,
+                },
+                &Batch {
+                    images: &xv,
+                    labels: &yv,
+                },
+                xi,
+                &sgd,
+                ctx,
+            )
             .unwrap();
         [gn.to_vec(), gr.to_vec()].concat()
     };
@@ -123,29 +153,50 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
     for which in 0..2 {
         let n = net.alphas.normal.numel();
         for i in 0..n {
-            let mut value = |delta: f32, net: &mut Network| {
-                let t = if which == 0 { &mut net.alphas.normal } else { &mut net.alphas.reduce };
+            let value = |delta: f32, net: &mut Network| {
+                let t = if which == 0 {
+                    &mut net.alphas.normal
+                } else {
+                    &mut net.alphas.reduce
+                };
                 let mut v = t.to_vec();
                 v[i] += delta;
                 let nt = Tensor::from_vec(v, t.shape()).unwrap();
                 t.set_data(&nt).unwrap();
                 let j = unrolled_objective(net, &sgd, xi, &data);
-                let t = if which == 0 { &mut net.alphas.normal } else { &mut net.alphas.reduce };
+                let t = if which == 0 {
+                    &mut net.alphas.normal
+                } else {
+                    &mut net.alphas.reduce
+                };
                 let mut v = t.to_vec();
                 v[i] -= delta;
-                t.set_data(&Tensor::from_vec(v, t.shape()).unwrap()).unwrap();
+                t.set_data(&Tensor::from_vec(v, t.shape()).unwrap())
+                    .unwrap();
                 j
             };
             let (p, m) = (value(eps, &mut net), value(-eps, &mut net));
             fd.push(((p - m) / (2.0 * eps as f64)) as f32);
         }
     }
-    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let norm = dist(&fd, &vec![0.0; fd.len()]);
     let (e2, e1) = (dist(&g2, &fd), dist(&g1, &fd));
     eprintln!("|fd| = {norm:.4e}, second-order error {e2:.4e}, first-order error {e1:.4e}");
-    assert!(e2 < 0.2 * norm, "second-order gradient is off: error {e2} vs norm {norm}");
-    assert!(e2 < 0.7 * e1, "second order ({e2}) should beat first order ({e1})");
+    assert!(
+        e2 < 0.2 * norm,
+        "second-order gradient is off: error {e2} vs norm {norm}"
+    );
+    assert!(
+        e2 < 0.7 * e1,
+        "second order ({e2}) should beat first order ({e1})"
+    );
 }
 
 #[test]
@@ -166,4 +217,52 @@ fn supernet_backward_reaches_every_alpha_and_weight() {
     let logits = net.forward(&xt, &mut ctx).unwrap();
     assert_eq!(logits.shape(), &[4, 3]);
     let _ = ops::softmax(&logits).unwrap();
+}
+
+fn eval_net(
+    channels: usize,
+    layers: usize,
+    in_channels: usize,
+    image: usize,
+) -> darts::nas::network::Network {
+    let spec = darts::nas::network::NetworkSpec {
+        channels,
+        layers,
+        num_classes: 10,
+        in_channels,
+        image_size: image,
+        auxiliary: true,
+        genotype: darts::nas::Genotype::named("DARTS_V2").unwrap(),
+    };
+    darts::nas::network::Network::new(spec, &mut rng(0)).unwrap()
+}
+
+#[test]
+fn evaluation_network_has_the_paper_parameter_counts() {
+    // The paper's 3.3 M CIFAR-10 network (the reference code prints 3.349342 MB).
+    assert_eq!(
+        eval_net(36, 20, 3, 32).param_count_without_auxiliary(),
+        3_349_342
+    );
+    assert_eq!(
+        eval_net(8, 5, 1, 28).param_count_without_auxiliary(),
+        36_586
+    );
+}
+
+#[test]
+fn evaluation_network_trains_with_auxiliary_head_and_drop_path() {
+    let mut net = eval_net(4, 5, 1, 28);
+    net.drop_path_prob = 0.2;
+    let x = Tensor::randn(&[2, 1, 28, 28], 1.0, &mut rng(1));
+    let mut ctx = Ctx::new(true, 0);
+    let (logits, aux) = net.forward(&x, &mut ctx).unwrap();
+    assert_eq!(logits.shape(), &[2, 10]);
+    assert_eq!(
+        aux.expect("auxiliary logits while training").shape(),
+        &[2, 10]
+    );
+    let mut eval = Ctx::new(false, 0);
+    let (_, aux) = no_grad(|| net.forward(&x, &mut eval)).unwrap();
+    assert!(aux.is_none());
 }

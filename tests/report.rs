@@ -299,9 +299,10 @@ fn report_cells_of_any_size_never_overlap() {
             }
             let both = genotype_svg(&g).unwrap();
             roxmltree::Document::parse(&both).unwrap();
-            let sample =
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report/cells-{steps}.svg"));
-            std::fs::write(sample, both).unwrap();
+            let samples = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report");
+            // Made here too: on a clean target no other test may have created it yet.
+            std::fs::create_dir_all(&samples).unwrap();
+            std::fs::write(samples.join(format!("cells-{steps}.svg")), both).unwrap();
         }
     }
 }

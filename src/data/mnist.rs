@@ -193,8 +193,12 @@ mod tests {
     fn root_or_skip(what: &str) -> Option<PathBuf> {
         match data_dir(None) {
             Ok(d) if d.join("mnist").is_dir() => Some(d),
-            other => {
-                println!("skipping {what}: no datasets folder ({other:?})");
+            Ok(d) => {
+                println!("skipping {what}: {} has no mnist/ folder", d.display());
+                None
+            }
+            Err(e) => {
+                println!("skipping {what}: {e}");
                 None
             }
         }

@@ -46,25 +46,38 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits> {
         DatasetKind::Builtin => builtin::generate(&builtin::BuiltinConfig::default())?,
         DatasetKind::Mnist => {
             let r = root()?;
-            (mnist::mnist(&r, Split::Train)?, mnist::mnist(&r, Split::Test)?)
+            (
+                mnist::mnist(&r, Split::Train)?,
+                mnist::mnist(&r, Split::Test)?,
+            )
         }
         DatasetKind::FashionMnist => {
             let r = root()?;
-            (mnist::fashion_mnist(&r, Split::Train)?, mnist::fashion_mnist(&r, Split::Test)?)
+            (
+                mnist::fashion_mnist(&r, Split::Train)?,
+                mnist::fashion_mnist(&r, Split::Test)?,
+            )
         }
         DatasetKind::Cifar10 => {
             let base = root()?;
-            let dir = ["cifar-10-subset", "cifar-10-batches-bin", "cifar10", "cifar-10"]
-                .iter()
-                .map(|d| base.join(d))
-                .find(|d| d.is_dir())
-                .unwrap_or(base);
+            let dir = [
+                "cifar-10-subset",
+                "cifar-10-batches-bin",
+                "cifar10",
+                "cifar-10",
+            ]
+            .iter()
+            .map(|d| base.join(d))
+            .find(|d| d.is_dir())
+            .unwrap_or(base);
             let c = cifar::load(&dir)?;
             (c.train, c.test)
         }
         DatasetKind::Folder => {
             let dir = spec.dir.clone().ok_or_else(|| {
-                Error::InvalidArgument("--dataset folder needs --data-dir pointing at the image folder".into())
+                Error::InvalidArgument(
+                    "--dataset folder needs --data-dir pointing at the image folder".into(),
+                )
             })?;
             let f = folder::load(&dir)?;
             match f.test {
@@ -76,14 +89,30 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits> {
     Ok(Splits { train, test })
 }
 
-/// The default training augmentation: random crop with padding, and horizontal flip except for
-/// digits (a mirrored 2 is no digit).
+/// The default training augmentation: random crop with padding and horizontal flip, except for
+/// MNIST, whose centred digits gain nothing from crops (and a mirrored 2 is no digit).
 pub fn default_augment(kind: DatasetKind, cutout: usize) -> Augment {
     match kind {
-        DatasetKind::Cifar10 | DatasetKind::Folder => Augment { pad: 4, flip: true, cutout },
-        DatasetKind::FashionMnist => Augment { pad: 2, flip: true, cutout },
-        DatasetKind::Mnist => Augment { pad: 2, flip: false, cutout },
-        DatasetKind::Builtin => Augment { pad: 1, flip: true, cutout },
+        DatasetKind::Cifar10 | DatasetKind::Folder => Augment {
+            pad: 4,
+            flip: true,
+            cutout,
+        },
+        DatasetKind::FashionMnist => Augment {
+            pad: 2,
+            flip: true,
+            cutout,
+        },
+        DatasetKind::Mnist => Augment {
+            pad: 2,
+            flip: false,
+            cutout,
+        },
+        DatasetKind::Builtin => Augment {
+            pad: 1,
+            flip: true,
+            cutout,
+        },
     }
 }
 

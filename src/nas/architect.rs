@@ -32,20 +32,11 @@ pub struct Architect {
     pub order: Order,
 }
 
-fn weights(net: &Network) -> Vec<Tensor> {
+/// Copies (outside the graph) of the tensors of `kind`, in visiting order.
+fn tensors(net: &Network, kind: ParamKind) -> Vec<Tensor> {
     let mut out = Vec::new();
-    net.visit("", &mut |_, t, kind| {
-        if kind == ParamKind::Weight {
-            out.push(t.detach())
-        }
-    });
-    out
-}
-
-fn buffers(net: &Network) -> Vec<Tensor> {
-    let mut out = Vec::new();
-    net.visit("", &mut |_, t, kind| {
-        if kind == ParamKind::Buffer {
+    net.visit("", &mut |_, t, k| {
+        if k == kind {
             out.push(t.detach())
         }
     });
@@ -53,7 +44,11 @@ fn buffers(net: &Network) -> Vec<Tensor> {
 }
 
 /// Sets the tensors of `kind`, in visiting order, to `f(i, current)`.
-fn update(net: &mut Network, kind: ParamKind, mut f: impl FnMut(usize, &Tensor) -> Result<Tensor>) -> Result<()> {
+fn update(
+    net: &mut Network,
+    kind: ParamKind,
+    mut f: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+) -> Result<()> {
     let mut i = 0;
     let mut result = Ok(());
     net.visit_mut("", &mut |_, t, k| {
@@ -73,25 +68,48 @@ fn axpy(a: &Tensor, s: f32, b: &Tensor) -> Result<Tensor> {
 impl Architect {
     /// The paper's architecture optimiser: Adam, lr 3e-4, betas (0.5, 0.999), weight decay 1e-3.
     pub fn new(order: Order, lr: f32, weight_decay: f32) -> Result<Self> {
-        Ok(Architect { optimizer: Adam::new(lr, (0.5, 0.999), 1e-8, weight_decay)?, order })
+        Ok(Architect {
+            optimizer: Adam::new(lr, (0.5, 0.999), 1e-8, weight_decay)?,
+            order,
+        })
     }
 
     /// Loss and gradients with only the chosen parameter sets tracked.
-    fn loss_grads(net: &mut Network, batch: &Batch, train_w: bool, train_a: bool, ctx: &mut Ctx) -> Result<(f32, Grads)> {
+    fn loss_grads(
+        net: &mut Network,
+        batch: &Batch,
+        train_w: bool,
+        train_a: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(f32, Grads)> {
         set_trainable(net, train_w);
         set_trainable(&mut net.alphas, train_a);
         let loss = net.loss(batch.images, batch.labels, ctx)?;
         let value = loss.item()?;
         if !value.is_finite() {
-            return Err(Error::NonFinite(format!("architecture step loss is {value}")));
+            return Err(Error::NonFinite(format!(
+                "architecture step loss is {value}"
+            )));
         }
         Ok((value, loss.backward()?))
     }
 
     /// ∇α of the (first- or second-order) validation objective; returns it with L_val.
-    pub fn alpha_gradient(&self, net: &mut Network, train: &Batch, val: &Batch, eta: f32, sgd: &Sgd, ctx: &mut Ctx) -> Result<(f32, [Tensor; 2])> {
+    pub fn alpha_gradient(
+        &self,
+        net: &mut Network,
+        train: &Batch,
+        val: &Batch,
+        eta: f32,
+        sgd: &Sgd,
+        ctx: &mut Ctx,
+    ) -> Result<(f32, [Tensor; 2])> {
         let alpha_grads = |net: &Network, g: &Grads| -> Result<[Tensor; 2]> {
-            let get = |t: &Tensor| g.get(t).cloned().ok_or_else(|| Error::InvalidArgument("the loss does not depend on the alphas".into()));
+            let get = |t: &Tensor| {
+                g.get(t).cloned().ok_or_else(|| {
+                    Error::InvalidArgument("the loss does not depend on the alphas".into())
+                })
+            };
             Ok([get(&net.alphas.normal)?, get(&net.alphas.reduce)?])
         };
         let result = match self.order {
@@ -99,7 +117,9 @@ impl Architect {
                 let (loss, g) = Self::loss_grads(net, val, false, true, ctx)?;
                 (loss, alpha_grads(net, &g)?)
             }
-            Order::Second => self.unrolled_gradient(net, train, val, eta, sgd, ctx, &alpha_grads)?,
+            Order::Second => {
+                self.unrolled_gradient(net, train, val, eta, sgd, ctx, &alpha_grads)?
+            }
         };
         set_trainable(net, true);
         set_trainable(&mut net.alphas, true);
@@ -117,7 +137,7 @@ impl Architect {
         ctx: &mut Ctx,
         alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
     ) -> Result<(f32, [Tensor; 2])> {
-        let w0 = weights(net);
+        let w0 = tensors(net, ParamKind::Weight);
         // w′ = w − ξ(μ·buf + ∇w L_train + λw), exactly one step of the weight optimiser.
         let (_, g_train) = Self::loss_grads(net, train, true, false, ctx)?;
         let mut names = Vec::new();
@@ -141,18 +161,28 @@ impl Architect {
             axpy(w, -eta, &step)
         })?;
         // The unrolled model is a copy in the reference: its BN statistics do not persist.
-        let saved_buffers = buffers(net);
+        let saved_buffers = tensors(net, ParamKind::Buffer);
         let (loss, g_val) = Self::loss_grads(net, val, true, true, ctx)?;
         update(net, ParamKind::Buffer, |i, _| Ok(saved_buffers[i].clone()))?;
         let [mut da_n, mut da_r] = alpha_grads(net, &g_val)?;
         let mut v = Vec::new();
         net.visit("", &mut |_, t, kind| {
             if kind == ParamKind::Weight {
-                v.push(g_val.get(t).cloned().unwrap_or_else(|| Tensor::zeros(t.shape())));
+                v.push(
+                    g_val
+                        .get(t)
+                        .cloned()
+                        .unwrap_or_else(|| Tensor::zeros(t.shape())),
+                );
             }
         });
         drop(g_val);
-        let norm = v.iter().flat_map(|t| t.data()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt() as f32;
+        let norm = v
+            .iter()
+            .flat_map(|t| t.data())
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt() as f32;
         // Hessian-vector product by central differences at w0 ± R·v.
         let r = 1e-2 / norm.max(1e-12);
         let mut hvp_side = |sign: f32, ctx: &mut Ctx| -> Result<[Tensor; 2]> {
@@ -170,7 +200,15 @@ impl Architect {
     }
 
     /// One architecture update; returns the validation loss it saw.
-    pub fn step(&mut self, net: &mut Network, train: &Batch, val: &Batch, eta: f32, sgd: &Sgd, ctx: &mut Ctx) -> Result<f32> {
+    pub fn step(
+        &mut self,
+        net: &mut Network,
+        train: &Batch,
+        val: &Batch,
+        eta: f32,
+        sgd: &Sgd,
+        ctx: &mut Ctx,
+    ) -> Result<f32> {
         let (loss, [gn, gr]) = self.alpha_gradient(net, train, val, eta, sgd, ctx)?;
         let mut grads = Grads::default();
         grads.insert(&net.alphas.normal, gn);

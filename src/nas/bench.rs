@@ -26,8 +26,24 @@ pub struct StepConfig {
     pub classes: usize,
 }
 
-pub const CONFIG_T: StepConfig = StepConfig { name: "T", channels: 8, layers: 5, batch: 32, image: 28, in_channels: 1, classes: 10 };
-pub const CONFIG_S: StepConfig = StepConfig { name: "S", channels: 16, layers: 8, batch: 64, image: 32, in_channels: 3, classes: 10 };
+pub const CONFIG_T: StepConfig = StepConfig {
+    name: "T",
+    channels: 8,
+    layers: 5,
+    batch: 32,
+    image: 28,
+    in_channels: 1,
+    classes: 10,
+};
+pub const CONFIG_S: StepConfig = StepConfig {
+    name: "S",
+    channels: 16,
+    layers: 8,
+    batch: 64,
+    image: 32,
+    in_channels: 3,
+    classes: 10,
+};
 
 /// Timing of one configuration and order.
 #[derive(Clone, Debug, Serialize)]
@@ -58,7 +74,9 @@ fn reset_peak_rss() {
 
 fn random_batch(c: &StepConfig, rng: &mut impl Rng) -> Result<(Tensor, Vec<usize>)> {
     let x = Tensor::randn(&[c.batch, c.in_channels, c.image, c.image], 1.0, rng);
-    let y = (0..c.batch).map(|_| rng.random_range(0..c.classes)).collect();
+    let y = (0..c.batch)
+        .map(|_| rng.random_range(0..c.classes))
+        .collect();
     Ok((x, y))
 }
 
@@ -66,7 +84,10 @@ fn random_batch(c: &StepConfig, rng: &mut impl Rng) -> Result<(Tensor, Vec<usize
 pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Result<StepTiming> {
     reset_peak_rss();
     let mut rng = crate::rng(seed);
-    let mut net = Network::new(SearchSpec::darts(c.channels, c.layers, c.in_channels, c.classes), &mut rng)?;
+    let mut net = Network::new(
+        SearchSpec::darts(c.channels, c.layers, c.in_channels, c.classes),
+        &mut rng,
+    )?;
     let mut architect = Architect::new(order, 3e-4, 1e-3)?;
     let mut sgd = Sgd::new(0.025, 0.9, 3e-4, false)?;
     let (xt, yt) = random_batch(c, &mut rng)?;
@@ -75,8 +96,14 @@ pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Resul
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps + 1 {
         let t = Instant::now();
-        let train = Batch { images: &xt, labels: &yt };
-        let val = Batch { images: &xv, labels: &yv };
+        let train = Batch {
+            images: &xt,
+            labels: &yt,
+        };
+        let val = Batch {
+            images: &xv,
+            labels: &yv,
+        };
         architect.step(&mut net, &train, &val, sgd.lr(), &sgd, &mut ctx)?;
         let loss = net.loss(&xt, &yt, &mut ctx)?;
         let mut grads = loss.backward()?;
@@ -110,26 +137,43 @@ pub fn run_cli(a: &BenchSearchArgs) -> Result<()> {
         "1" => vec![Order::First],
         "2" => vec![Order::Second],
         "both" => vec![Order::First, Order::Second],
-        o => return Err(Error::InvalidArgument(format!("--order must be 1, 2 or both, got {o}"))),
+        o => {
+            return Err(Error::InvalidArgument(format!(
+                "--order must be 1, 2 or both, got {o}"
+            )))
+        }
     };
     if a.reps == 0 {
         return Err(Error::InvalidArgument("--reps must be positive".into()));
     }
     let mut results = Vec::new();
-    eprintln!("config order   params   median s     min s    img/s  peak RSS MB  ({} threads)", rayon::current_num_threads());
+    eprintln!(
+        "config order   params   median s     min s    img/s  peak RSS MB  ({} threads)",
+        rayon::current_num_threads()
+    );
     for c in &configs {
         for &o in &orders {
             let r = time_steps(c, o, a.reps, a.seed)?;
             eprintln!(
                 "{:>6} {:>5} {:>8} {:>10.3} {:>9.3} {:>8.1} {:>12.0}",
-                r.config, r.order, r.params, r.median_seconds, r.min_seconds, r.images_per_second, r.peak_rss_mb
+                r.config,
+                r.order,
+                r.params,
+                r.median_seconds,
+                r.min_seconds,
+                r.images_per_second,
+                r.peak_rss_mb
             );
             results.push(r);
         }
     }
     if a.json {
-        let s = serde_json::to_string(&results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        println!("{{\"threads\":{},\"results\":{s}}}", rayon::current_num_threads());
+        let s =
+            serde_json::to_string(&results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        println!(
+            "{{\"threads\":{},\"results\":{s}}}",
+            rayon::current_num_threads()
+        );
     }
     Ok(())
 }

@@ -7,9 +7,11 @@
 use rand::Rng;
 
 use super::genotype::Genotype;
-use super::operations::{FactorizedReduce, Op, ReluConvBn};
+use super::operations::{Op, Preprocess, ReluConvBn};
 use crate::error::{Error, Result};
-use crate::nn::{join, AvgPool2d, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind, Sequential, ReLU};
+use crate::nn::{
+    join, AvgPool2d, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind, ReLU, Sequential,
+};
 use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
 
@@ -29,11 +31,6 @@ pub struct NetworkSpec {
     pub genotype: Genotype,
 }
 
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Conv(ReluConvBn),
-}
-
 /// A discrete cell: node i = op(states[a]) + op(states[b]) for its two genes.
 pub struct Cell {
     pub reduction: bool,
@@ -45,14 +42,22 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn new(g: &Genotype, c_pp: usize, c_p: usize, c: usize, reduction: bool, reduction_prev: bool, rng: &mut impl Rng) -> Result<Self> {
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(c_pp, c, true, rng)?)
-        } else {
-            Preprocess::Conv(ReluConvBn::new(c_pp, c, 1, 1, 0, true, rng)?)
-        };
+    fn new(
+        g: &Genotype,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        reduction: bool,
+        reduction_prev: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        let preprocess0 = Preprocess::new(c_pp, c, reduction_prev, true, rng)?;
         let preprocess1 = ReluConvBn::new(c_p, c, 1, 1, 0, true, rng)?;
-        let (genes, concat) = if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
+        let (genes, concat) = if reduction {
+            (&g.reduce, &g.reduce_concat)
+        } else {
+            (&g.normal, &g.normal_concat)
+        };
         let mut ops = Vec::with_capacity(genes.len());
         for &(prim, index) in genes {
             let stride = if reduction && index < 2 { 2 } else { 1 };
@@ -68,11 +73,14 @@ impl Cell {
         })
     }
 
-    fn forward(&mut self, s0: &Tensor, s1: &Tensor, drop_prob: f32, ctx: &mut Ctx) -> Result<Tensor> {
-        let s0 = match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.forward(s0, ctx)?,
-            Preprocess::Conv(p) => p.forward(s0, ctx)?,
-        };
+    fn forward(
+        &mut self,
+        s0: &Tensor,
+        s1: &Tensor,
+        drop_prob: f32,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let s0 = self.preprocess0.forward(s0, ctx)?;
         let mut states = vec![s0, self.preprocess1.forward(s1, ctx)?];
         for pair in 0..self.ops.len() / 2 {
             let mut h = [None, None];
@@ -85,7 +93,9 @@ impl Cell {
                 }
                 *slot = Some(y);
             }
-            let [Some(a), Some(b)] = h else { unreachable!("both slots filled above") };
+            let [Some(a), Some(b)] = h else {
+                unreachable!("both slots filled above")
+            };
             states.push(ops::add(&a, &b)?);
         }
         let out: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
@@ -93,20 +103,14 @@ impl Cell {
     }
 
     fn visit(&self, prefix: &str, f: &mut Visit) {
-        match &self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit(&join(prefix, "preprocess1"), f);
         for (i, op) in self.ops.iter().enumerate() {
             op.visit(&join(prefix, &format!("_ops.{i}")), f);
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit_mut(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit_mut(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit_mut(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit_mut(&join(prefix, "preprocess1"), f);
         for (i, op) in self.ops.iter_mut().enumerate() {
             op.visit_mut(&join(prefix, &format!("_ops.{i}")), f);
@@ -139,7 +143,10 @@ impl AuxiliaryHead {
             .with(Conv2d::new(128, 768, 2, cfg, false, rng)?)
             .with(BatchNorm2d::new(768, true)?)
             .with(ReLU);
-        Ok(AuxiliaryHead { features, classifier: Linear::new(768, num_classes, true, rng)? })
+        Ok(AuxiliaryHead {
+            features,
+            classifier: Linear::new(768, num_classes, true, rng)?,
+        })
     }
 
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
@@ -176,14 +183,29 @@ impl Network {
     pub fn new(spec: NetworkSpec, rng: &mut impl Rng) -> Result<Self> {
         let steps = spec.genotype.normal.len() / 2;
         spec.genotype.validate(steps)?;
-        if spec.channels == 0 || spec.layers == 0 || spec.num_classes == 0 || spec.in_channels == 0 {
-            return Err(Error::InvalidArgument("network: channels, layers, classes and input channels must be positive".into()));
+        if spec.channels == 0 || spec.layers == 0 || spec.num_classes == 0 || spec.in_channels == 0
+        {
+            return Err(Error::InvalidArgument(
+                "network: channels, layers, classes and input channels must be positive".into(),
+            ));
         }
         if spec.channels % 2 != 0 {
-            return Err(Error::InvalidArgument("network: channels must be even (FactorizedReduce halves them)".into()));
+            return Err(Error::InvalidArgument(
+                "network: channels must be even (FactorizedReduce halves them)".into(),
+            ));
         }
         let c_stem = 3 * spec.channels;
-        let stem_conv = Conv2d::new(spec.in_channels, c_stem, 3, Conv2dCfg { padding: 1, ..Conv2dCfg::default() }, false, rng)?;
+        let stem_conv = Conv2d::new(
+            spec.in_channels,
+            c_stem,
+            3,
+            Conv2dCfg {
+                padding: 1,
+                ..Conv2dCfg::default()
+            },
+            false,
+            rng,
+        )?;
         let stem_bn = BatchNorm2d::new(c_stem, true)?;
         let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, spec.channels);
         let mut cells = Vec::with_capacity(spec.layers);
@@ -205,12 +227,22 @@ impl Network {
             }
         }
         let classifier = Linear::new(c_p, spec.num_classes, true, rng)?;
-        Ok(Network { spec, stem_conv, stem_bn, cells, auxiliary_head: aux, classifier, drop_path_prob: 0.0 })
+        Ok(Network {
+            spec,
+            stem_conv,
+            stem_bn,
+            cells,
+            auxiliary_head: aux,
+            classifier,
+            drop_path_prob: 0.0,
+        })
     }
 
     /// Logits, and the auxiliary head's logits when training with one.
     pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<(Tensor, Option<Tensor>)> {
-        let stem = self.stem_bn.forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
+        let stem = self
+            .stem_bn
+            .forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
         let (mut s0, mut s1) = (stem.clone(), stem);
         let mut aux = None;
         let aux_at = 2 * self.spec.layers / 3;
@@ -223,7 +255,10 @@ impl Network {
                 }
             }
         }
-        Ok((self.classifier.forward(&ops::global_avg_pool(&s1)?, ctx)?, aux))
+        Ok((
+            self.classifier.forward(&ops::global_avg_pool(&s1)?, ctx)?,
+            aux,
+        ))
     }
 
     /// Weights without the auxiliary head (what the paper counts).

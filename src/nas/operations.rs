@@ -19,8 +19,18 @@ fn join(prefix: &str, name: &str) -> String {
     crate::nn::join(prefix, name)
 }
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, dilation: usize, groups: usize, rng: &mut impl Rng) -> Result<Conv2d> {
-    Conv2d::new(cin, cout, k, Conv2dCfg { stride, padding, dilation, groups }, false, rng)
+/// A bias-free convolution, as every convolution in the DARTS operations is.
+fn conv(cin: usize, cout: usize, k: usize, cfg: Conv2dCfg, rng: &mut impl Rng) -> Result<Conv2d> {
+    Conv2d::new(cin, cout, k, cfg, false, rng)
+}
+
+fn cfg(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dCfg {
+    Conv2dCfg {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
 }
 
 /// ReLU → Conv → BN (`op.1` conv, `op.2` BN).
@@ -30,8 +40,19 @@ pub struct ReluConvBn {
 }
 
 impl ReluConvBn {
-    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, affine: bool, rng: &mut impl Rng) -> Result<Self> {
-        Ok(ReluConvBn { conv: conv(cin, cout, k, stride, padding, 1, 1, rng)?, bn: BatchNorm2d::new(cout, affine)? })
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        affine: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        Ok(ReluConvBn {
+            conv: conv(cin, cout, k, cfg(stride, padding, 1, 1), rng)?,
+            bn: BatchNorm2d::new(cout, affine)?,
+        })
     }
 }
 
@@ -61,11 +82,19 @@ pub struct DwPwBn {
 }
 
 impl DwPwBn {
-    fn new(cin: usize, cout: usize, k: usize, stride: usize, dilation: usize, affine: bool, rng: &mut impl Rng) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        affine: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
         let padding = dilation * (k - 1) / 2;
         Ok(DwPwBn {
-            dw: conv(cin, cin, k, stride, padding, dilation, cin, rng)?,
-            pw: conv(cin, cout, 1, 1, 0, 1, 1, rng)?,
+            dw: conv(cin, cin, k, cfg(stride, padding, dilation, cin), rng)?,
+            pw: conv(cin, cout, 1, cfg(1, 0, 1, 1), rng)?,
             bn: BatchNorm2d::new(cout, affine)?,
         })
     }
@@ -77,9 +106,12 @@ impl DwPwBn {
         self.bn.visit(&join(prefix, &format!("op.{}", at + 3)), f);
     }
     fn visit_mut(&mut self, prefix: &str, at: usize, f: &mut VisitMut) {
-        self.dw.visit_mut(&join(prefix, &format!("op.{}", at + 1)), f);
-        self.pw.visit_mut(&join(prefix, &format!("op.{}", at + 2)), f);
-        self.bn.visit_mut(&join(prefix, &format!("op.{}", at + 3)), f);
+        self.dw
+            .visit_mut(&join(prefix, &format!("op.{}", at + 1)), f);
+        self.pw
+            .visit_mut(&join(prefix, &format!("op.{}", at + 2)), f);
+        self.bn
+            .visit_mut(&join(prefix, &format!("op.{}", at + 3)), f);
     }
 
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
@@ -105,11 +137,13 @@ pub struct FactorizedReduce {
 impl FactorizedReduce {
     pub fn new(cin: usize, cout: usize, affine: bool, rng: &mut impl Rng) -> Result<Self> {
         if cout % 2 != 0 {
-            return Err(Error::InvalidArgument(format!("FactorizedReduce needs an even channel count, got {cout}")));
+            return Err(Error::InvalidArgument(format!(
+                "FactorizedReduce needs an even channel count, got {cout}"
+            )));
         }
         Ok(FactorizedReduce {
-            conv_1: conv(cin, cout / 2, 1, 2, 0, 1, 1, rng)?,
-            conv_2: conv(cin, cout / 2, 1, 2, 0, 1, 1, rng)?,
+            conv_1: conv(cin, cout / 2, 1, cfg(2, 0, 1, 1), rng)?,
+            conv_2: conv(cin, cout / 2, 1, cfg(2, 0, 1, 1), rng)?,
             bn: BatchNorm2d::new(cout, affine)?,
         })
     }
@@ -137,6 +171,53 @@ impl Layer for FactorizedReduce {
     }
 }
 
+/// How a cell adapts its first input `c_{k-2}`: after a reduction cell it is twice as large,
+/// so it is halved by a FactorizedReduce; otherwise a 1×1 ReLU-Conv-BN.
+pub enum Preprocess {
+    Reduce(FactorizedReduce),
+    Conv(ReluConvBn),
+}
+
+impl Preprocess {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        reduction_prev: bool,
+        affine: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        Ok(if reduction_prev {
+            Preprocess::Reduce(FactorizedReduce::new(cin, cout, affine, rng)?)
+        } else {
+            Preprocess::Conv(ReluConvBn::new(cin, cout, 1, 1, 0, affine, rng)?)
+        })
+    }
+}
+
+impl Module for Preprocess {
+    fn visit(&self, prefix: &str, f: &mut Visit) {
+        match self {
+            Preprocess::Reduce(r) => r.visit(prefix, f),
+            Preprocess::Conv(p) => p.visit(prefix, f),
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        match self {
+            Preprocess::Reduce(r) => r.visit_mut(prefix, f),
+            Preprocess::Conv(p) => p.visit_mut(prefix, f),
+        }
+    }
+}
+
+impl Layer for Preprocess {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        match self {
+            Preprocess::Reduce(r) => r.forward(x, ctx),
+            Preprocess::Conv(p) => p.forward(x, ctx),
+        }
+    }
+}
+
 /// One candidate operation on a cell edge.
 pub enum Op {
     /// `none`: contributes nothing (MixedOp skips it; it only takes part in the softmax).
@@ -144,7 +225,11 @@ pub enum Op {
     /// `skip_connect` at stride 1.
     Identity,
     /// 3×3 max or average pool, in search followed by a BN without affine (`1.*`).
-    Pool { max: bool, stride: usize, bn: Option<BatchNorm2d> },
+    Pool {
+        max: bool,
+        stride: usize,
+        bn: Option<Box<BatchNorm2d>>,
+    },
     /// `sep_conv_k×k`: the depthwise-separable block applied twice.
     SepConv(Box<[DwPwBn; 2]>),
     /// `dil_conv_k×k`: one depthwise-separable block at dilation 2.
@@ -156,17 +241,41 @@ pub enum Op {
 impl Op {
     /// Builds `prim` on `c` channels. `affine` is false during search (the paper's BN without
     /// learnable scale); `pool_bn` adds the BN the search network puts after each pool.
-    pub fn new(prim: Primitive, c: usize, stride: usize, affine: bool, pool_bn: bool, rng: &mut impl Rng) -> Result<Op> {
-        let pool_bn = || -> Result<Option<BatchNorm2d>> { pool_bn.then(|| BatchNorm2d::new(c, false)).transpose() };
+    pub fn new(
+        prim: Primitive,
+        c: usize,
+        stride: usize,
+        affine: bool,
+        pool_bn: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Op> {
+        let pool_bn = || -> Result<Option<Box<BatchNorm2d>>> {
+            pool_bn
+                .then(|| BatchNorm2d::new(c, false).map(Box::new))
+                .transpose()
+        };
         Ok(match prim {
             Primitive::None => Op::Zero { stride },
-            Primitive::MaxPool3x3 => Op::Pool { max: true, stride, bn: pool_bn()? },
-            Primitive::AvgPool3x3 => Op::Pool { max: false, stride, bn: pool_bn()? },
+            Primitive::MaxPool3x3 => Op::Pool {
+                max: true,
+                stride,
+                bn: pool_bn()?,
+            },
+            Primitive::AvgPool3x3 => Op::Pool {
+                max: false,
+                stride,
+                bn: pool_bn()?,
+            },
             Primitive::SkipConnect if stride == 1 => Op::Identity,
-            Primitive::SkipConnect => Op::Reduce(Box::new(FactorizedReduce::new(c, c, affine, rng)?)),
+            Primitive::SkipConnect => {
+                Op::Reduce(Box::new(FactorizedReduce::new(c, c, affine, rng)?))
+            }
             Primitive::SepConv3x3 | Primitive::SepConv5x5 => {
                 let k = if prim == Primitive::SepConv3x3 { 3 } else { 5 };
-                Op::SepConv(Box::new([DwPwBn::new(c, c, k, stride, 1, affine, rng)?, DwPwBn::new(c, c, k, 1, 1, affine, rng)?]))
+                Op::SepConv(Box::new([
+                    DwPwBn::new(c, c, k, stride, 1, affine, rng)?,
+                    DwPwBn::new(c, c, k, 1, 1, affine, rng)?,
+                ]))
             }
             Primitive::DilConv3x3 | Primitive::DilConv5x5 => {
                 let k = if prim == Primitive::DilConv3x3 { 3 } else { 5 };
@@ -235,11 +344,20 @@ impl Layer for Op {
         match self {
             Op::Zero { stride } => {
                 let (n, c, h, w) = x.dims4("Zero")?;
-                Ok(Tensor::zeros(&[n, c, h.div_ceil(*stride), w.div_ceil(*stride)]))
+                Ok(Tensor::zeros(&[
+                    n,
+                    c,
+                    h.div_ceil(*stride),
+                    w.div_ceil(*stride),
+                ]))
             }
             Op::Identity => Ok(x.clone()),
             Op::Pool { max, stride, bn } => {
-                let y = if *max { ops::max_pool2d(x, 3, *stride, 1)? } else { ops::avg_pool2d(x, 3, *stride, 1)? };
+                let y = if *max {
+                    ops::max_pool2d(x, 3, *stride, 1)?
+                } else {
+                    ops::avg_pool2d(x, 3, *stride, 1)?
+                };
                 match bn {
                     Some(bn) => bn.forward(&y, ctx),
                     None => Ok(y),

@@ -3,7 +3,6 @@
 //! current genotype, and an atomic checkpoint from which `--resume` continues bit for bit.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,10 +17,10 @@ use crate::checkpoint;
 use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::nn::{param_count, Ctx};
-use crate::optim::{clip_grad_norm, cosine_lr, Adam, Optimizer, Sgd};
+use crate::optim::{cosine_lr, Adam, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
-use crate::train::{evaluate, Meter};
+use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,7 +106,13 @@ impl Run {
         let net = Network::new(spec, &mut rng)?;
         let architect = Architect::new(cfg.order, cfg.arch_lr, cfg.arch_weight_decay)?;
         let sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
-        Ok(Run { net, architect, sgd, epochs_done: 0, seconds: 0.0 })
+        Ok(Run {
+            net,
+            architect,
+            sgd,
+            epochs_done: 0,
+            seconds: 0.0,
+        })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -115,22 +120,34 @@ impl Run {
         checkpoint::module_state(&self.net, "", &mut tensors);
         checkpoint::module_state(&self.net.alphas, "", &mut tensors);
         for (name, buf) in &self.sgd.momentum_buffers {
-            tensors.insert(format!("{SGD_PREFIX}{name}"), Tensor::from_vec(buf.clone(), &[buf.len()])?);
+            tensors.insert(
+                format!("{SGD_PREFIX}{name}"),
+                Tensor::from_vec(buf.clone(), &[buf.len()])?,
+            );
         }
-        let state = RunState { epochs_done: self.epochs_done, adam: self.architect.optimizer.clone(), seconds: self.seconds };
-        let meta = serde_json::to_value(&state).map_err(|e| Error::InvalidArgument(format!("checkpoint state: {e}")))?;
+        let state = RunState {
+            epochs_done: self.epochs_done,
+            adam: self.architect.optimizer.clone(),
+            seconds: self.seconds,
+        };
+        let meta = serde_json::to_value(&state)
+            .map_err(|e| Error::InvalidArgument(format!("checkpoint state: {e}")))?;
         checkpoint::save(&dir.join(CHECKPOINT), &tensors, &meta)
     }
 
     fn restore(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join(CHECKPOINT);
         let (tensors, meta) = checkpoint::load(&path)?;
-        let state: RunState = serde_json::from_value(meta).map_err(|e| Error::data(&path, format!("run state: {e}")))?;
+        let state: RunState = serde_json::from_value(meta)
+            .map_err(|e| Error::data(&path, format!("run state: {e}")))?;
         checkpoint::load_module_state(&mut self.net, "", &tensors, &path)?;
         checkpoint::load_module_state(&mut self.net.alphas, "", &tensors, &path)?;
         self.sgd.momentum_buffers = tensors
             .iter()
-            .filter_map(|(k, t)| k.strip_prefix(SGD_PREFIX).map(|n| (n.to_string(), t.to_vec())))
+            .filter_map(|(k, t)| {
+                k.strip_prefix(SGD_PREFIX)
+                    .map(|n| (n.to_string(), t.to_vec()))
+            })
             .collect();
         self.architect.optimizer = state.adam;
         self.epochs_done = state.epochs_done;
@@ -168,19 +185,6 @@ impl Cycle<'_> {
     }
 }
 
-/// Keeps only the log lines of epochs that the checkpoint covers (a kill between the log write
-/// and the checkpoint rename leaves one line too many).
-fn truncate_log(path: &Path, epochs_done: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text.lines().take(epochs_done).map(|l| format!("{l}\n")).collect();
-    checkpoint::write_atomic(path, kept.as_bytes())
-}
-
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{line}").and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
-}
-
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
 }
@@ -195,7 +199,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         if resume {
             run.restore(dir)?;
-            truncate_log(&dir.join("search.jsonl"), run.epochs_done)?;
+            truncate_lines(&dir.join("search.jsonl"), run.epochs_done)?;
         } else {
             checkpoint::write_atomic(&dir.join("config.json"), to_json(&cfg)?.as_bytes())?;
             let _ = std::fs::remove_file(dir.join("search.jsonl"));
@@ -205,7 +209,16 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     let norm = source::default_normalize(cfg.data.kind, &ds)?;
     let loader = |idx: Vec<usize>, seed: u64| {
         let augment = source::default_augment(cfg.data.kind, 0);
-        Loader::new(ds.clone(), idx, norm.clone(), LoaderConfig { seed, augment, ..LoaderConfig::new(cfg.batch_size) })
+        Loader::new(
+            ds.clone(),
+            idx,
+            norm.clone(),
+            LoaderConfig {
+                seed,
+                augment,
+                ..LoaderConfig::new(cfg.batch_size)
+            },
+        )
     };
     let train_loader = loader(split.weights, cfg.seed)?;
     let val_loader = loader(split.arch, data::seed::derive(cfg.seed, 1))?;
@@ -216,26 +229,45 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         let lr = cosine_lr(cfg.lr, cfg.lr_min, epoch, cfg.epochs);
         run.sgd.set_lr(lr);
         let mut ctx = Ctx::new(true, cfg.seed.wrapping_add(epoch as u64));
-        let steps = train_loader.num_batches().min(cfg.max_steps.unwrap_or(usize::MAX));
-        let mut bar = Progress::new(format!("search {}/{}", epoch + 1, cfg.epochs), steps, cfg.batch_size);
+        let steps = train_loader
+            .num_batches()
+            .min(cfg.max_steps.unwrap_or(usize::MAX));
+        let mut bar = Progress::new(
+            format!("search {}/{}", epoch + 1, cfg.epochs),
+            steps,
+            cfg.batch_size,
+        );
         let mut meter = Meter::default();
-        let mut val_batches = Cycle { loader: &val_loader, epoch, round: 0, batches: None };
+        let mut val_batches = Cycle {
+            loader: &val_loader,
+            epoch,
+            round: 0,
+            batches: None,
+        };
         for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
             let val = val_batches.next_batch()?;
-            let train = Batch { images: &batch.images, labels: &batch.labels };
-            let valb = Batch { images: &val.images, labels: &val.labels };
-            run.architect.step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
+            let train = Batch {
+                images: &batch.images,
+                labels: &batch.labels,
+            };
+            let valb = Batch {
+                images: &val.images,
+                labels: &val.labels,
+            };
+            run.architect
+                .step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
             let logits = run.net.forward(&batch.images, &mut ctx)?;
             let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
-            crate::optim::ensure_finite_loss(loss.item()?)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&run.net, &mut grads, cfg.grad_clip);
-            run.sgd.step(&mut run.net, &grads)?;
-            meter.add(&logits, &batch.labels, loss.item()?);
-            bar.set(step + 1, &format!("loss {:.3} acc {:.1}%", meter.loss(), 100.0 * meter.accuracy()));
+            let value = sgd_step(&mut run.net, &loss, &mut run.sgd, cfg.grad_clip)?;
+            meter.add(&logits, &batch.labels, value);
+            bar.set(step + 1, &meter.status());
         }
         bar.finish();
-        let (val_loss, val_acc) = evaluate(&mut run.net, val_loader.epoch(epoch as u64)?, |n, x, c| n.forward(x, c))?;
+        // With --max-steps the evaluation is cut to as many batches, to keep quick runs quick.
+        let val_batches = val_loader
+            .epoch(epoch as u64)?
+            .take(cfg.max_steps.unwrap_or(usize::MAX));
+        let (val_loss, val_acc) = evaluate(&mut run.net, val_batches, |n, x, c| n.forward(x, c))?;
         let genotype = run.genotype()?;
         let (wn, wr) = run.net.alphas.softmaxed()?;
         let n_ops = run.net.spec.primitives.len();
@@ -257,12 +289,27 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         };
         eprintln!(
             "epoch {}/{}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% | {:.1}s\n  {}",
-            epoch + 1, cfg.epochs, log.train_loss, 100.0 * log.train_accuracy, val_loss, 100.0 * val_acc, secs, log.genotype_text
+            epoch + 1,
+            cfg.epochs,
+            log.train_loss,
+            100.0 * log.train_accuracy,
+            val_loss,
+            100.0 * val_acc,
+            secs,
+            log.genotype_text
         );
         if let Some(dir) = out {
             append_line(&dir.join("search.jsonl"), &to_json(&log)?)?;
-            checkpoint::write_atomic(&dir.join("genotype.json"), serde_json::to_string_pretty(&genotype).unwrap_or_default().as_bytes())?;
-            checkpoint::write_atomic(&dir.join("genotype.txt"), format!("{genotype}\n").as_bytes())?;
+            checkpoint::write_atomic(
+                &dir.join("genotype.json"),
+                serde_json::to_string_pretty(&genotype)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )?;
+            checkpoint::write_atomic(
+                &dir.join("genotype.txt"),
+                format!("{genotype}\n").as_bytes(),
+            )?;
             run.save(dir)?;
         }
         last = Some((log.train_accuracy, val_loss, val_acc));
@@ -271,7 +318,9 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     let (train_accuracy, val_loss, val_accuracy) = match last {
         Some(v) => v,
         None => {
-            let (l, a) = evaluate(&mut run.net, val_loader.epoch(0)?, |n, x, c| n.forward(x, c))?;
+            let (l, a) = evaluate(&mut run.net, val_loader.epoch(0)?, |n, x, c| {
+                n.forward(x, c)
+            })?;
             (f32::NAN, l, a)
         }
     };

@@ -4,7 +4,7 @@
 
 use rand::Rng;
 
-use super::operations::{FactorizedReduce, Op, ReluConvBn};
+use super::operations::{Op, Preprocess, ReluConvBn};
 use super::primitives::Primitive;
 use crate::error::{Error, Result};
 use crate::nn::{join, BatchNorm2d, Conv2d, Ctx, Layer, Linear, Module, ParamKind};
@@ -55,10 +55,15 @@ impl SearchSpec {
 
     fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::InvalidArgument(format!("search network: {what}")));
-        if self.channels == 0 || self.layers == 0 || self.num_classes == 0 || self.in_channels == 0 {
+        if self.channels == 0 || self.layers == 0 || self.num_classes == 0 || self.in_channels == 0
+        {
             return bad("channels, layers, classes and input channels must all be positive");
         }
-        if self.steps == 0 || self.multiplier == 0 || self.multiplier > self.steps || self.stem_multiplier == 0 {
+        if self.steps == 0
+            || self.multiplier == 0
+            || self.multiplier > self.steps
+            || self.stem_multiplier == 0
+        {
             return bad("need 1 <= multiplier <= steps and a positive stem multiplier");
         }
         if self.channels % 2 != 0 {
@@ -78,12 +83,21 @@ pub struct MixedOp {
 
 impl MixedOp {
     fn new(primitives: &[Primitive], c: usize, stride: usize, rng: &mut impl Rng) -> Result<Self> {
-        let ops = primitives.iter().map(|&p| Op::new(p, c, stride, false, true, rng)).collect::<Result<_>>()?;
+        let ops = primitives
+            .iter()
+            .map(|&p| Op::new(p, c, stride, false, true, rng))
+            .collect::<Result<_>>()?;
         Ok(MixedOp { ops })
     }
 
     /// `weights` is the softmaxed alpha matrix; this edge uses row `edge`.
-    fn forward(&mut self, x: &Tensor, weights: &Tensor, edge: usize, ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        weights: &Tensor,
+        edge: usize,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let n_ops = self.ops.len();
         let mut outs = Vec::with_capacity(n_ops);
         let mut relu_x = None;
@@ -108,12 +122,6 @@ impl MixedOp {
     }
 }
 
-/// How a cell adapts its first input: after a reduction cell it is twice as large.
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Conv(ReluConvBn),
-}
-
 /// A search cell: two preprocessed inputs, `steps` nodes each summing a MixedOp over every
 /// earlier state, output = concatenation of the last `multiplier` nodes.
 pub struct SearchCell {
@@ -127,12 +135,16 @@ pub struct SearchCell {
 
 impl SearchCell {
     #[allow(clippy::too_many_arguments)]
-    fn new(spec: &SearchSpec, c_pp: usize, c_p: usize, c: usize, reduction: bool, reduction_prev: bool, rng: &mut impl Rng) -> Result<Self> {
-        let preprocess0 = if reduction_prev {
-            Preprocess::Reduce(FactorizedReduce::new(c_pp, c, false, rng)?)
-        } else {
-            Preprocess::Conv(ReluConvBn::new(c_pp, c, 1, 1, 0, false, rng)?)
-        };
+    fn new(
+        spec: &SearchSpec,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        reduction: bool,
+        reduction_prev: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        let preprocess0 = Preprocess::new(c_pp, c, reduction_prev, false, rng)?;
         let preprocess1 = ReluConvBn::new(c_p, c, 1, 1, 0, false, rng)?;
         let mut ops = Vec::new();
         for i in 0..spec.steps {
@@ -141,21 +153,31 @@ impl SearchCell {
                 ops.push(MixedOp::new(&spec.primitives, c, stride, rng)?);
             }
         }
-        Ok(SearchCell { reduction, preprocess0, preprocess1, ops, steps: spec.steps, multiplier: spec.multiplier })
+        Ok(SearchCell {
+            reduction,
+            preprocess0,
+            preprocess1,
+            ops,
+            steps: spec.steps,
+            multiplier: spec.multiplier,
+        })
     }
 
-    fn forward(&mut self, s0: &Tensor, s1: &Tensor, weights: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let s0 = match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.forward(s0, ctx)?,
-            Preprocess::Conv(p) => p.forward(s0, ctx)?,
-        };
+    fn forward(
+        &mut self,
+        s0: &Tensor,
+        s1: &Tensor,
+        weights: &Tensor,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let s0 = self.preprocess0.forward(s0, ctx)?;
         let s1 = self.preprocess1.forward(s1, ctx)?;
         let mut states = vec![s0, s1];
         let mut offset = 0;
         for _ in 0..self.steps {
             let mut sum: Option<Tensor> = None;
-            for j in 0..states.len() {
-                let y = self.ops[offset + j].forward(&states[j], weights, offset + j, ctx)?;
+            for (j, state) in states.iter().enumerate() {
+                let y = self.ops[offset + j].forward(state, weights, offset + j, ctx)?;
                 sum = Some(match sum {
                     Some(s) => ops::add(&s, &y)?,
                     None => y,
@@ -169,20 +191,14 @@ impl SearchCell {
     }
 
     fn visit(&self, prefix: &str, f: &mut Visit) {
-        match &self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit(&join(prefix, "preprocess1"), f);
         for (e, op) in self.ops.iter().enumerate() {
             op.visit(&join(prefix, &format!("_ops.{e}")), f);
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        match &mut self.preprocess0 {
-            Preprocess::Reduce(r) => r.visit_mut(&join(prefix, "preprocess0"), f),
-            Preprocess::Conv(p) => p.visit_mut(&join(prefix, "preprocess0"), f),
-        }
+        self.preprocess0.visit_mut(&join(prefix, "preprocess0"), f);
         self.preprocess1.visit_mut(&join(prefix, "preprocess1"), f);
         for (e, op) in self.ops.iter_mut().enumerate() {
             op.visit_mut(&join(prefix, &format!("_ops.{e}")), f);
@@ -207,18 +223,39 @@ impl Alphas {
 
     /// Row-wise softmax of both matrices, as plain host vectors (for genotypes and logs).
     pub fn softmaxed(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        crate::no_grad(|| Ok((ops::softmax(&self.normal)?.to_vec(), ops::softmax(&self.reduce)?.to_vec())))
+        crate::no_grad(|| {
+            Ok((
+                ops::softmax(&self.normal)?.to_vec(),
+                ops::softmax(&self.reduce)?.to_vec(),
+            ))
+        })
     }
 }
 
 impl Module for Alphas {
     fn visit(&self, prefix: &str, f: &mut Visit) {
-        f(&join(prefix, "alphas_normal"), &self.normal, ParamKind::Weight);
-        f(&join(prefix, "alphas_reduce"), &self.reduce, ParamKind::Weight);
+        f(
+            &join(prefix, "alphas_normal"),
+            &self.normal,
+            ParamKind::Weight,
+        );
+        f(
+            &join(prefix, "alphas_reduce"),
+            &self.reduce,
+            ParamKind::Weight,
+        );
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        f(&join(prefix, "alphas_normal"), &mut self.normal, ParamKind::Weight);
-        f(&join(prefix, "alphas_reduce"), &mut self.reduce, ParamKind::Weight);
+        f(
+            &join(prefix, "alphas_normal"),
+            &mut self.normal,
+            ParamKind::Weight,
+        );
+        f(
+            &join(prefix, "alphas_reduce"),
+            &mut self.reduce,
+            ParamKind::Weight,
+        );
     }
 }
 
@@ -237,7 +274,12 @@ impl Network {
     pub fn new(spec: SearchSpec, rng: &mut impl Rng) -> Result<Self> {
         spec.validate()?;
         let c_stem = spec.stem_multiplier * spec.channels;
-        let stem_cfg = Conv2dCfg { stride: 1, padding: 1, dilation: 1, groups: 1 };
+        let stem_cfg = Conv2dCfg {
+            stride: 1,
+            padding: 1,
+            dilation: 1,
+            groups: 1,
+        };
         let stem_conv = Conv2d::new(spec.in_channels, c_stem, 3, stem_cfg, false, rng)?;
         let stem_bn = BatchNorm2d::new(c_stem, true)?;
         let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, spec.channels);
@@ -248,18 +290,35 @@ impl Network {
             if reduction {
                 c *= 2;
             }
-            cells.push(SearchCell::new(&spec, c_pp, c_p, c, reduction, reduction_prev, rng)?);
+            cells.push(SearchCell::new(
+                &spec,
+                c_pp,
+                c_p,
+                c,
+                reduction,
+                reduction_prev,
+                rng,
+            )?);
             reduction_prev = reduction;
             (c_pp, c_p) = (c_p, spec.multiplier * c);
         }
         let classifier = Linear::new(c_p, spec.num_classes, true, rng)?;
         let alphas = Alphas::new(spec.edges(), spec.primitives.len(), rng);
-        Ok(Network { spec, stem_conv, stem_bn, cells, classifier, alphas })
+        Ok(Network {
+            spec,
+            stem_conv,
+            stem_bn,
+            cells,
+            classifier,
+            alphas,
+        })
     }
 
     /// Logits `[N, classes]` for images `[N, C, H, W]`.
     pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let stem = self.stem_bn.forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
+        let stem = self
+            .stem_bn
+            .forward(&self.stem_conv.forward(x, ctx)?, ctx)?;
         let w_normal = ops::softmax(&self.alphas.normal)?;
         let w_reduce = ops::softmax(&self.alphas.reduce)?;
         let (mut s0, mut s1) = (stem.clone(), stem);

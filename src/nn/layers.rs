@@ -107,7 +107,11 @@ impl Module for Conv2d {
 
 impl Layer for Conv2d {
     fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Result<Tensor> {
-        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)
+        let y = ops::conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)?;
+        // Each output value costs one multiply-add per weight of its filter.
+        let per_output = self.weight.numel() / self.weight.shape()[0];
+        super::macs::add((y.numel() * per_output) as u64);
+        Ok(y)
     }
 }
 
@@ -229,7 +233,9 @@ impl Module for Linear {
 
 impl Layer for Linear {
     fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
+        let y = ops::linear(x, &self.weight, self.bias.as_ref())?;
+        super::macs::add((y.numel() * self.weight.shape()[1]) as u64);
+        Ok(y)
     }
 }
 

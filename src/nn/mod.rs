@@ -5,8 +5,29 @@
 //! checkpoint or an optimiser state keyed by name survives rebuilding the model, and weights can
 //! be compared one to one with a PyTorch run. Initialisation is PyTorch's default, drawn from a
 //! caller-supplied RNG so that a seed fixes every value.
+//!
+//! ```
+//! use darts::nn::{self, BatchNorm2d, Conv2d, Ctx, Layer, ReLU, Sequential};
+//! use darts::ops::Conv2dCfg;
+//! use darts::Tensor;
+//! use rand::{rngs::StdRng, SeedableRng};
+//!
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let cfg = Conv2dCfg { padding: 1, ..Conv2dCfg::default() };
+//! let mut net = Sequential::new()
+//!     .with(Conv2d::new(3, 8, 3, cfg, false, &mut rng).unwrap())
+//!     .with(BatchNorm2d::new(8, true).unwrap())
+//!     .with(ReLU);
+//! let names: Vec<String> = nn::state(&net).into_iter().map(|(n, _, _)| n).collect();
+//! assert_eq!(names, ["0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"]);
+//! assert_eq!(nn::param_count(&net), 8 * 3 * 3 * 3 + 8 + 8);
+//! // [N, C, H, W] in, [N, 8, H, W] out; training mode updates the running statistics.
+//! let y = net.forward(&Tensor::zeros(&[2, 3, 5, 5]), &mut Ctx::new(true, 0)).unwrap();
+//! assert_eq!(y.shape(), &[2, 8, 5, 5]);
+//! ```
 
 mod layers;
+mod macs;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -16,6 +37,7 @@ use crate::ops;
 use crate::tensor::Tensor;
 
 pub use layers::{BatchNorm2d, Conv2d, Linear};
+pub use macs::count_macs;
 
 /// Whether a named tensor is trained (a weight, it gets a gradient) or only carried along (a
 /// buffer such as batch-norm running statistics, saved in checkpoints but never optimised).

@@ -1,0 +1,135 @@
+//! `darts eval`: reload a trained network from its run folder and measure it on the test set —
+//! top-1/top-5 accuracy, loss, per-class accuracy and the confusion matrix.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::checkpoint;
+use crate::data::{self, source, Dataset};
+use crate::error::{Error, Result};
+use crate::nas::network::Network;
+use crate::nn::{Ctx, Module};
+use crate::ops;
+use crate::train::{build_network, in_order_loader, TrainConfig, MODEL_CONFIG, MODEL_WEIGHTS};
+
+/// The measurements `darts eval` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub samples: usize,
+    pub top1: f32,
+    pub top5: f32,
+    pub loss: f32,
+    pub class_names: Vec<String>,
+    pub per_class_accuracy: Vec<f32>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Reads a training run's config and rebuilds its network with the saved weights. Missing,
+/// extra or misshapen tensors are errors naming the tensor.
+pub fn load_trained(
+    dir: &Path,
+    data_override: Option<data::DataSpec>,
+) -> Result<(TrainConfig, Network, data::Splits)> {
+    let cfg_path = dir.join(MODEL_CONFIG);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let mut cfg: TrainConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::data(&cfg_path, format!("not a darts training config: {e}")))?;
+    if let Some(d) = data_override {
+        cfg.data = d;
+    }
+    let splits = data::load(&cfg.data, cfg.seed)?;
+    let mut net = build_network(&cfg, &splits.train)?;
+    let weights_path = dir.join(MODEL_WEIGHTS);
+    let (tensors, _) = checkpoint::load(&weights_path)?;
+    let mut expected = BTreeSet::new();
+    net.visit("", &mut |name, _, _| {
+        expected.insert(name.to_string());
+    });
+    if let Some(extra) = tensors.keys().find(|k| !expected.contains(*k)) {
+        return Err(Error::data(
+            &weights_path,
+            format!(
+                "unexpected tensor {extra}: the checkpoint belongs to another architecture than {}",
+                cfg_path.display()
+            ),
+        ));
+    }
+    checkpoint::load_module_state(&mut net, "", &tensors, &weights_path)?;
+    Ok((cfg, net, splits))
+}
+
+/// Evaluates `net` on `test` with the training set's normalisation.
+pub fn evaluate_network(
+    net: &mut Network,
+    cfg: &TrainConfig,
+    train: &Dataset,
+    test: std::sync::Arc<Dataset>,
+) -> Result<EvalReport> {
+    let norm = source::default_normalize(cfg.data.kind, train)?;
+    let k = test.num_classes;
+    let loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
+    let mut confusion = vec![vec![0usize; k]; k];
+    let (mut top5, mut loss_sum, mut n) = (0usize, 0f64, 0usize);
+    let mut ctx = Ctx::new(false, 0);
+    crate::no_grad(|| -> Result<()> {
+        for b in loader.epoch(0)? {
+            let (logits, _) = net.forward(&b.images, &mut ctx)?;
+            loss_sum +=
+                ops::cross_entropy(&logits, &b.labels)?.item()? as f64 * b.labels.len() as f64;
+            for (row, &label) in logits.data().chunks(k).zip(&b.labels) {
+                let mut order: Vec<usize> = (0..k).collect();
+                order.sort_by(|&a, &c| row[c].total_cmp(&row[a]).then(a.cmp(&c)));
+                confusion[label][order[0]] += 1;
+                top5 += order.iter().take(5).any(|&c| c == label) as usize;
+            }
+            n += b.labels.len();
+        }
+        Ok(())
+    })?;
+    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| row[c] as f32 / row.iter().sum::<usize>().max(1) as f32)
+        .collect();
+    Ok(EvalReport {
+        samples: n,
+        top1: correct as f32 / n.max(1) as f32,
+        top5: top5 as f32 / n.max(1) as f32,
+        loss: (loss_sum / n.max(1) as f64) as f32,
+        class_names: test.class_names.clone(),
+        per_class_accuracy: per_class,
+        confusion,
+    })
+}
+
+/// A plain-text rendering: summary, per-class accuracy, confusion matrix.
+pub fn render(r: &EvalReport) -> String {
+    let mut s = format!(
+        "{} test images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}\n\nper-class accuracy:\n",
+        r.samples,
+        100.0 * r.top1,
+        100.0 * r.top5,
+        r.loss
+    );
+    for (name, acc) in r.class_names.iter().zip(&r.per_class_accuracy) {
+        s += &format!("  {name:>12}  {:6.2}%\n", 100.0 * acc);
+    }
+    s += "\nconfusion matrix (rows: true class, columns: predicted):\n";
+    s += &format!("{:>6}", "");
+    for c in 0..r.confusion.len() {
+        s += &format!("{c:>6}");
+    }
+    s += "\n";
+    for (t, row) in r.confusion.iter().enumerate() {
+        s += &format!("{t:>6}");
+        for v in row {
+            s += &format!("{v:>6}");
+        }
+        s += "\n";
+    }
+    s
+}
