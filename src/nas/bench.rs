@@ -10,7 +10,7 @@ use super::architect::{Architect, Batch, Order};
 use super::supernet::{Network, SearchSpec};
 use crate::cli::{BenchConfig, BenchSearchArgs};
 use crate::error::{Error, Result};
-use crate::nn::{param_count, Ctx};
+use crate::nn::{param_count, set_trainable, Ctx};
 use crate::optim::{clip_grad_norm, Optimizer, Sgd};
 use crate::tensor::Tensor;
 
@@ -105,6 +105,7 @@ pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Resul
             labels: &yv,
         };
         architect.step(&mut net, &train, &val, sgd.lr(), &sgd, &mut ctx)?;
+        set_trainable(&mut net.alphas, false);
         let loss = net.loss(&xt, &yt, &mut ctx)?;
         let mut grads = loss.backward()?;
         clip_grad_norm(&net, &mut grads, 5.0);

@@ -16,7 +16,7 @@ use super::supernet::{Network, SearchSpec};
 use crate::checkpoint;
 use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
 use crate::error::{Error, Result};
-use crate::nn::{param_count, Ctx};
+use crate::nn::{param_count, set_trainable, Ctx};
 use crate::optim::{cosine_lr, Adam, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
@@ -256,6 +256,8 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             };
             run.architect
                 .step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
+            // The weight step differentiates the weights only.
+            set_trainable(&mut run.net.alphas, false);
             let logits = run.net.forward(&batch.images, &mut ctx)?;
             let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
             let value = sgd_step(&mut run.net, &loss, &mut run.sgd, cfg.grad_clip)?;
