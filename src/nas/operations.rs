@@ -287,7 +287,12 @@ impl Op {
     /// [`Layer::forward`], where the ReLU that the separable and dilated convs apply first to `x`
     /// comes from `relu_x`, computed on first use: a MixedOp's four such ops then share one
     /// ReLU, forward and backward, instead of each computing its own.
-    pub fn forward_shared(&mut self, x: &Tensor, relu_x: &mut Option<Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+    pub fn forward_shared(
+        &mut self,
+        x: &Tensor,
+        relu_x: &mut Option<Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let mut shared = || -> Result<Tensor> {
             let r = match relu_x.take() {
                 Some(r) => r,
