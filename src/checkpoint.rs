@@ -10,6 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
 use crate::nn::{Module, ParamKind};
+use crate::optim::Sgd;
 use crate::tensor::Tensor;
 
 /// The metadata key holding our JSON run state.
@@ -72,6 +73,31 @@ pub fn load_module_state(
         }
     });
     Ok(())
+}
+
+/// Where SGD momentum buffers live in a checkpoint: under this prefix, by parameter name.
+const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
+
+/// Adds the SGD momentum buffers to a checkpoint's tensors.
+pub fn sgd_state(sgd: &Sgd, out: &mut BTreeMap<String, Tensor>) -> Result<()> {
+    for (name, buf) in &sgd.momentum_buffers {
+        out.insert(
+            format!("{MOMENTUM_PREFIX}{name}"),
+            Tensor::from_vec(buf.clone(), &[buf.len()])?,
+        );
+    }
+    Ok(())
+}
+
+/// Restores the SGD momentum buffers saved by [`sgd_state`].
+pub fn load_sgd_state(sgd: &mut Sgd, tensors: &BTreeMap<String, Tensor>) {
+    sgd.momentum_buffers = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(MOMENTUM_PREFIX)
+                .map(|n| (n.to_string(), t.to_vec()))
+        })
+        .collect();
 }
 
 /// Tensor names of `m` that are weights (not buffers).

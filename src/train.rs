@@ -185,7 +185,6 @@ struct TrainState {
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
 pub const MODEL_CONFIG: &str = "config.json";
 const TRAIN_STATE: &str = "train_state.safetensors";
-const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
 
 /// Builds the evaluation network a training config describes, for a dataset's shape.
 pub fn build_network(cfg: &TrainConfig, ds: &Dataset) -> Result<Network> {
@@ -228,12 +227,7 @@ fn save_run(dir: &Path, net: &Network, sgd: &Sgd, state: &TrainState) -> Result<
     let meta = serde_json::json!({ "format": "darts-model", "epochs_done": state.epochs_done });
     checkpoint::save(&dir.join(MODEL_WEIGHTS), &weights, &meta)?;
     let mut all = weights;
-    for (name, buf) in &sgd.momentum_buffers {
-        all.insert(
-            format!("{MOMENTUM_PREFIX}{name}"),
-            Tensor::from_vec(buf.clone(), &[buf.len()])?,
-        );
-    }
+    checkpoint::sgd_state(sgd, &mut all)?;
     let meta = serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     checkpoint::save(&dir.join(TRAIN_STATE), &all, &meta)
 }
@@ -244,13 +238,7 @@ fn restore_run(dir: &Path, net: &mut Network, sgd: &mut Sgd) -> Result<TrainStat
     let state: TrainState =
         serde_json::from_value(meta).map_err(|e| Error::data(&path, format!("run state: {e}")))?;
     checkpoint::load_module_state(net, "", &tensors, &path)?;
-    sgd.momentum_buffers = tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix(MOMENTUM_PREFIX)
-                .map(|n| (n.to_string(), t.to_vec()))
-        })
-        .collect();
+    checkpoint::load_sgd_state(sgd, &tensors);
     Ok(state)
 }
 

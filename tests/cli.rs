@@ -57,6 +57,30 @@ fn log_without_timings(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Starts `args` writing to `dir`, waits until `log` has its first epoch, lets the second epoch
+/// run for `settle_ms`, then kills the process with SIGKILL.
+fn kill_during_second_epoch(args: &[&str], dir: &Path, log: &str, settle_ms: u64) {
+    let mut child = darts()
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(dir.join(log)).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "first epoch never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(settle_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn search_is_deterministic_and_resumes_after_sigkill() {
     let (a, b) = (tmp("a"), tmp("b"));
@@ -85,25 +109,7 @@ fn search_is_deterministic_and_resumes_after_sigkill() {
     assert_eq!(result["epochs"], 3);
 
     // Same seed and threads, killed during epoch 2, then resumed.
-    let mut child = darts()
-        .args(TINY)
-        .arg("--out")
-        .arg(&b)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::fs::read_to_string(b.join("search.jsonl")).map_or(0, |t| t.lines().count()) < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "first epoch never finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_during_second_epoch(TINY, &b, "search.jsonl", 300);
     let lines_at_kill = log_without_timings(&b).len();
     let resumed = darts()
         .arg("search")
@@ -276,25 +282,7 @@ fn training_resumes_bit_identically_and_eval_reproduces_its_accuracy() {
         assert!(result.get(key).is_some(), "missing {key}");
     }
 
-    let mut child = darts()
-        .args(TINY_TRAIN)
-        .arg("--out")
-        .arg(&b)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::fs::read_to_string(b.join("train.jsonl")).map_or(0, |t| t.lines().count()) < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "first epoch never finished"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_during_second_epoch(TINY_TRAIN, &b, "train.jsonl", 100);
     let resumed = darts()
         .args(["train", "--threads", "2", "--resume"])
         .arg(&b)

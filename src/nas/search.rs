@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::nn::{param_count, set_trainable, Ctx};
 use crate::optim::{cosine_lr, Adam, Optimizer, Sgd};
 use crate::progress::Progress;
-use crate::tensor::Tensor;
 use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
@@ -92,7 +91,6 @@ struct Run {
 }
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
-const SGD_PREFIX: &str = "optim.momentum_buffer.";
 
 fn rows(v: &[f32], n_ops: usize) -> Vec<Vec<f32>> {
     v.chunks(n_ops).map(<[f32]>::to_vec).collect()
@@ -119,12 +117,7 @@ impl Run {
         let mut tensors = BTreeMap::new();
         checkpoint::module_state(&self.net, "", &mut tensors);
         checkpoint::module_state(&self.net.alphas, "", &mut tensors);
-        for (name, buf) in &self.sgd.momentum_buffers {
-            tensors.insert(
-                format!("{SGD_PREFIX}{name}"),
-                Tensor::from_vec(buf.clone(), &[buf.len()])?,
-            );
-        }
+        checkpoint::sgd_state(&self.sgd, &mut tensors)?;
         let state = RunState {
             epochs_done: self.epochs_done,
             adam: self.architect.optimizer.clone(),
@@ -142,13 +135,7 @@ impl Run {
             .map_err(|e| Error::data(&path, format!("run state: {e}")))?;
         checkpoint::load_module_state(&mut self.net, "", &tensors, &path)?;
         checkpoint::load_module_state(&mut self.net.alphas, "", &tensors, &path)?;
-        self.sgd.momentum_buffers = tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix(SGD_PREFIX)
-                    .map(|n| (n.to_string(), t.to_vec()))
-            })
-            .collect();
+        checkpoint::load_sgd_state(&mut self.sgd, &tensors);
         self.architect.optimizer = state.adam;
         self.epochs_done = state.epochs_done;
         self.seconds = state.seconds;
