@@ -46,6 +46,18 @@ impl Error {
         }
     }
 
+    /// Two operands on different devices.
+    pub fn devices(op: &'static str, a: &crate::Tensor, b: &crate::Tensor) -> Self {
+        Error::Device {
+            op,
+            msg: format!(
+                "operands on {} and {}; move them to one device with to_device",
+                a.device(),
+                b.device()
+            ),
+        }
+    }
+
     /// Shorthand for a data-format error on a file.
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Data {

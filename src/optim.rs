@@ -280,7 +280,7 @@ pub fn ensure_finite_loss(loss: f32) -> Result<()> {
 /// `Error::NonFinite` naming the first weight whose gradient holds a NaN or infinity.
 pub fn ensure_finite_grads<M: Module + ?Sized>(model: &M, grads: &Grads) -> Result<()> {
     for (name, p) in weights_with_grads(model, grads) {
-        if grads.get(&p).is_some_and(|g| !g.all_finite()) {
+        if grads.get(&p).map(Tensor::all_finite).transpose()? == Some(false) {
             return Err(Error::NonFinite(format!(
                 "the gradient of {name} is not finite"
             )));

@@ -176,7 +176,10 @@ pub(crate) fn backward(root: &Tensor) -> Result<Grads> {
 
     let mut pending: HashMap<NodeId, Tensor> = HashMap::new();
     let mut leaves: HashMap<NodeId, Tensor> = HashMap::new();
-    pending.insert(root_node.id, Tensor::ones(root.shape()));
+    pending.insert(
+        root_node.id,
+        Tensor::full_on(root.shape(), 1.0, root.device())?,
+    );
     for node in &order {
         let Some(g) = pending.remove(&node.id) else {
             continue;

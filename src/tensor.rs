@@ -10,6 +10,7 @@ use ndarray::{ArrayViewD, IxDyn};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use crate::device::cuda::{self, GpuBuf};
 use crate::device::pool::{self, Buffer};
 use crate::device::{Device, Storage};
 use crate::error::{Error, Result};
@@ -55,6 +56,57 @@ impl Tensor {
             storage: Storage::Cpu(Arc::new(Buffer::new(data))),
             node: None,
         }
+    }
+
+    /// Internal constructor for CUDA kernel outputs.
+    pub(crate) fn from_gpu(buf: GpuBuf, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cuda(Arc::new(buf)),
+            node: None,
+        }
+    }
+
+    /// A tensor filled with `value` on `device`.
+    pub fn full_on(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::full(shape, value)),
+            Device::Cuda => Ok(Tensor::from_gpu(
+                cuda::gpu()?.full(shape.iter().product(), value)?,
+                shape,
+            )),
+        }
+    }
+
+    /// Zeros with the shape and device of `self`.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::full_on(&self.shape, 0.0, self.device())
+    }
+
+    /// The same values on `device` (a copy when it differs; outside the graph).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        let storage = match (&self.storage, device) {
+            (Storage::Cpu(_), Device::Cpu) | (Storage::Cuda(_), Device::Cuda) => {
+                return Ok(self.detach())
+            }
+            (Storage::Cpu(a), Device::Cuda) => {
+                Storage::Cuda(Arc::new(cuda::gpu()?.upload(a.as_slice())?))
+            }
+            (Storage::Cuda(b), Device::Cpu) => {
+                Storage::Cpu(Arc::new(Buffer::new(cuda::gpu()?.download(b)?)))
+            }
+        };
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage,
+            node: None,
+        })
+    }
+
+    /// A copy on the host: what logging, checkpoints and evaluation read.
+    pub fn to_host(&self) -> Result<Tensor> {
+        self.to_device(Device::Cpu)
     }
 
     /// A tensor filled with `value`.
@@ -114,23 +166,47 @@ impl Tensor {
         &self.storage
     }
 
-    /// The data as a slice (CPU tensors).
+    /// The data as a slice. CPU tensors only: code that may hold a CUDA tensor reads it through
+    /// [`Tensor::to_host`] (calling this on one is a bug in darts, hence the panic).
     pub fn data(&self) -> &[f32] {
         match &self.storage {
             Storage::Cpu(a) => a.as_slice(),
+            Storage::Cuda(_) => panic!(
+                "Tensor::data on a CUDA tensor {:?}; call to_host() first",
+                self.shape
+            ),
         }
     }
 
-    /// Mutable data, copied first if the storage is shared (copy on write).
+    /// Mutable data, copied first if the storage is shared (copy on write). CPU tensors only.
     pub fn data_mut(&mut self) -> &mut [f32] {
         match &mut self.storage {
             Storage::Cpu(a) => Arc::make_mut(a).as_mut_slice(),
+            Storage::Cuda(_) => panic!("Tensor::data_mut on a CUDA tensor {:?}", self.shape),
         }
     }
 
-    /// A copy of the data on the host.
+    /// A copy of the data on the host, or the device error that stopped the copy.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Cpu(a) => Ok(a.as_slice().to_vec()),
+            Storage::Cuda(b) => cuda::gpu()?.download(b),
+        }
+    }
+
+    /// A copy of the data on the host. Panics only if the GPU faulted; library code uses
+    /// [`Tensor::try_to_vec`].
     pub fn to_vec(&self) -> Vec<f32> {
-        self.data().to_vec()
+        self.try_to_vec()
+            .expect("copying a CUDA tensor to the host")
+    }
+
+    /// The GPU buffer of a CUDA tensor.
+    pub(crate) fn gpu_buf(&self) -> Option<&GpuBuf> {
+        match &self.storage {
+            Storage::Cuda(b) => Some(b),
+            Storage::Cpu(_) => None,
+        }
     }
 
     /// An ndarray view with this tensor's shape.
@@ -140,8 +216,8 @@ impl Tensor {
 
     /// The value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
-        match self.data() {
-            [v] => Ok(*v),
+        match self.try_to_vec()?[..] {
+            [v] => Ok(v),
             _ => Err(Error::shape(
                 "item",
                 "needs exactly one element",
@@ -243,17 +319,38 @@ impl Tensor {
                 &[&self.shape, &other.shape],
             ));
         }
-        let o = other.data();
+        if self.device() != other.device() {
+            return Err(Error::Device {
+                op: "add_assign",
+                msg: format!("operands on {} and {}", self.device(), other.device()),
+            });
+        }
         match &mut self.storage {
+            Storage::Cuda(a) => {
+                let gpu = cuda::gpu()?;
+                let o = other.gpu_buf().expect("same device");
+                if Arc::get_mut(a).is_none() {
+                    *a = Arc::new(gpu.copy(a)?);
+                }
+                let n = o.len();
+                let args = [
+                    cuda::Arg::F32(1.0),
+                    o.arg(),
+                    a.arg(),
+                    cuda::Arg::I32(n as i32),
+                ];
+                gpu.launch("elementwise", "axpy_f32", cuda::Launch::elems(n), &args)?;
+            }
             Storage::Cpu(a) => match Arc::get_mut(a) {
                 Some(buf) => buf
                     .as_mut_slice()
                     .iter_mut()
-                    .zip(o)
+                    .zip(other.data())
                     .for_each(|(a, b)| *a += b),
                 None => {
                     // Shared storage: writing the sum to a new buffer is one pass; copying on
                     // write and then adding would be two.
+                    let o = other.data();
                     let mut v = pool::take(o.len());
                     let sums = v.iter_mut().zip(a.as_slice().iter().zip(o));
                     sums.for_each(|(v, (a, b))| *v = a + b);
@@ -268,6 +365,7 @@ impl Tensor {
     pub(crate) fn storage_is_unique(&mut self) -> bool {
         match &mut self.storage {
             Storage::Cpu(a) => Arc::get_mut(a).is_some(),
+            Storage::Cuda(a) => Arc::get_mut(a).is_some(),
         }
     }
 
@@ -277,7 +375,13 @@ impl Tensor {
     }
 
     /// True when every element is finite.
-    pub fn all_finite(&self) -> bool {
-        self.data().iter().all(|v| v.is_finite())
+    pub fn all_finite(&self) -> Result<bool> {
+        match &self.storage {
+            Storage::Cpu(a) => Ok(a.as_slice().iter().all(|v| v.is_finite())),
+            // 0·x is 0 for finite x and NaN otherwise, so one device sum answers for all.
+            Storage::Cuda(_) => Ok(crate::ops::sum(&crate::ops::scale(&self.detach(), 0.0)?)?
+                .item()?
+                .is_finite()),
+        }
     }
 }

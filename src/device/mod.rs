@@ -2,6 +2,7 @@
 //! variant, and the compiler then lists every op that still lacks a path for it.
 
 pub mod cpu;
+pub mod cuda;
 pub mod pool;
 
 use std::sync::Arc;
@@ -14,12 +15,28 @@ pub enum Device {
     /// The host CPU (rayon + matrixmultiply).
     #[default]
     Cpu,
+    /// The NVIDIA GPU (or, with `DARTS_CUDA_EMULATOR=1`, the kernels emulated on the CPU).
+    Cuda,
+}
+
+impl std::str::FromStr for Device {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "unknown device {s:?}; use cpu or cuda"
+            ))),
+        }
+    }
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Cuda => write!(f, "cuda"),
         }
     }
 }
@@ -29,6 +46,9 @@ impl std::fmt::Display for Device {
 pub enum Storage {
     /// Host memory, reference counted and copied on write.
     Cpu(Arc<Buffer>),
+    /// GPU memory (`device/cuda.rs`); shared like the CPU variant, never written in place
+    /// while shared.
+    Cuda(Arc<cuda::GpuBuf>),
 }
 
 impl Storage {
@@ -36,6 +56,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(_) => Device::Cuda,
         }
     }
 
@@ -43,6 +64,7 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(a) => a.as_slice().len(),
+            Storage::Cuda(b) => b.len(),
         }
     }
 

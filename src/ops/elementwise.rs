@@ -4,7 +4,8 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::device::pool;
+use crate::device::cuda::{self, Arg, Launch};
+use crate::device::{pool, Device};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -57,11 +58,52 @@ pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     Tensor::from_parts(out, a.shape())
 }
 
+/// `out = a ∘ b` elementwise on whichever device holds both: `f` on the CPU, `kernel` (from
+/// kernels/elementwise.cu, signature `(a, b, out, n)`) on the GPU.
+fn binary(
+    op: &'static str,
+    kernel: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Tensor> {
+    match (a.gpu_buf(), b.gpu_buf()) {
+        (None, None) => Ok(zip_map(a, b, f)),
+        (Some(x), Some(y)) => {
+            let gpu = cuda::gpu()?;
+            let out = gpu.alloc(x.len())?;
+            let args = [x.arg(), y.arg(), out.arg(), Arg::I32(x.len() as i32)];
+            gpu.launch("elementwise", kernel, Launch::elems(x.len()), &args)?;
+            Ok(Tensor::from_gpu(out, a.shape()))
+        }
+        _ => Err(Error::devices(op, a, b)),
+    }
+}
+
+/// `s · a`, on either device.
+fn scaled(a: &Tensor, s: f32) -> Result<Tensor> {
+    match a.gpu_buf() {
+        None => Ok(map(a, |x| s * x)),
+        Some(x) => {
+            let gpu = cuda::gpu()?;
+            let out = gpu.alloc(x.len())?;
+            let args = [x.arg(), Arg::F32(s), out.arg(), Arg::I32(x.len() as i32)];
+            gpu.launch(
+                "elementwise",
+                "scale_fwd_f32",
+                Launch::elems(x.len()),
+                &args,
+            )?;
+            Ok(Tensor::from_gpu(out, a.shape()))
+        }
+    }
+}
+
 /// `a + b` (same shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("add", false);
     same_shape("add", a, b)?;
-    let out = zip_map(a, b, |x, y| x + y);
+    let out = binary("add", "add_fwd_f32", a, b, |x, y| x + y)?;
     Ok(tape::record("add", out, &[a, b], |g, _| {
         Ok(vec![Some(g.clone()), Some(g.clone())])
     }))
@@ -71,9 +113,12 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("sub", false);
     same_shape("sub", a, b)?;
-    let out = zip_map(a, b, |x, y| x - y);
+    let out = binary("sub", "sub_fwd_f32", a, b, |x, y| x - y)?;
     Ok(tape::record("sub", out, &[a, b], |g, needs| {
-        Ok(vec![Some(g.clone()), needs[1].then(|| map(g, |v| -v))])
+        Ok(vec![
+            Some(g.clone()),
+            needs[1].then(|| scaled(g, -1.0)).transpose()?,
+        ])
     }))
 }
 
@@ -81,12 +126,13 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("mul", false);
     same_shape("mul", a, b)?;
-    let out = zip_map(a, b, |x, y| x * y);
+    let out = binary("mul", "mul_fwd_f32", a, b, |x, y| x * y)?;
     let (sa, sb) = (a.detach(), b.detach());
     Ok(tape::record("mul", out, &[a, b], move |g, needs| {
+        let product = |x: &Tensor| binary("mul", "mul_fwd_f32", g, x, |g, x| g * x);
         Ok(vec![
-            needs[0].then(|| zip_map(g, &sb, |g, y| g * y)),
-            needs[1].then(|| zip_map(g, &sa, |g, x| g * x)),
+            needs[0].then(|| product(&sb)).transpose()?,
+            needs[1].then(|| product(&sa)).transpose()?,
         ])
     }))
 }
@@ -94,23 +140,35 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `s · a` for a constant `s`.
 pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     let _prof = super::prof::span("scale", false);
-    let out = map(a, |x| s * x);
+    let out = scaled(a, s)?;
     Ok(tape::record("scale", out, &[a], move |g, _| {
-        Ok(vec![Some(map(g, |v| s * v))])
+        Ok(vec![Some(scaled(g, s)?)])
     }))
 }
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("relu", false);
-    let out = map(x, |v| v.max(0.0));
-    let y = out.clone();
+    let out = match x.gpu_buf() {
+        None => map(x, |v| v.max(0.0)),
+        Some(b) => {
+            let gpu = cuda::gpu()?;
+            let out = gpu.alloc(b.len())?;
+            let args = [b.arg(), out.arg(), Arg::I32(b.len() as i32)];
+            gpu.launch("elementwise", "relu_fwd_f32", Launch::elems(b.len()), &args)?;
+            Tensor::from_gpu(out, x.shape())
+        }
+    };
+    let y = out.detach();
     Ok(tape::record("relu", out, &[x], move |g, _| {
-        Ok(vec![Some(zip_map(
+        let dx = binary(
+            "relu",
+            "relu_bwd_f32",
             g,
             &y,
             |g, y| if y > 0.0 { g } else { 0.0 },
-        ))])
+        )?;
+        Ok(vec![Some(dx)])
     }))
 }
 
@@ -118,11 +176,59 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub fn mul_mask(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("mul_mask", false);
     same_shape("mul_mask", x, mask)?;
-    let out = zip_map(x, mask, |x, m| x * m);
+    let out = binary("mul_mask", "mul_fwd_f32", x, mask, |x, m| x * m)?;
     let m = mask.detach();
     Ok(tape::record("mul_mask", out, &[x], move |g, _| {
-        Ok(vec![Some(zip_map(g, &m, |g, m| g * m))])
+        Ok(vec![Some(binary(
+            "mul_mask",
+            "mul_fwd_f32",
+            g,
+            &m,
+            |g, m| g * m,
+        )?)])
     }))
+}
+
+/// A uniform draw in [0, 1) that depends only on `(seed, i)`: SplitMix64's finaliser, the same
+/// function as `uniform_at` in kernels/common.cuh, so CPU and GPU draw identical masks.
+pub(crate) fn uniform_at(seed: u64, i: u64) -> f32 {
+    let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// The mask `1/keep` where `uniform_at(seed, i / per) < keep`, else 0, on `like`'s device.
+fn keep_mask(like: &Tensor, seed: u64, keep: f32, per: usize) -> Result<Tensor> {
+    let n = like.numel();
+    match like.device() {
+        Device::Cpu => {
+            let m = (0..n)
+                .map(|i| {
+                    if uniform_at(seed, (i / per) as u64) < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_parts(m, like.shape()))
+        }
+        Device::Cuda => {
+            let gpu = cuda::gpu()?;
+            let out = gpu.alloc(n)?;
+            let args = [
+                Arg::U64(seed),
+                Arg::F32(keep),
+                Arg::I32(per as i32),
+                out.arg(),
+                Arg::I32(n as i32),
+            ];
+            gpu.launch("elementwise", "keep_mask_f32", Launch::elems(n), &args)?;
+            Ok(Tensor::from_gpu(out, like.shape()))
+        }
+    }
 }
 
 fn check_prob(op: &'static str, p: f32) -> Result<()> {
@@ -140,17 +246,7 @@ pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..x.numel())
-        .map(|_| {
-            if rng.random::<f32>() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    mul_mask(x, &Tensor::from_parts(mask, x.shape()))
+    mul_mask(x, &keep_mask(x, rng.random(), 1.0 - p, 1)?)
 }
 
 /// Drop-path (stochastic depth): drops whole samples of a batch (dim 0) with probability `p`,
@@ -167,16 +263,6 @@ pub fn drop_path(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor> {
             &[x.shape()],
         ));
     };
-    let per = x.numel() / n.max(1);
-    let keep = 1.0 - p;
-    let mut mask = Vec::with_capacity(x.numel());
-    for _ in 0..n {
-        let m = if rng.random::<f32>() < keep {
-            1.0 / keep
-        } else {
-            0.0
-        };
-        mask.extend(std::iter::repeat_n(m, per));
-    }
-    mul_mask(x, &Tensor::from_parts(mask, x.shape()))
+    let per = (x.numel() / n.max(1)).max(1);
+    mul_mask(x, &keep_mask(x, rng.random(), 1.0 - p, per)?)
 }

@@ -1,20 +1,73 @@
-//! Reductions to a scalar: sum and mean (accumulated in f64 so large tensors keep precision).
+//! Reductions to a scalar: sum and mean (accumulated in f64 on the CPU so large tensors keep
+//! precision; a two-pass tree on the GPU).
 
+use crate::device::cuda::{self, Arg, GpuBuf, Launch};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
 
+/// Blocks of the first pass of a device reduction: enough to fill the GPU, few enough for one
+/// block to add up.
+const REDUCE_BLOCKS: usize = 1024;
+
+/// `scale · Σ x` (or `Σ x²` when `square`) as a one-element device buffer.
+pub(crate) fn gpu_sum(x: &GpuBuf, square: bool, scale: f32) -> Result<GpuBuf> {
+    let gpu = cuda::gpu()?;
+    let n = x.len();
+    let blocks = n.div_ceil(cuda::BLOCK as usize).clamp(1, REDUCE_BLOCKS);
+    let partial = gpu.alloc(blocks)?;
+    let args = [
+        x.arg(),
+        Arg::I32(square as i32),
+        partial.arg(),
+        Arg::I32(n as i32),
+    ];
+    gpu.launch("reduce", "sum_partial_f32", Launch::rows(blocks), &args)?;
+    let out = gpu.alloc(1)?;
+    let args = [
+        partial.arg(),
+        Arg::I32(blocks as i32),
+        Arg::F32(scale),
+        out.arg(),
+    ];
+    gpu.launch("reduce", "sum_final_f32", Launch::rows(1), &args)?;
+    Ok(out)
+}
+
+/// `scale · Σ x` on `x`'s device, as a scalar tensor.
+fn scaled_sum(x: &Tensor, scale: f64) -> Result<Tensor> {
+    match x.gpu_buf() {
+        None => {
+            let s: f64 = x.data().iter().map(|&v| v as f64).sum();
+            Ok(Tensor::scalar((s * scale) as f32))
+        }
+        Some(b) => Ok(Tensor::from_gpu(gpu_sum(b, false, scale as f32)?, &[])),
+    }
+}
+
+/// `s · g` broadcast to `shape`, where `g` is a scalar: the backward of sum and mean.
+fn broadcast(g: &Tensor, s: f32, shape: &[usize]) -> Result<Tensor> {
+    match g.gpu_buf() {
+        None => Ok(Tensor::full(shape, s * g.item()?)),
+        Some(b) => {
+            let gpu = cuda::gpu()?;
+            let n = shape.iter().product();
+            let out = gpu.alloc(n)?;
+            let args = [b.arg(), Arg::F32(s), out.arg(), Arg::I32(n as i32)];
+            gpu.launch("reduce", "broadcast_f32", Launch::elems(n), &args)?;
+            Ok(Tensor::from_gpu(out, shape))
+        }
+    }
+}
+
 /// Sum of all elements, as a scalar (shape `[]`).
 pub fn sum(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("sum", false);
-    let s: f64 = x.data().iter().map(|&v| v as f64).sum();
+    let out = scaled_sum(x, 1.0)?;
     let shape = x.shape().to_vec();
-    Ok(tape::record(
-        "sum",
-        Tensor::scalar(s as f32),
-        &[x],
-        move |g, _| Ok(vec![Some(Tensor::full(&shape, g.item()?))]),
-    ))
+    Ok(tape::record("sum", out, &[x], move |g, _| {
+        Ok(vec![Some(broadcast(g, 1.0, &shape)?)])
+    }))
 }
 
 /// Mean of all elements, as a scalar (shape `[]`).
@@ -28,12 +81,9 @@ pub fn mean(x: &Tensor) -> Result<Tensor> {
             &[x.shape()],
         ));
     }
-    let s: f64 = x.data().iter().map(|&v| v as f64).sum();
+    let out = scaled_sum(x, 1.0 / n as f64)?;
     let shape = x.shape().to_vec();
-    Ok(tape::record(
-        "mean",
-        Tensor::scalar((s / n as f64) as f32),
-        &[x],
-        move |g, _| Ok(vec![Some(Tensor::full(&shape, g.item()? / n as f32))]),
-    ))
+    Ok(tape::record("mean", out, &[x], move |g, _| {
+        Ok(vec![Some(broadcast(g, 1.0 / n as f32, &shape)?)])
+    }))
 }
