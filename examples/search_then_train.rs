@@ -37,6 +37,7 @@ fn main() -> darts::Result<()> {
         arch_lr: 3e-4,
         arch_weight_decay: 1e-3,
         max_steps: Some(20),
+        device: darts::Device::Cpu,
     };
     let search_dir = root.join("search");
     let found = search::run(search_cfg, Some(&search_dir), false)?;
@@ -60,6 +61,7 @@ fn main() -> darts::Result<()> {
         seed: 0,
         eval_every_epoch: true,
         max_steps: None,
+        device: darts::Device::Cpu,
     };
     let train_dir = root.join("train");
     let trained = train::run(train_cfg, Some(&train_dir), false)?;

@@ -10,7 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
 use crate::nn::{Module, ParamKind};
-use crate::optim::Sgd;
+use crate::optim::{Adam, AdamSlot, Sgd};
 use crate::tensor::Tensor;
 
 /// The metadata key holding our JSON run state.
@@ -78,26 +78,78 @@ pub fn load_module_state(
 /// Where SGD momentum buffers live in a checkpoint: under this prefix, by parameter name.
 const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
 
-/// Adds the SGD momentum buffers to a checkpoint's tensors.
+/// Adds the SGD momentum buffers to a checkpoint's tensors (flat, as the optimiser keeps them
+/// by name).
 pub fn sgd_state(sgd: &Sgd, out: &mut BTreeMap<String, Tensor>) -> Result<()> {
     for (name, buf) in &sgd.momentum_buffers {
         out.insert(
             format!("{MOMENTUM_PREFIX}{name}"),
-            Tensor::from_vec(buf.clone(), &[buf.len()])?,
+            buf.reshape(&[buf.numel()])?.detach(),
         );
     }
     Ok(())
 }
 
-/// Restores the SGD momentum buffers saved by [`sgd_state`].
+/// Restores the SGD momentum buffers saved by [`sgd_state`] (moved to each parameter's device
+/// at its next step).
 pub fn load_sgd_state(sgd: &mut Sgd, tensors: &BTreeMap<String, Tensor>) {
-    sgd.momentum_buffers = tensors
+    sgd.momentum_buffers = with_prefix(tensors, MOMENTUM_PREFIX).collect();
+}
+
+fn with_prefix<'a>(
+    tensors: &'a BTreeMap<String, Tensor>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (String, Tensor)> + 'a {
+    tensors
         .iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix(MOMENTUM_PREFIX)
-                .map(|n| (n.to_string(), t.to_vec()))
-        })
-        .collect();
+        .filter_map(move |(k, t)| k.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
+}
+
+/// Where Adam's moment estimates live in a checkpoint.
+const ADAM_M_PREFIX: &str = "optim.adam.exp_avg.";
+const ADAM_V_PREFIX: &str = "optim.adam.exp_avg_sq.";
+
+/// Adds Adam's moment estimates to a checkpoint's tensors; returns the per-parameter step
+/// counts, which go into the JSON state.
+pub fn adam_state(adam: &Adam, out: &mut BTreeMap<String, Tensor>) -> BTreeMap<String, u64> {
+    let mut steps = BTreeMap::new();
+    for (name, s) in &adam.slots {
+        out.insert(format!("{ADAM_M_PREFIX}{name}"), s.exp_avg.detach());
+        out.insert(format!("{ADAM_V_PREFIX}{name}"), s.exp_avg_sq.detach());
+        steps.insert(name.clone(), s.step);
+    }
+    steps
+}
+
+/// Restores what [`adam_state`] saved; a step count without both moments is an error naming
+/// the file.
+pub fn load_adam_state(
+    adam: &mut Adam,
+    tensors: &BTreeMap<String, Tensor>,
+    steps: &BTreeMap<String, u64>,
+    path: &Path,
+) -> Result<()> {
+    adam.slots.clear();
+    for (name, &step) in steps {
+        let get = |prefix: &str| {
+            tensors
+                .get(&format!("{prefix}{name}"))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::data(
+                        path,
+                        format!("Adam state for {name} is missing its moments"),
+                    )
+                })
+        };
+        let slot = AdamSlot {
+            step,
+            exp_avg: get(ADAM_M_PREFIX)?,
+            exp_avg_sq: get(ADAM_V_PREFIX)?,
+        };
+        adam.slots.insert(name.clone(), slot);
+    }
+    Ok(())
 }
 
 /// Tensor names of `m` that are weights (not buffers).
@@ -116,13 +168,11 @@ pub fn to_bytes(tensors: &BTreeMap<String, Tensor>, meta: &serde_json::Value) ->
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(k, t)| {
-            (
-                k.clone(),
-                t.shape().to_vec(),
-                t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
+            let values = t.try_to_vec()?;
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok((k.clone(), t.shape().to_vec(), bytes))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let views = raw
         .iter()
         .map(|(k, shape, bytes)| {

@@ -65,10 +65,38 @@ impl DataArgs {
     }
 }
 
+/// Where the work runs; shared by the subcommands that compute.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// cpu, or cuda: the first NVIDIA GPU (CUDA 13 driver; kernels compiled by NVRTC at first
+    /// use; `DARTS_CUDA_EMULATOR=1` runs them on the CPU instead, for testing).
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::Device,
+    /// Allow TF32 tensor cores in cuBLAS matrix products on the GPU (faster, ~1e-3 relative error).
+    #[arg(long)]
+    pub tf32: bool,
+}
+
+impl DeviceArgs {
+    /// Starts the device (a clear error when CUDA is missing) and says what runs, on stderr.
+    pub fn start(&self) -> Result<crate::Device> {
+        if self.device == crate::Device::Cuda {
+            let gpu = crate::device::cuda::gpu()?;
+            gpu.set_tf32(self.tf32)?;
+            eprintln!("device: {}", gpu.describe());
+        } else if self.tf32 {
+            return Err(Error::InvalidArgument("--tf32 needs --device cuda".into()));
+        }
+        Ok(self.device)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Epochs [default: 50; 3 on the built-in dataset, so that a plain `darts search` ends in
     /// about two minutes on two cores].
     #[arg(long)]
@@ -131,6 +159,8 @@ pub struct SearchArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Genotype: a built-in name (DARTS_V2, DARTS_V1, DARTS) or a JSON / DARTS-text file
     /// (e.g. a search run's genotype.json).
     #[arg(long, default_value = "DARTS_V2")]
@@ -190,6 +220,8 @@ pub struct EvalArgs {
     /// A training run folder (holding config.json and model.safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Evaluate on another dataset of the same shape than the one trained on.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetKind>,
@@ -233,6 +265,11 @@ pub enum BenchConfig {
 pub struct BenchSearchArgs {
     #[arg(long, value_enum, default_value_t = BenchConfig::T)]
     pub config: BenchConfig,
+    /// Batch size instead of the configuration's own (e.g. 256 for the large-batch GPU figure).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Timed steps per measurement (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -325,12 +362,14 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
         arch_lr: a.arch_lr,
         arch_weight_decay: a.arch_weight_decay,
         max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+        device: crate::Device::Cpu,
     })
 }
 
 fn run_search(a: SearchArgs) -> Result<()> {
     set_threads(a.threads)?;
-    let (cfg, out, resume) = match &a.resume {
+    let device = a.device.start()?;
+    let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
             let path = dir.join("config.json");
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -340,6 +379,7 @@ fn run_search(a: SearchArgs) -> Result<()> {
         }
         None => (search_config(&a)?, a.out.clone(), false),
     };
+    cfg.device = device;
     let result = search::run(cfg, out.as_deref(), resume)?;
     if a.json {
         print_json(&result)?;
@@ -351,7 +391,8 @@ fn run_search(a: SearchArgs) -> Result<()> {
 
 fn run_train(a: TrainArgs) -> Result<()> {
     set_threads(a.threads)?;
-    let (cfg, out, resume) = match &a.resume {
+    let device = a.device.start()?;
+    let (mut cfg, out, resume) = match &a.resume {
         Some(dir) => {
             let path = dir.join(crate::train::MODEL_CONFIG);
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -393,10 +434,12 @@ fn run_train(a: TrainArgs) -> Result<()> {
                 seed: a.seed,
                 eval_every_epoch: a.eval_every_epoch,
                 max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+                device: crate::Device::Cpu,
             };
             (cfg, a.out.clone(), false)
         }
     };
+    cfg.device = device;
     let result = crate::train::run(cfg, out.as_deref(), resume)?;
     if a.json {
         print_json(&result)
@@ -420,7 +463,10 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         kind,
         dir: a.data_dir.clone(),
     });
-    let (cfg, mut net, splits) = crate::evaluate::load_trained(&a.checkpoint, data)?;
+    let device = a.device.start()?;
+    let (mut cfg, mut net, splits) = crate::evaluate::load_trained(&a.checkpoint, data)?;
+    crate::nn::to_device(&mut net, device)?;
+    cfg.device = device;
     let report = crate::evaluate::evaluate_network(
         &mut net,
         &cfg,

@@ -76,10 +76,10 @@ pub fn evaluate_network(
     let mut ctx = Ctx::new(false, 0);
     crate::no_grad(|| -> Result<()> {
         for b in loader.epoch(0)? {
-            let (logits, _) = net.forward(&b.images, &mut ctx)?;
+            let (logits, _) = net.forward(&b.images_on(cfg.device)?, &mut ctx)?;
             loss_sum +=
                 ops::cross_entropy(&logits, &b.labels)?.item()? as f64 * b.labels.len() as f64;
-            for (row, &label) in logits.data().chunks(k).zip(&b.labels) {
+            for (row, &label) in logits.try_to_vec()?.chunks(k).zip(&b.labels) {
                 let mut order: Vec<usize> = (0..k).collect();
                 order.sort_by(|&a, &c| row[c].total_cmp(&row[a]).then(a.cmp(&c)));
                 confusion[label][order[0]] += 1;

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
+use crate::device::cuda::{Arg, Launch};
 use crate::error::{Error, Result};
 use crate::nn::{Module, ParamKind};
 use crate::tape::{no_grad, Grads};
@@ -28,7 +27,7 @@ pub trait Optimizer {
 fn for_each_weight(
     model: &mut dyn Module,
     grads: &Grads,
-    mut f: impl FnMut(&str, &mut [f32], &[f32]) -> Result<()>,
+    mut f: impl FnMut(&str, &mut Tensor, &Tensor) -> Result<()>,
 ) -> Result<()> {
     let mut result = Ok(());
     no_grad(|| {
@@ -37,32 +36,46 @@ fn for_each_weight(
                 return;
             }
             if let Some(g) = grads.get(p) {
-                // `data_mut` copies on write if a live graph still shares the value.
-                result = f(name, p.data_mut(), g.data());
+                if g.device() != p.device() {
+                    result = Err(Error::devices("optimizer step", p, g));
+                    return;
+                }
+                result = f(name, p, g);
             }
         })
     });
     result
 }
 
-/// Fetches (or creates, zero-filled) the state vector for `name`, checking its length so that a
-/// state restored for a differently shaped model is an error rather than a silent mix-up.
+/// Fetches (or creates, zero-filled on the parameter's device) the state tensor for `name`,
+/// checking its size so that a state restored for a differently shaped model is an error
+/// rather than a silent mix-up. Returns it and whether it is new.
 fn slot<'a>(
-    map: &'a mut BTreeMap<String, Vec<f32>>,
+    map: &'a mut BTreeMap<String, Tensor>,
     name: &str,
-    len: usize,
-) -> Result<(&'a mut Vec<f32>, bool)> {
+    like: &Tensor,
+) -> Result<(&'a mut Tensor, bool)> {
     let fresh = !map.contains_key(name);
-    let buf = map
-        .entry(name.to_string())
-        .or_insert_with(|| vec![0.0; len]);
-    if buf.len() != len {
+    if fresh {
+        map.insert(name.to_string(), like.zeros_like()?);
+    }
+    let buf = map.get_mut(name).expect("inserted above");
+    if buf.numel() != like.numel() {
         return Err(Error::InvalidArgument(format!(
-            "optimiser state for {name} has {} values, the parameter has {len}",
-            buf.len()
+            "optimiser state for {name} has {} values, the parameter has {}",
+            buf.numel(),
+            like.numel()
         )));
     }
+    if buf.device() != like.device() {
+        *buf = buf.to_device(like.device())?;
+    }
     Ok((buf, fresh))
+}
+
+/// The GPU buffers of tensors that a fused update writes in place.
+fn in_place(t: &mut Tensor) -> Result<u64> {
+    Ok(t.gpu_buf_mut()?.expect("caller checked the device").ptr())
 }
 
 fn check_hyper(op: &str, lr: f32, weight_decay: f32) -> Result<()> {
@@ -78,14 +91,14 @@ fn check_hyper(op: &str, lr: f32, weight_decay: f32) -> Result<()> {
 /// Stochastic gradient descent with momentum and L2 weight decay, as `torch.optim.SGD` with
 /// `dampening = 0`: `d = g + wd·p`; `buf = d` on the first step, then `buf = μ·buf + d`;
 /// the step direction is `buf`, or `d + μ·buf` with Nesterov; `p -= lr·direction`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Sgd {
     pub lr: f32,
     pub momentum: f32,
     pub weight_decay: f32,
     pub nesterov: bool,
-    /// Momentum buffers by parameter name.
-    pub momentum_buffers: BTreeMap<String, Vec<f32>>,
+    /// Momentum buffers by parameter name, on the parameter's device.
+    pub momentum_buffers: BTreeMap<String, Tensor>,
 }
 
 impl Sgd {
@@ -118,14 +131,42 @@ impl Optimizer for Sgd {
         } = self;
         let (lr, mu, wd, nesterov) = (*lr, *momentum, *wd, *nesterov);
         for_each_weight(model, grads, |name, p, g| {
-            if mu == 0.0 {
+            let mut fresh = false;
+            let mut buf = None;
+            if mu != 0.0 {
+                let (b, f) = slot(momentum_buffers, name, p)?;
+                fresh = f;
+                buf = Some(b);
+            }
+            if let Some(gb) = g.gpu_buf() {
+                let gpu = crate::device::cuda::gpu()?;
+                let n = p.numel();
+                let pp = in_place(p)?;
+                let bp = match buf {
+                    Some(b) => in_place(b)?,
+                    None => pp, // not read with μ = 0
+                };
+                let args = [
+                    Arg::Ptr(pp),
+                    gb.arg(),
+                    Arg::Ptr(bp),
+                    Arg::F32(lr),
+                    Arg::F32(mu),
+                    Arg::F32(wd),
+                    Arg::I32(nesterov as i32),
+                    Arg::I32(fresh as i32),
+                    Arg::I32(n as i32),
+                ];
+                return gpu.launch("optim", "sgd_step_f32", Launch::elems(n), &args);
+            }
+            let (p, g) = (p.data_mut(), g.data());
+            let Some(buf) = buf else {
                 p.iter_mut()
                     .zip(g)
                     .for_each(|(p, g)| *p -= lr * (g + wd * *p));
                 return Ok(());
-            }
-            let (buf, fresh) = slot(momentum_buffers, name, p.len())?;
-            for ((p, g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+            };
+            for ((p, g), b) in p.iter_mut().zip(g).zip(buf.data_mut()) {
                 let d = g + wd * *p;
                 *b = if fresh { d } else { mu * *b + d };
                 *p -= lr * if nesterov { d + mu * *b } else { *b };
@@ -143,17 +184,17 @@ impl Optimizer for Sgd {
 
 /// Adam state of one parameter: its own step count (a parameter that got no gradient did not
 /// step) and the first and second moment estimates.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct AdamSlot {
     pub step: u64,
-    pub exp_avg: Vec<f32>,
-    pub exp_avg_sq: Vec<f32>,
+    pub exp_avg: Tensor,
+    pub exp_avg_sq: Tensor,
 }
 
 /// Adam with L2 weight decay added to the gradient, as `torch.optim.Adam`:
 /// `g += wd·p; m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
 /// p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps)`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Adam {
     pub lr: f32,
     pub betas: (f32, f32),
@@ -195,16 +236,20 @@ impl Optimizer for Adam {
         } = self;
         let (lr, b1, b2, eps, wd) = (*lr, *b1, *b2, *eps, *wd);
         for_each_weight(model, grads, |name, p, g| {
-            let s = slots.entry(name.to_string()).or_insert_with(|| AdamSlot {
-                step: 0,
-                exp_avg: vec![0.0; p.len()],
-                exp_avg_sq: vec![0.0; p.len()],
-            });
-            if s.exp_avg.len() != p.len() || s.exp_avg_sq.len() != p.len() {
+            if !slots.contains_key(name) {
+                let slot = AdamSlot {
+                    step: 0,
+                    exp_avg: p.zeros_like()?,
+                    exp_avg_sq: p.zeros_like()?,
+                };
+                slots.insert(name.to_string(), slot);
+            }
+            let s = slots.get_mut(name).expect("inserted above");
+            if s.exp_avg.numel() != p.numel() || s.exp_avg_sq.numel() != p.numel() {
                 return Err(Error::InvalidArgument(format!(
                     "Adam state for {name} has {} values, the parameter has {}",
-                    s.exp_avg.len(),
-                    p.len()
+                    s.exp_avg.numel(),
+                    p.numel()
                 )));
             }
             s.step += 1;
@@ -212,12 +257,26 @@ impl Optimizer for Adam {
             let t = s.step as i32;
             let step_size = (lr as f64 / (1.0 - (b1 as f64).powi(t))) as f32;
             let bc2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
-            for (((p, g), m), v) in p
-                .iter_mut()
-                .zip(g)
-                .zip(&mut s.exp_avg)
-                .zip(&mut s.exp_avg_sq)
-            {
+            if let Some(gb) = g.gpu_buf() {
+                let gpu = crate::device::cuda::gpu()?;
+                let n = p.numel();
+                let args = [
+                    Arg::Ptr(in_place(p)?),
+                    gb.arg(),
+                    Arg::Ptr(in_place(&mut s.exp_avg)?),
+                    Arg::Ptr(in_place(&mut s.exp_avg_sq)?),
+                    Arg::F32(step_size),
+                    Arg::F32(bc2_sqrt),
+                    Arg::F32(b1),
+                    Arg::F32(b2),
+                    Arg::F32(eps),
+                    Arg::F32(wd),
+                    Arg::I32(n as i32),
+                ];
+                return gpu.launch("optim", "adam_step_f32", Launch::elems(n), &args);
+            }
+            let (m, v) = (s.exp_avg.data_mut(), s.exp_avg_sq.data_mut());
+            for (((p, g), m), v) in p.data_mut().iter_mut().zip(g.data()).zip(m).zip(v) {
                 let g = g + wd * *p;
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;
@@ -249,23 +308,23 @@ fn weights_with_grads<M: Module + ?Sized>(model: &M, grads: &Grads) -> Vec<(Stri
 /// `max_norm`, as `torch.nn.utils.clip_grad_norm_`: scale `max_norm / (norm + 1e-6)` when that
 /// is below 1. Returns the norm before clipping. A non-finite norm leaves the gradients
 /// untouched; check it with [`ensure_finite_grads`].
-pub fn clip_grad_norm<M: Module + ?Sized>(model: &M, grads: &mut Grads, max_norm: f32) -> f32 {
+pub fn clip_grad_norm<M: Module + ?Sized>(
+    model: &M,
+    grads: &mut Grads,
+    max_norm: f32,
+) -> Result<f32> {
     let params = weights_with_grads(model, grads);
-    let sq: f64 = params
-        .iter()
-        .filter_map(|(_, p)| grads.get(p))
-        .flat_map(|g| g.data().iter().map(|&v| (v as f64) * (v as f64)))
-        .sum();
-    let norm = sq.sqrt() as f32;
+    let gs: Vec<&Tensor> = params.iter().filter_map(|(_, p)| grads.get(p)).collect();
+    let norm = crate::ops::squared_norm(&gs)?.sqrt() as f32;
     let coef = max_norm / (norm + 1e-6);
     if norm.is_finite() && coef < 1.0 {
         for (_, p) in &params {
             if let Some(g) = grads.get_mut(p) {
-                g.data_mut().iter_mut().for_each(|v| *v *= coef);
+                *g = no_grad(|| crate::ops::scale(g, coef))?;
             }
         }
     }
-    norm
+    Ok(norm)
 }
 
 /// `Error::NonFinite` when the loss is NaN or infinite (call before `backward`).
@@ -411,11 +470,23 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_through_json() {
+    fn state_round_trips_through_a_checkpoint() {
         let mut opt = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.1).unwrap();
         run(&mut opt, 2);
-        let back: Adam = serde_json::from_str(&serde_json::to_string(&opt).unwrap()).unwrap();
-        assert_eq!(back.slots["w"].exp_avg, opt.slots["w"].exp_avg);
+        let mut tensors = BTreeMap::new();
+        let steps = crate::checkpoint::adam_state(&opt, &mut tensors);
+        let bytes = crate::checkpoint::to_bytes(&tensors, &serde_json::json!(steps)).unwrap();
+        let path = std::env::temp_dir().join(format!("darts-adam-{}.st", std::process::id()));
+        crate::checkpoint::write_atomic(&path, &bytes).unwrap();
+        let (tensors, meta) = crate::checkpoint::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let steps = serde_json::from_value(meta).unwrap();
+        let mut back = Adam::new(0.01, (0.9, 0.999), 1e-8, 0.1).unwrap();
+        crate::checkpoint::load_adam_state(&mut back, &tensors, &steps, &path).unwrap();
+        assert_eq!(
+            back.slots["w"].exp_avg.to_vec(),
+            opt.slots["w"].exp_avg.to_vec()
+        );
         // Resuming from the restored state gives the uninterrupted trajectory.
         let (mut a, mut b) = (opt, back);
         let (mut ma, mut mb) = (toy(), toy());
@@ -429,7 +500,7 @@ mod tests {
     #[test]
     fn mismatched_state_is_an_error() {
         let mut opt = Sgd::new(0.1, 0.9, 0.0, false).unwrap();
-        opt.momentum_buffers.insert("w".into(), vec![0.0; 3]);
+        opt.momentum_buffers.insert("w".into(), Tensor::zeros(&[3]));
         let mut m = toy();
         let g = grads_of(&m);
         assert!(matches!(
@@ -450,7 +521,7 @@ mod tests {
         let m = toy();
         let mut g = grads_of(&m);
         // |[0.5, -1]| = √1.25
-        let norm = clip_grad_norm(&m, &mut g, 0.5);
+        let norm = clip_grad_norm(&m, &mut g, 0.5).unwrap();
         assert!((norm - 1.25f32.sqrt()).abs() < 1e-6);
         let coef = 0.5 / (1.25f32.sqrt() + 1e-6);
         close(
@@ -459,7 +530,7 @@ mod tests {
         );
         // Below the threshold nothing changes.
         let mut g = grads_of(&m);
-        clip_grad_norm(&m, &mut g, 10.0);
+        clip_grad_norm(&m, &mut g, 10.0).unwrap();
         assert_eq!(g.get(&m.w).unwrap().data(), &[0.5, -1.0]);
     }
 

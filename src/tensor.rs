@@ -104,6 +104,13 @@ impl Tensor {
         })
     }
 
+    /// Moves the data to `device` in place, keeping the tensor's identity (how parameters and
+    /// buffers change device).
+    pub fn move_to(&mut self, device: Device) -> Result<()> {
+        self.storage = self.to_device(device)?.storage;
+        Ok(())
+    }
+
     /// A copy on the host: what logging, checkpoints and evaluation read.
     pub fn to_host(&self) -> Result<Tensor> {
         self.to_device(Device::Cpu)
@@ -199,6 +206,20 @@ impl Tensor {
     pub fn to_vec(&self) -> Vec<f32> {
         self.try_to_vec()
             .expect("copying a CUDA tensor to the host")
+    }
+
+    /// The GPU buffer of a CUDA tensor, for a kernel that writes it in place: copied first if
+    /// another tensor shares it (copy on write, as [`Tensor::data_mut`]).
+    pub(crate) fn gpu_buf_mut(&mut self) -> Result<Option<&GpuBuf>> {
+        match &mut self.storage {
+            Storage::Cpu(_) => Ok(None),
+            Storage::Cuda(b) => {
+                if Arc::get_mut(b).is_none() {
+                    *b = Arc::new(cuda::gpu()?.copy(b)?);
+                }
+                Ok(Some(b))
+            }
+        }
     }
 
     /// The GPU buffer of a CUDA tensor.
@@ -306,7 +327,11 @@ impl Tensor {
                 &[&self.shape, &value.shape],
             ));
         }
-        self.storage = value.storage.clone();
+        self.storage = if value.device() == self.device() {
+            value.storage.clone()
+        } else {
+            value.to_device(self.device())?.storage
+        };
         Ok(())
     }
 

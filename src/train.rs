@@ -45,11 +45,12 @@ pub struct Meter {
 
 impl Meter {
     /// Adds a batch's logits, labels and mean loss.
-    pub fn add(&mut self, logits: &Tensor, labels: &[usize], loss: f32) {
-        let pred = argmax_rows(logits);
+    pub fn add(&mut self, logits: &Tensor, labels: &[usize], loss: f32) -> Result<()> {
+        let pred = argmax_rows(&logits.to_host()?);
         self.correct += pred.iter().zip(labels).filter(|(p, l)| p == l).count();
         self.loss_sum += loss as f64 * labels.len() as f64;
         self.seen += labels.len();
+        Ok(())
     }
     pub fn loss(&self) -> f32 {
         (self.loss_sum / self.seen.max(1) as f64) as f32
@@ -80,7 +81,7 @@ pub fn sgd_step(
     let value = loss.item()?;
     ensure_finite_loss(value)?;
     let mut grads = loss.backward()?;
-    clip_grad_norm(model, &mut grads, grad_clip);
+    clip_grad_norm(model, &mut grads, grad_clip)?;
     sgd.step(model, &grads)?;
     Ok(value)
 }
@@ -99,9 +100,11 @@ pub fn in_order_loader(data: Arc<Dataset>, norm: Normalize, batch_size: usize) -
     )
 }
 
-/// Mean loss and accuracy of a model over batches, in evaluation mode and without a tape.
+/// Mean loss and accuracy of a model (on `device`) over batches, in evaluation mode and
+/// without a tape.
 pub fn evaluate<M>(
     model: &mut M,
+    device: crate::Device,
     batches: impl Iterator<Item = Batch>,
     mut forward: impl FnMut(&mut M, &Tensor, &mut Ctx) -> Result<Tensor>,
 ) -> Result<(f32, f32)> {
@@ -109,9 +112,9 @@ pub fn evaluate<M>(
     let mut meter = Meter::default();
     crate::no_grad(|| {
         for b in batches {
-            let logits = forward(model, &b.images, &mut ctx)?;
+            let logits = forward(model, &b.images_on(device)?, &mut ctx)?;
             let loss = crate::ops::cross_entropy(&logits, &b.labels)?;
-            meter.add(&logits, &b.labels, loss.item()?);
+            meter.add(&logits, &b.labels, loss.item()?)?;
         }
         Ok(())
     })?;
@@ -142,6 +145,9 @@ pub struct TrainConfig {
     /// Stop each epoch after this many steps (quick experiments and tests); the test set is
     /// always evaluated whole.
     pub max_steps: Option<usize>,
+    /// Where to compute (`--device`): a choice of this process, not part of the saved run.
+    #[serde(skip, default)]
+    pub device: crate::Device,
 }
 
 /// What `darts train` reports.
@@ -250,6 +256,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     let mut net = build_network(&cfg, &train)?;
     let params = net.param_count_without_auxiliary();
     let macs = count_macs(&mut net, &train)?;
+    crate::nn::to_device(&mut net, cfg.device)?;
     let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
     let mut state = TrainState {
         epochs_done: 0,
@@ -305,7 +312,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             // Cosine annealing to zero, per step.
             lr = cosine_lr(cfg.lr, 0.0, epoch * steps + step, total_steps);
             sgd.set_lr(lr);
-            let (logits, aux) = net.forward(&batch.images, &mut ctx)?;
+            let (logits, aux) = net.forward(&batch.images_on(cfg.device)?, &mut ctx)?;
             let mut loss = ops::cross_entropy(&logits, &batch.labels)?;
             if let Some(aux) = aux {
                 loss = ops::add(
@@ -317,7 +324,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
                 )?;
             }
             let value = sgd_step(&mut net, &loss, &mut sgd, cfg.grad_clip)?;
-            meter.add(&logits, &batch.labels, value);
+            meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }
         bar.finish();
@@ -325,7 +332,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         let last_epoch = epoch + 1 == cfg.epochs;
         let test_now = if cfg.eval_every_epoch || last_epoch {
             let batches = test_loader.epoch(0)?;
-            Some(evaluate(&mut net, batches, |n, x, c| {
+            Some(evaluate(&mut net, cfg.device, batches, |n, x, c| {
                 Ok(n.forward(x, c)?.0)
             })?)
         } else {
@@ -368,7 +375,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     }
     let (test_loss, test_accuracy) = match test_result {
         Some(t) => t,
-        None => evaluate(&mut net, test_loader.epoch(0)?, |n, x, c| {
+        None => evaluate(&mut net, cfg.device, test_loader.epoch(0)?, |n, x, c| {
             Ok(n.forward(x, c)?.0)
         })?,
     };

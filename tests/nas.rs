@@ -84,7 +84,7 @@ fn unrolled_objective(
         let buf = sgd
             .momentum_buffers
             .get(name)
-            .cloned()
+            .map(|t| t.to_vec())
             .unwrap_or_else(|| vec![0.0; w.numel()]);
         let new: Vec<f32> = w
             .data()
@@ -115,7 +115,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
     let mut r = rng(3);
     net.visit("", &mut |name, w, kind| {
         if kind == ParamKind::Weight {
-            let b = Tensor::randn(w.shape(), 0.05, &mut r).to_vec();
+            let b = Tensor::randn(w.shape(), 0.05, &mut r);
             sgd.momentum_buffers.insert(name.to_string(), b);
         }
     });

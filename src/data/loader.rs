@@ -28,6 +28,13 @@ pub struct Batch {
     pub labels: Vec<usize>,
 }
 
+impl Batch {
+    /// The images on `device`: batches are assembled on the host and copied once per batch.
+    pub fn images_on(&self, device: crate::Device) -> crate::Result<Tensor> {
+        self.images.to_device(device)
+    }
+}
+
 /// How a [`Loader`] batches and augments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoaderConfig {

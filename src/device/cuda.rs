@@ -122,6 +122,12 @@ impl GpuBuf {
     }
 }
 
+/// Memory-pool statistics.
+#[derive(Clone, Copy, Debug)]
+pub enum PoolStat {
+    UsedHigh,
+}
+
 enum Backend {
     Driver(driver::Driver),
     Emulator(emulator::Emulator),
@@ -281,11 +287,18 @@ impl Gpu {
         }
     }
 
-    /// Peak device memory in use since start (bytes), where the backend can tell.
-    pub fn memory_used(&self) -> Option<usize> {
+    /// Peak bytes allocated from the device's memory pool since the last reset.
+    pub fn peak_memory(&self) -> Option<usize> {
         match &self.backend {
-            Backend::Driver(d) => d.memory_used(),
+            Backend::Driver(d) => d.pool_attribute(PoolStat::UsedHigh),
             Backend::Emulator(_) => None,
+        }
+    }
+
+    /// Starts a new peak-memory measurement.
+    pub fn reset_peak_memory(&self) {
+        if let Backend::Driver(d) = &self.backend {
+            d.reset_peak();
         }
     }
 }

@@ -155,7 +155,7 @@ impl Architect {
                 None => crate::no_grad(|| crate::ops::scale(w, sgd.weight_decay))?,
             };
             if let Some(buf) = sgd.momentum_buffers.get(&names[i]) {
-                let buf = Tensor::from_vec(buf.clone(), w.shape())?;
+                let buf = buf.to_device(w.device())?.reshape(w.shape())?;
                 step = axpy(&step, sgd.momentum, &buf)?;
             }
             axpy(w, -eta, &step)
@@ -168,21 +168,12 @@ impl Architect {
         let mut v = Vec::new();
         net.visit("", &mut |_, t, kind| {
             if kind == ParamKind::Weight {
-                v.push(
-                    g_val
-                        .get(t)
-                        .cloned()
-                        .unwrap_or_else(|| Tensor::zeros(t.shape())),
-                );
+                v.push(g_val.get(t).cloned().map_or_else(|| t.zeros_like(), Ok));
             }
         });
+        let v = v.into_iter().collect::<Result<Vec<_>>>()?;
         drop(g_val);
-        let norm = v
-            .iter()
-            .flat_map(|t| t.data())
-            .map(|&x| (x as f64) * (x as f64))
-            .sum::<f64>()
-            .sqrt() as f32;
+        let norm = crate::ops::squared_norm(&v.iter().collect::<Vec<_>>())?.sqrt() as f32;
         // Hessian-vector product by central differences at w0 ± R·v.
         let r = 1e-2 / norm.max(1e-12);
         let mut hvp_side = |sign: f32, ctx: &mut Ctx| -> Result<[Tensor; 2]> {

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::nn::{param_count, set_trainable, Ctx};
 use crate::optim::{clip_grad_norm, Optimizer, Sgd};
 use crate::tensor::Tensor;
+use crate::Device;
 
 /// One benchmark configuration.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -55,6 +56,8 @@ pub struct StepTiming {
     pub min_seconds: f64,
     pub images_per_second: f64,
     pub peak_rss_mb: f64,
+    /// Peak device memory of the step (the CUDA memory pool's high-water mark).
+    pub peak_gpu_mb: Option<f64>,
 }
 
 /// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
@@ -81,17 +84,33 @@ fn random_batch(c: &StepConfig, rng: &mut impl Rng) -> Result<(Tensor, Vec<usize
 }
 
 /// Times `reps` search steps (after one warm-up) of configuration `c` at `order`.
-pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Result<StepTiming> {
+pub fn time_steps(
+    c: &StepConfig,
+    order: Order,
+    reps: usize,
+    seed: u64,
+    device: Device,
+) -> Result<StepTiming> {
     reset_peak_rss();
+    let gpu = match device {
+        Device::Cuda => Some(crate::device::cuda::gpu()?),
+        Device::Cpu => None,
+    };
+    if let Some(g) = gpu {
+        g.reset_peak_memory();
+    }
     let mut rng = crate::rng(seed);
     let mut net = Network::new(
         SearchSpec::darts(c.channels, c.layers, c.in_channels, c.classes),
         &mut rng,
     )?;
+    crate::nn::to_device(&mut net, device)?;
+    crate::nn::to_device(&mut net.alphas, device)?;
     let mut architect = Architect::new(order, 3e-4, 1e-3)?;
     let mut sgd = Sgd::new(0.025, 0.9, 3e-4, false)?;
     let (xt, yt) = random_batch(c, &mut rng)?;
     let (xv, yv) = random_batch(c, &mut rng)?;
+    let (xt, xv) = (xt.to_device(device)?, xv.to_device(device)?);
     let mut ctx = Ctx::new(true, seed);
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps + 1 {
@@ -108,8 +127,11 @@ pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Resul
         set_trainable(&mut net.alphas, false);
         let loss = net.loss(&xt, &yt, &mut ctx)?;
         let mut grads = loss.backward()?;
-        clip_grad_norm(&net, &mut grads, 5.0);
+        clip_grad_norm(&net, &mut grads, 5.0)?;
         sgd.step(&mut net, &grads)?;
+        if let Some(g) = gpu {
+            g.synchronize()?; // the step is done when the GPU is
+        }
         times.push(t.elapsed().as_secs_f64());
     }
     times.remove(0);
@@ -124,16 +146,24 @@ pub fn time_steps(c: &StepConfig, order: Order, reps: usize, seed: u64) -> Resul
         min_seconds: times[0],
         images_per_second: c.batch as f64 / median,
         peak_rss_mb: peak_rss_mb(),
+        peak_gpu_mb: gpu.and_then(|g| g.peak_memory()).map(|b| b as f64 / 1e6),
     })
 }
 
 /// The `darts bench search` command.
 pub fn run_cli(a: &BenchSearchArgs) -> Result<()> {
-    let configs: Vec<StepConfig> = match a.config {
+    let device = a.device.start()?;
+    let mut configs: Vec<StepConfig> = match a.config {
         BenchConfig::T => vec![CONFIG_T],
         BenchConfig::S => vec![CONFIG_S],
         BenchConfig::All => vec![CONFIG_T, CONFIG_S],
     };
+    if let Some(b) = a.batch {
+        if b == 0 {
+            return Err(Error::InvalidArgument("--batch must be positive".into()));
+        }
+        configs.iter_mut().for_each(|c| c.batch = b);
+    }
     let orders = match a.order.as_str() {
         "1" => vec![Order::First],
         "2" => vec![Order::Second],
@@ -154,7 +184,7 @@ pub fn run_cli(a: &BenchSearchArgs) -> Result<()> {
     );
     for c in &configs {
         for &o in &orders {
-            let r = time_steps(c, o, a.reps, a.seed)?;
+            let r = time_steps(c, o, a.reps, a.seed, device)?;
             eprintln!(
                 "{:>6} {:>5} {:>8} {:>10.3} {:>9.3} {:>8.1} {:>12.0}",
                 r.config,
@@ -172,7 +202,7 @@ pub fn run_cli(a: &BenchSearchArgs) -> Result<()> {
         let s =
             serde_json::to_string(&results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         println!(
-            "{{\"threads\":{},\"results\":{s}}}",
+            "{{\"threads\":{},\"device\":\"{device}\",\"results\":{s}}}",
             rayon::current_num_threads()
         );
     }

@@ -349,12 +349,8 @@ impl Layer for Op {
         match self {
             Op::Zero { stride } => {
                 let (n, c, h, w) = x.dims4("Zero")?;
-                Ok(Tensor::zeros(&[
-                    n,
-                    c,
-                    h.div_ceil(*stride),
-                    w.div_ceil(*stride),
-                ]))
+                let shape = [n, c, h.div_ceil(*stride), w.div_ceil(*stride)];
+                Tensor::full_on(&shape, 0.0, x.device())
             }
             Op::Identity => Ok(x.clone()),
             Op::Pool { max, stride, bn } => {

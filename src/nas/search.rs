@@ -17,7 +17,7 @@ use crate::checkpoint;
 use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::nn::{param_count, set_trainable, Ctx};
-use crate::optim::{cosine_lr, Adam, Optimizer, Sgd};
+use crate::optim::{cosine_lr, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 
@@ -42,6 +42,9 @@ pub struct SearchConfig {
     pub arch_weight_decay: f32,
     /// Stop each epoch after this many steps (quick experiments and tests); `None` = full epoch.
     pub max_steps: Option<usize>,
+    /// Where to compute (`--device`): a choice of this process, not part of the saved run.
+    #[serde(skip, default)]
+    pub device: crate::Device,
 }
 
 /// What a finished search reports (`--json` prints it).
@@ -78,7 +81,8 @@ struct EpochLog {
 #[derive(Serialize, Deserialize)]
 struct RunState {
     epochs_done: usize,
-    adam: Adam,
+    /// Adam's step count per architecture parameter (its moments are checkpoint tensors).
+    adam_steps: BTreeMap<String, u64>,
     seconds: f64,
 }
 
@@ -101,7 +105,9 @@ impl Run {
         let mut rng = crate::rng(cfg.seed);
         let mut spec = SearchSpec::darts(cfg.channels, cfg.layers, in_channels, num_classes);
         spec.primitives = cfg.primitives.clone();
-        let net = Network::new(spec, &mut rng)?;
+        let mut net = Network::new(spec, &mut rng)?;
+        crate::nn::to_device(&mut net, cfg.device)?;
+        crate::nn::to_device(&mut net.alphas, cfg.device)?;
         let architect = Architect::new(cfg.order, cfg.arch_lr, cfg.arch_weight_decay)?;
         let sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
         Ok(Run {
@@ -118,9 +124,10 @@ impl Run {
         checkpoint::module_state(&self.net, "", &mut tensors);
         checkpoint::module_state(&self.net.alphas, "", &mut tensors);
         checkpoint::sgd_state(&self.sgd, &mut tensors)?;
+        let adam_steps = checkpoint::adam_state(&self.architect.optimizer, &mut tensors);
         let state = RunState {
             epochs_done: self.epochs_done,
-            adam: self.architect.optimizer.clone(),
+            adam_steps,
             seconds: self.seconds,
         };
         let meta = serde_json::to_value(&state)
@@ -136,7 +143,12 @@ impl Run {
         checkpoint::load_module_state(&mut self.net, "", &tensors, &path)?;
         checkpoint::load_module_state(&mut self.net.alphas, "", &tensors, &path)?;
         checkpoint::load_sgd_state(&mut self.sgd, &tensors);
-        self.architect.optimizer = state.adam;
+        checkpoint::load_adam_state(
+            &mut self.architect.optimizer,
+            &tensors,
+            &state.adam_steps,
+            &path,
+        )?;
         self.epochs_done = state.epochs_done;
         self.seconds = state.seconds;
         Ok(())
@@ -233,22 +245,23 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         };
         for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
             let val = val_batches.next_batch()?;
+            let (images, val_images) = (batch.images_on(cfg.device)?, val.images_on(cfg.device)?);
             let train = Batch {
-                images: &batch.images,
+                images: &images,
                 labels: &batch.labels,
             };
             let valb = Batch {
-                images: &val.images,
+                images: &val_images,
                 labels: &val.labels,
             };
             run.architect
                 .step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
             // The weight step differentiates the weights only.
             set_trainable(&mut run.net.alphas, false);
-            let logits = run.net.forward(&batch.images, &mut ctx)?;
+            let logits = run.net.forward(&images, &mut ctx)?;
             let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
             let value = sgd_step(&mut run.net, &loss, &mut run.sgd, cfg.grad_clip)?;
-            meter.add(&logits, &batch.labels, value);
+            meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }
         bar.finish();
@@ -256,7 +269,9 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         let val_batches = val_loader
             .epoch(epoch as u64)?
             .take(cfg.max_steps.unwrap_or(usize::MAX));
-        let (val_loss, val_acc) = evaluate(&mut run.net, val_batches, |n, x, c| n.forward(x, c))?;
+        let (val_loss, val_acc) = evaluate(&mut run.net, cfg.device, val_batches, |n, x, c| {
+            n.forward(x, c)
+        })?;
         let genotype = run.genotype()?;
         let (wn, wr) = run.net.alphas.softmaxed()?;
         let n_ops = run.net.spec.primitives.len();
@@ -307,7 +322,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     let (train_accuracy, val_loss, val_accuracy) = match last {
         Some(v) => v,
         None => {
-            let (l, a) = evaluate(&mut run.net, val_loader.epoch(0)?, |n, x, c| {
+            let (l, a) = evaluate(&mut run.net, cfg.device, val_loader.epoch(0)?, |n, x, c| {
                 n.forward(x, c)
             })?;
             (f32::NAN, l, a)

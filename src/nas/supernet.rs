@@ -225,8 +225,8 @@ impl Alphas {
     pub fn softmaxed(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         crate::no_grad(|| {
             Ok((
-                ops::softmax(&self.normal)?.to_vec(),
-                ops::softmax(&self.reduce)?.to_vec(),
+                ops::softmax(&self.normal)?.try_to_vec()?,
+                ops::softmax(&self.reduce)?.try_to_vec()?,
             ))
         })
     }

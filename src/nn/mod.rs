@@ -113,6 +113,18 @@ pub fn set_trainable<M: Module + ?Sized>(m: &mut M, trainable: bool) {
     });
 }
 
+/// Moves every parameter and buffer of `m` to `device`, keeping identities (and so optimiser
+/// state keyed by name).
+pub fn to_device<M: Module + ?Sized>(m: &mut M, device: crate::Device) -> crate::Result<()> {
+    let mut result = Ok(());
+    m.visit_mut("", &mut |_, t, _| {
+        if result.is_ok() {
+            result = t.move_to(device);
+        }
+    });
+    result
+}
+
 /// What a forward pass needs besides its input: train or eval mode (batch norm, dropout) and
 /// the randomness for dropout and drop-path, seeded so that runs repeat exactly.
 pub struct Ctx {

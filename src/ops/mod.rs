@@ -20,4 +20,4 @@ pub use matmul::{linear, matmul};
 pub use movement::{concat, shift, weighted_sum};
 pub use norm::{batch_norm2d, BatchNormCfg};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
-pub use reduce::{mean, sum};
+pub use reduce::{mean, squared_norm, sum};

@@ -34,6 +34,38 @@ pub(crate) fn gpu_sum(x: &GpuBuf, square: bool, scale: f32) -> Result<GpuBuf> {
     Ok(out)
 }
 
+/// `Σ ‖t‖²` over all tensors (outside the graph), accumulated in f64 on the CPU; on the GPU
+/// the per-tensor sums stay on the device and one value comes back.
+pub fn squared_norm(ts: &[&Tensor]) -> Result<f64> {
+    let mut host = 0.0f64;
+    let mut device: Option<GpuBuf> = None;
+    for t in ts {
+        match t.gpu_buf() {
+            None => {
+                host += t
+                    .data()
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum::<f64>()
+            }
+            Some(b) => {
+                let s = gpu_sum(b, true, 1.0)?;
+                match &device {
+                    None => device = Some(s),
+                    Some(acc) => {
+                        let args = [Arg::F32(1.0), s.arg(), acc.arg(), Arg::I32(1)];
+                        cuda::gpu()?.launch("elementwise", "axpy_f32", Launch::elems(1), &args)?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(acc) = device {
+        host += cuda::gpu()?.download(&acc)?[0] as f64;
+    }
+    Ok(host)
+}
+
 /// `scale · Σ x` on `x`'s device, as a scalar tensor.
 fn scaled_sum(x: &Tensor, scale: f64) -> Result<Tensor> {
     match x.gpu_buf() {

@@ -7,3 +7,4 @@
 mod common;
 mod elementwise;
 mod nvrtc;
+mod optim;

@@ -11,7 +11,7 @@ use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, PushKernelArg,
 };
 
-use super::{Arg, Gemm, Launch};
+use super::{Arg, Gemm, Launch, PoolStat};
 
 pub struct Driver {
     ctx: Arc<CudaContext>,
@@ -33,10 +33,12 @@ pub fn ptr(s: &CudaSlice<f32>) -> u64 {
     p
 }
 
-fn missing(lib: &str) -> String {
+fn missing(what: &str, lib: &str) -> String {
+    let mut tried = cudarc::get_lib_name_candidates(lib);
+    tried.dedup();
     format!(
-        "no CUDA {lib} library found (tried {}); install the NVIDIA driver and CUDA 13 toolkit, put its lib64 directory on LD_LIBRARY_PATH, or use --device cpu",
-        cudarc::get_lib_name_candidates(lib).join(", ")
+        "no CUDA {what} found (looked for {}); install the NVIDIA driver and the CUDA 13 libraries, put their directory on LD_LIBRARY_PATH, or use --device cpu",
+        tried.join(", ")
     )
 }
 
@@ -44,13 +46,13 @@ impl Driver {
     pub fn start() -> Result<Driver, String> {
         // cudarc panics on the first call into a library it cannot load: look first.
         if !unsafe { sys::is_culib_present() } {
-            return Err(missing("cuda"));
+            return Err(missing("driver", "cuda"));
         }
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(missing("nvrtc"));
+            return Err(missing("runtime compiler (NVRTC)", "nvrtc"));
         }
         if !unsafe { bsys::is_culib_present() } {
-            return Err(missing("cublas"));
+            return Err(missing("cuBLAS", "cublas"));
         }
         let count = CudaContext::device_count()
             .map_err(|e| format!("no usable CUDA device ({e}); use --device cpu"))?;
@@ -63,14 +65,16 @@ impl Driver {
         let stream = ctx.new_stream().map_err(|e| e.to_string())?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e}"))?;
         let (maj, min) = ctx.compute_capability().map_err(|e| e.to_string())?;
-        Ok(Driver {
+        let d = Driver {
             ctx,
             stream,
             blas,
             arch: format!("sm_{maj}{min}"),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
-        })
+        };
+        d.keep_pool_memory();
+        Ok(d)
     }
 
     pub fn describe(&self) -> String {
@@ -251,8 +255,49 @@ impl Driver {
             .map_err(|e| e.to_string())
     }
 
-    pub fn memory_used(&self) -> Option<usize> {
-        let (free, total) = self.ctx.mem_get_info().ok()?;
-        Some(total - free)
+    fn pool(&self) -> Option<sys::CUmemoryPool> {
+        let mut pool = std::ptr::null_mut();
+        unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()) }
+            .result()
+            .ok()?;
+        Some(pool)
+    }
+
+    pub fn pool_attribute(&self, stat: PoolStat) -> Option<usize> {
+        let attr = match stat {
+            PoolStat::UsedHigh => sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        };
+        let mut v = 0u64;
+        unsafe {
+            sys::cuMemPoolGetAttribute(
+                self.pool()?,
+                attr,
+                &mut v as *mut u64 as *mut std::ffi::c_void,
+            )
+        }
+        .result()
+        .ok()?;
+        Some(v as usize)
+    }
+
+    pub fn reset_peak(&self) {
+        let Some(pool) = self.pool() else { return };
+        let mut zero = 0u64;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let _ = unsafe {
+            sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut std::ffi::c_void)
+        };
+    }
+
+    /// Keeps freed memory in the stream-ordered pool instead of returning it to the driver at
+    /// each synchronisation: the pool then works as a caching allocator, and a step allocates
+    /// nothing from the driver once warm.
+    fn keep_pool_memory(&self) {
+        let Some(pool) = self.pool() else { return };
+        let mut max = u64::MAX;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+        let _ = unsafe {
+            sys::cuMemPoolSetAttribute(pool, attr, &mut max as *mut u64 as *mut std::ffi::c_void)
+        };
     }
 }

@@ -14,6 +14,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
         include_str!("../../../kernels/elementwise.cu"),
     ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("optim", include_str!("../../../kernels/optim.cu")),
 ];
 
 /// The source of one family.
