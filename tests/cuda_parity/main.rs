@@ -5,5 +5,7 @@
 //! missing GPU a failure instead (the GPU machine's script sets it).
 
 mod common;
+mod conv;
 mod elementwise;
+mod matmul;
 mod nvrtc;

@@ -14,6 +14,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
         include_str!("../../../kernels/elementwise.cu"),
     ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("conv", include_str!("../../../kernels/conv.cu")),
+    ("matmul", include_str!("../../../kernels/matmul.cu")),
 ];
 
 /// The source of one family.
