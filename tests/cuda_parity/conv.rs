@@ -80,10 +80,51 @@ fn depthwise_convs_match_the_cpu() {
         Case { what: "dw 5x5 dilation 2 stride 2", n: 3, cin: 2, cout: 2, hw: (11, 5), k: 5, cfg: cfg(2, 4, 2, 2), bias: true },
         Case { what: "dw 3x3 unpadded", n: 1, cin: 3, cout: 3, hw: (7, 9), k: 3, cfg: cfg(1, 0, 1, 3), bias: false },
         Case { what: "dw multiplier 2", n: 3, cin: 3, cout: 6, hw: (7, 9), k: 3, cfg: cfg(1, 1, 1, 3), bias: true },
+        Case { what: "dw 7x7 (two groups of taps)", n: 1, cin: 2, cout: 2, hw: (9, 13), k: 7, cfg: cfg(1, 3, 1, 2), bias: false },
         // N·OH·OW > 1024: the weight gradient is summed from several splits.
         Case { what: "dw split sums", n: 3, cin: 2, cout: 2, hw: (19, 19), k: 3, cfg: cfg(1, 1, 1, 2), bias: false },
     ];
     run(&cases, 200);
+}
+
+#[test]
+fn conv_backward_computes_only_what_is_asked() {
+    if !ready() {
+        return;
+    }
+    let mut r = rng(250);
+    let on_gpu = |t: &Tensor| t.to_device(Device::Cuda).unwrap();
+    // (cin, cout, k, cfg): 1×1, 3×3 grouped, depthwise.
+    for (cin, cout, k, c) in [
+        (4, 6, 1, cfg(1, 0, 1, 1)),
+        (4, 6, 3, cfg(2, 1, 1, 2)),
+        (3, 3, 3, cfg(1, 1, 1, 3)),
+    ] {
+        let x = Tensor::randn(&[3, cin, 7, 9], 1.0, &mut r);
+        let w = Tensor::randn(&[cout, cin / c.groups, k, k], 1.0, &mut r);
+        let y = ops::conv2d(&x, &w, None, c).unwrap();
+        let dy = Tensor::randn(y.shape(), 1.0, &mut r);
+        for needs in [
+            [true, false, false],
+            [false, true, false],
+            [false, false, true],
+        ] {
+            let cpu = ops::conv2d_backward(&x, &w, &dy, c, needs).unwrap();
+            let gpu =
+                ops::conv2d_backward(&on_gpu(&x), &on_gpu(&w), &on_gpu(&dy), c, needs).unwrap();
+            for (what, g, cp) in [
+                ("x", gpu.x, cpu.x),
+                ("w", gpu.w, cpu.w),
+                ("bias", gpu.bias, cpu.bias),
+            ] {
+                match (g, cp) {
+                    (Some(g), Some(cp)) => assert_close(what, &g, &cp, TOL),
+                    (None, None) => {}
+                    _ => panic!("{what}: computed on one device only ({needs:?})"),
+                }
+            }
+        }
+    }
 }
 
 #[test]
