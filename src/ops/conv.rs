@@ -6,10 +6,13 @@
 //! - [`depthwise`]: a direct kernel for one input channel per group (DARTS's `sep_conv` and
 //!   `dil_conv` first stage). It is memory bound, and im2col would multiply its traffic by kh·kw.
 //!
+//! - [`cuda`]: the GPU path of both (column-matrix GEMMs on cuBLAS, direct depthwise kernels).
+//!
 //! Determinism: work is split across threads by sample or by channel, never inside a sum, and
 //! the weight gradient is reduced from partials whose grouping does not depend on the thread
 //! count, so every result is bit-identical whatever the size of the rayon pool.
 
+mod cuda;
 mod dense;
 mod depthwise;
 #[cfg(test)]
@@ -17,6 +20,7 @@ mod tests;
 
 use rayon::prelude::*;
 
+use super::{gpu_buf, on_gpu};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
@@ -176,13 +180,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
             ));
         }
     }
-    let bias_data = bias.map(Tensor::data);
-    let out = if g.depthwise() {
-        depthwise::forward(&g, x.data(), w.data(), bias_data)
+    let operands: Vec<&Tensor> = [x, w].into_iter().chain(bias).collect();
+    let out = if on_gpu("conv2d", &operands)? {
+        let b = bias.map(gpu_buf);
+        let y = cuda::forward(&g, gpu_buf(x), gpu_buf(w), b)?;
+        Tensor::from_gpu(y, &g.out_shape())
     } else {
-        dense::forward(&g, x.data(), w.data(), bias_data)
+        let bias_data = bias.map(Tensor::data);
+        let out = if g.depthwise() {
+            depthwise::forward(&g, x.data(), w.data(), bias_data)
+        } else {
+            dense::forward(&g, x.data(), w.data(), bias_data)
+        };
+        Tensor::from_parts(out, &g.out_shape())
     };
-    let out = Tensor::from_parts(out, &g.out_shape());
     let (sx, sw) = (x.detach(), w.detach());
     let backward = move |dy: &Tensor, needs: &[bool]| {
         let wants_bias = needs.get(2).copied().unwrap_or(false);
@@ -225,6 +236,14 @@ pub fn conv2d_backward(
             "dy must have the output's shape",
             &[x.shape(), w.shape(), dy.shape()],
         ));
+    }
+    if on_gpu("conv2d_backward", &[x, w, dy])? {
+        let (dx, dw, db) = cuda::backward(&g, gpu_buf(x), gpu_buf(w), gpu_buf(dy), needs)?;
+        return Ok(Conv2dGrads {
+            x: dx.map(|d| Tensor::from_gpu(d, x.shape())),
+            w: dw.map(|d| Tensor::from_gpu(d, w.shape())),
+            bias: db.map(|d| Tensor::from_gpu(d, &[g.cout])),
+        });
     }
     // The kernels write every element of dx; dw is summed onto zeros.
     let mut dx = needs[0].then(|| pool::take(x.numel()));

@@ -1,6 +1,9 @@
-//! Matrix products: `matmul` and the fully connected `linear` layer, on the strided sgemm.
+//! Matrix products: `matmul` and the fully connected `linear` layer, on the strided sgemm (CPU)
+//! or cuBLAS (GPU, with the bias from kernels/matmul.cu).
 
+use super::{gpu_buf, on_gpu};
 use crate::device::cpu::{sgemm_par, Mat};
+use crate::device::cuda::{self, Arg, Gemm, Launch};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -10,6 +13,54 @@ fn dims2(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
         [r, c] => Ok((*r, *c)),
         s => Err(Error::shape(op, "expects a 2-D matrix", &[s])),
     }
+}
+
+/// Row-major `op(a) · op(b)` [m, n] on the GPU (`ta`/`tb`: the operand is stored transposed, as
+/// in [`Gemm::row_major`]), added onto `bias` [n] in every row when given.
+fn gpu_product(
+    (ta, tb): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let gpu = cuda::gpu()?;
+    let out = match bias {
+        Some(bias) => {
+            let out = gpu.alloc(m * n)?;
+            let args = [
+                gpu_buf(bias).arg(),
+                out.arg(),
+                Arg::I32(m as i32),
+                Arg::I32(n as i32),
+            ];
+            gpu.launch("matmul", "linear_bias_fwd_f32", Launch::elems(m * n), &args)?;
+            out
+        }
+        // cuBLAS leaves C alone when k = 0 (and beta = 0 ignores what C holds).
+        None if k == 0 => gpu.zeros(m * n)?,
+        None => gpu.alloc(m * n)?,
+    };
+    if m * n * k > 0 {
+        let beta = if bias.is_some() { 1.0 } else { 0.0 };
+        let (ab, bb) = (gpu_buf(a), gpu_buf(b));
+        gpu.gemm(&Gemm::row_major(ta, tb, m, n, k, ab, bb, &out, beta))?;
+    }
+    Ok(Tensor::from_gpu(out, &[m, n]))
+}
+
+/// `db[j] = Σ_r g[r, j]` for `g` [rows, cols] on the GPU.
+fn gpu_column_sums(g: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let gpu = cuda::gpu()?;
+    let db = gpu.alloc(cols)?;
+    let args = [
+        gpu_buf(g).arg(),
+        db.arg(),
+        Arg::I32(rows as i32),
+        Arg::I32(cols as i32),
+    ];
+    gpu.launch("matmul", "linear_bias_bwd_f32", Launch::elems(cols), &args)?;
+    Ok(Tensor::from_gpu(db, &[cols]))
 }
 
 /// `a[m,k] · b[k,n]`.
@@ -24,54 +75,64 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             &[a.shape(), b.shape()],
         ));
     }
-    let mut out = vec![0.0; m * n];
-    sgemm_par(
-        m,
-        k,
-        n,
-        1.0,
-        Mat::rm(a.data(), k),
-        Mat::rm(b.data(), n),
-        0.0,
-        &mut out,
-    );
+    let out = if on_gpu("matmul", &[a, b])? {
+        gpu_product((false, false), (m, n, k), a, b, None)?
+    } else {
+        let mut out = vec![0.0; m * n];
+        sgemm_par(
+            m,
+            k,
+            n,
+            1.0,
+            Mat::rm(a.data(), k),
+            Mat::rm(b.data(), n),
+            0.0,
+            &mut out,
+        );
+        Tensor::from_parts(out, &[m, n])
+    };
     let (sa, sb) = (a.detach(), b.detach());
-    Ok(tape::record(
-        "matmul",
-        Tensor::from_parts(out, &[m, n]),
-        &[a, b],
-        move |g, needs| {
-            let da = needs[0].then(|| {
-                let mut da = vec![0.0; m * k];
-                sgemm_par(
-                    m,
-                    n,
-                    k,
-                    1.0,
-                    Mat::rm(g.data(), n),
-                    Mat::tr(sb.data(), n),
-                    0.0,
-                    &mut da,
-                );
-                Tensor::from_parts(da, &[m, k])
-            });
-            let db = needs[1].then(|| {
-                let mut db = vec![0.0; k * n];
-                sgemm_par(
-                    k,
-                    m,
-                    n,
-                    1.0,
-                    Mat::tr(sa.data(), k),
-                    Mat::rm(g.data(), n),
-                    0.0,
-                    &mut db,
-                );
-                Tensor::from_parts(db, &[k, n])
-            });
-            Ok(vec![da, db])
-        },
-    ))
+    Ok(tape::record("matmul", out, &[a, b], move |g, needs| {
+        if on_gpu("matmul", &[g, &sa])? {
+            // da = g · bᵀ, db = aᵀ · g.
+            let da = needs[0]
+                .then(|| gpu_product((false, true), (m, k, n), g, &sb, None))
+                .transpose()?;
+            let db = needs[1]
+                .then(|| gpu_product((true, false), (k, n, m), &sa, g, None))
+                .transpose()?;
+            return Ok(vec![da, db]);
+        }
+        let da = needs[0].then(|| {
+            let mut da = vec![0.0; m * k];
+            sgemm_par(
+                m,
+                n,
+                k,
+                1.0,
+                Mat::rm(g.data(), n),
+                Mat::tr(sb.data(), n),
+                0.0,
+                &mut da,
+            );
+            Tensor::from_parts(da, &[m, k])
+        });
+        let db = needs[1].then(|| {
+            let mut db = vec![0.0; k * n];
+            sgemm_par(
+                k,
+                m,
+                n,
+                1.0,
+                Mat::tr(sa.data(), k),
+                Mat::rm(g.data(), n),
+                0.0,
+                &mut db,
+            );
+            Tensor::from_parts(db, &[k, n])
+        });
+        Ok(vec![da, db])
+    }))
 }
 
 /// `x[n,in] · w[out,in]ᵀ + b[out]`: PyTorch's `nn.Linear` layout.
@@ -95,26 +156,45 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             ));
         }
     }
-    let mut out = vec![0.0; n * fout];
-    if let Some(b) = b {
-        for row in out.chunks_mut(fout) {
-            row.copy_from_slice(b.data());
+    let operands: Vec<&Tensor> = [x, w].into_iter().chain(b).collect();
+    let out = if on_gpu("linear", &operands)? {
+        gpu_product((false, true), (n, fout, fin), x, w, b)?
+    } else {
+        let mut out = vec![0.0; n * fout];
+        if let Some(b) = b {
+            for row in out.chunks_mut(fout) {
+                row.copy_from_slice(b.data());
+            }
         }
-    }
-    let beta = if b.is_some() { 1.0 } else { 0.0 };
-    sgemm_par(
-        n,
-        fin,
-        fout,
-        1.0,
-        Mat::rm(x.data(), fin),
-        Mat::tr(w.data(), fin),
-        beta,
-        &mut out,
-    );
+        let beta = if b.is_some() { 1.0 } else { 0.0 };
+        sgemm_par(
+            n,
+            fin,
+            fout,
+            1.0,
+            Mat::rm(x.data(), fin),
+            Mat::tr(w.data(), fin),
+            beta,
+            &mut out,
+        );
+        Tensor::from_parts(out, &[n, fout])
+    };
     let (sx, sw) = (x.detach(), w.detach());
-    let out = Tensor::from_parts(out, &[n, fout]);
     let backward = move |g: &Tensor, needs: &[bool]| {
+        let wants_bias = needs.get(2).copied().unwrap_or(false);
+        if on_gpu("linear", &[g, &sx])? {
+            // dx = g · w, dw = gᵀ · x, db = column sums of g.
+            let dx = needs[0]
+                .then(|| gpu_product((false, false), (n, fin, fout), g, &sw, None))
+                .transpose()?;
+            let dw = needs[1]
+                .then(|| gpu_product((true, false), (fout, fin, n), g, &sx, None))
+                .transpose()?;
+            let db = wants_bias
+                .then(|| gpu_column_sums(g, n, fout))
+                .transpose()?;
+            return Ok(vec![dx, dw, db]);
+        }
         let dx = needs[0].then(|| {
             let mut dx = vec![0.0; n * fin];
             sgemm_par(
@@ -143,7 +223,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             );
             Tensor::from_parts(dw, &[fout, fin])
         });
-        let db = needs.get(2).copied().unwrap_or(false).then(|| {
+        let db = wants_bias.then(|| {
             let mut db = vec![0.0; fout];
             for row in g.data().chunks(fout) {
                 db.iter_mut().zip(row).for_each(|(d, v)| *d += v);

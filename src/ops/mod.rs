@@ -21,3 +21,22 @@ pub use movement::{concat, shift, weighted_sum};
 pub use norm::{batch_norm2d, BatchNormCfg};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use reduce::{mean, squared_norm, sum};
+
+use crate::device::{cuda::GpuBuf, Device};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// True when every operand is on the GPU, false when all are on the CPU; mixed devices are an
+/// error naming `op`.
+pub(crate) fn on_gpu(op: &'static str, operands: &[&Tensor]) -> Result<bool> {
+    let first = operands[0];
+    if let Some(other) = operands.iter().find(|t| t.device() != first.device()) {
+        return Err(Error::devices(op, first, other));
+    }
+    Ok(first.device() == Device::Cuda)
+}
+
+/// The device buffer of a tensor that [`on_gpu`] found on the GPU.
+pub(crate) fn gpu_buf(t: &Tensor) -> &GpuBuf {
+    t.gpu_buf().expect("on_gpu checked the device")
+}

@@ -5,6 +5,8 @@
 //! missing GPU a failure instead (the GPU machine's script sets it).
 
 mod common;
+mod conv;
 mod elementwise;
+mod matmul;
 mod nvrtc;
 mod optim;

@@ -15,6 +15,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
     ("optim", include_str!("../../../kernels/optim.cu")),
+    ("conv", include_str!("../../../kernels/conv.cu")),
+    ("matmul", include_str!("../../../kernels/matmul.cu")),
 ];
 
 /// The source of one family.
