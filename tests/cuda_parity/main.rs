@@ -6,4 +6,6 @@
 
 mod common;
 mod elementwise;
+mod norm;
 mod nvrtc;
+mod pool;

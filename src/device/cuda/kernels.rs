@@ -14,6 +14,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
         include_str!("../../../kernels/elementwise.cu"),
     ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("pool", include_str!("../../../kernels/pool.cu")),
+    ("norm", include_str!("../../../kernels/norm.cu")),
 ];
 
 /// The source of one family.
