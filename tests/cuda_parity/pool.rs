@@ -63,13 +63,16 @@ fn unusual_windows_match_the_cpu() {
     if !ready() {
         return;
     }
-    // A 5×5 window with stride 3, a 1×1 window, and a window larger than the plane (clamped by
-    // the launcher to int-sized arguments).
+    // A 5×5 window with stride 3, 1×1 windows, even windows with half-kernel padding (an output
+    // larger than the input), and a window larger than the plane (clamped by the launcher to
+    // int-sized arguments).
     let x = [Tensor::randn(&[2, 3, 7, 6], 1.0, &mut rng(26))];
     for (k, s, p) in [
         (5, 3, 2),
         (1, 1, 0),
         (1, 2, 0),
+        (2, 1, 1),
+        (4, 3, 2),
         (usize::MAX, 1, usize::MAX / 2),
     ] {
         parity(&format!("max_pool2d k{k} s{s} p{p}"), &x, TOL, 27, |t| {

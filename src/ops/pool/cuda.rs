@@ -19,9 +19,9 @@ fn grad_buf<'a>(op: &'static str, g: &'a Tensor) -> Result<&'a GpuBuf> {
     })
 }
 
-/// The kernels index with `int`.
-fn fits_int(op: &'static str, x: &Tensor) -> Result<()> {
-    if x.numel() > i32::MAX as usize {
+/// The kernels index with `int`: `n` elements (the larger of input and output) must fit.
+fn fits_int(op: &'static str, x: &Tensor, n: usize) -> Result<()> {
+    if n.max(x.numel()) > i32::MAX as usize {
         return Err(Error::shape(
             op,
             "more than 2^31 elements for the CUDA kernels",
@@ -56,9 +56,9 @@ fn launch(kernel: &'static str, bufs: &[&GpuBuf], win: &Window, n: usize) -> Res
 
 /// [`super::max_pool2d`] on the GPU.
 pub(super) fn max_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) -> Result<Tensor> {
-    fits_int("max_pool2d", x)?;
-    let gpu = cuda::gpu()?;
     let (n_in, n_out) = (planes * win.in_len(), planes * win.out_len());
+    fits_int("max_pool2d", x, n_out)?;
+    let gpu = cuda::gpu()?;
     let (y, arg) = (gpu.alloc(n_out)?, gpu.alloc(n_out)?);
     launch("max_pool_fwd_f32", &[xb, &y, &arg], &win, n_out)?;
     let in_shape = x.shape().to_vec();
@@ -77,9 +77,9 @@ pub(super) fn max_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) ->
 
 /// [`super::avg_pool2d`] on the GPU.
 pub(super) fn avg_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) -> Result<Tensor> {
-    fits_int("avg_pool2d", x)?;
-    let gpu = cuda::gpu()?;
     let (n_in, n_out) = (planes * win.in_len(), planes * win.out_len());
+    fits_int("avg_pool2d", x, n_out)?;
+    let gpu = cuda::gpu()?;
     let y = gpu.alloc(n_out)?;
     launch("avg_pool_fwd_f32", &[xb, &y], &win, n_out)?;
     let in_shape = x.shape().to_vec();
@@ -98,7 +98,7 @@ pub(super) fn avg_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) ->
 
 /// [`super::global_avg_pool`] on the GPU: `planes` planes of `hw` elements.
 pub(super) fn global_avg_pool(x: &Tensor, xb: &GpuBuf, planes: usize, hw: usize) -> Result<Tensor> {
-    fits_int("global_avg_pool", x)?;
+    fits_int("global_avg_pool", x, 0)?;
     let gpu = cuda::gpu()?;
     let y = gpu.alloc(planes)?;
     // One warp per plane (no launch for an empty batch).
