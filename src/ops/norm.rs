@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
 
+mod cuda;
+
 const OP: &str = "batch_norm2d";
 
 /// Below this many elements per task a parallel loop costs more than it saves.
@@ -170,6 +172,17 @@ pub fn batch_norm2d(
             "{OP}: eps {} must be finite and non-negative, momentum {} in [0, 1]",
             cfg.eps, cfg.momentum
         )));
+    }
+    for t in [gamma, beta, Some(&*running_mean), Some(&*running_var)]
+        .into_iter()
+        .flatten()
+    {
+        if t.device() != x.device() {
+            return Err(Error::devices(OP, x, t));
+        }
+    }
+    if x.gpu_buf().is_some() {
+        return cuda::batch_norm2d(x, gamma, beta, running_mean, running_var, cfg, lay);
     }
 
     let (mean, invstd): (Vec<f32>, Vec<f32>) = if cfg.training {

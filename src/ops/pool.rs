@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
 
+mod cuda;
+
 /// Below this many elements per task a parallel loop costs more than it saves.
 const PAR_MIN: usize = 1 << 15;
 
@@ -197,6 +199,9 @@ fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch:
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let _prof = super::prof::span("max_pool2d", false);
     let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
+    if let Some(xb) = x.gpu_buf() {
+        return cuda::max_pool2d(x, xb, planes, win);
+    }
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = pool::take(planes * ol);
     let mut arg = vec![0u32; planes * ol];
@@ -299,6 +304,9 @@ fn avg_plane_backward(win: &Window, g: &[f32], dx: &mut [f32], share: &mut [f32]
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let _prof = super::prof::span("avg_pool2d", false);
     let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
+    if let Some(xb) = x.gpu_buf() {
+        return cuda::avg_pool2d(x, xb, planes, win);
+    }
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = pool::take_zeroed(planes * ol);
     out.par_chunks_mut(ol)
@@ -337,6 +345,9 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
             "the spatial size must be non-zero",
             &[x.shape()],
         ));
+    }
+    if let Some(xb) = x.gpu_buf() {
+        return cuda::global_avg_pool(x, xb, n * c, hw);
     }
     let mut out = vec![0.0f32; n * c];
     out.par_iter_mut()

@@ -8,5 +8,7 @@ mod common;
 mod conv;
 mod elementwise;
 mod matmul;
+mod norm;
 mod nvrtc;
 mod optim;
+mod pool;

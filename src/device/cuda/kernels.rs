@@ -17,6 +17,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("optim", include_str!("../../../kernels/optim.cu")),
     ("conv", include_str!("../../../kernels/conv.cu")),
     ("matmul", include_str!("../../../kernels/matmul.cu")),
+    ("pool", include_str!("../../../kernels/pool.cu")),
+    ("norm", include_str!("../../../kernels/norm.cu")),
 ];
 
 /// The source of one family.
