@@ -6,4 +6,6 @@
 
 mod common;
 mod elementwise;
+mod loss;
+mod movement;
 mod nvrtc;

@@ -14,6 +14,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
         include_str!("../../../kernels/elementwise.cu"),
     ),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
+    ("loss", include_str!("../../../kernels/loss.cu")),
+    ("movement", include_str!("../../../kernels/movement.cu")),
 ];
 
 /// The source of one family.
