@@ -1,5 +1,8 @@
 //! Softmax, log-softmax (over the last dimension) and cross-entropy with integer labels.
+//! On the GPU (kernels/loss.cu) one warp handles one row.
 
+use super::require_gpu;
+use crate::device::cuda::{self, Arg, GpuBuf, Launch};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -26,6 +29,9 @@ fn log_softmax_row(x: &[f32], out: &mut [f32]) {
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("softmax", false);
     let k = last_dim("softmax", x)?;
+    if x.gpu_buf().is_some() {
+        return softmax_gpu(x, k, false);
+    }
     let mut out = vec![0.0; x.numel()];
     for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
         log_softmax_row(r, o);
@@ -54,6 +60,9 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("log_softmax", false);
     let k = last_dim("log_softmax", x)?;
+    if x.gpu_buf().is_some() {
+        return softmax_gpu(x, k, true);
+    }
     let mut out = vec![0.0; x.numel()];
     for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
         log_softmax_row(r, o);
@@ -99,6 +108,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
             "cross_entropy: label {bad} is out of range for {k} classes"
         )));
     }
+    if let Some(x) = logits.gpu_buf() {
+        return cross_entropy_gpu(logits, x, labels, n, k);
+    }
     let mut logp = vec![0.0; n * k];
     let mut total = 0.0f64;
     for ((o, r), &l) in logp.chunks_mut(k).zip(logits.data().chunks(k)).zip(labels) {
@@ -119,6 +131,116 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
                 row[l] -= s;
             }
             Ok(vec![Some(Tensor::from_parts(dx, &[n, k]))])
+        },
+    ))
+}
+
+/// Rows per 256-thread block of the warp-per-row kernels (`LOSS_ROWS_PER_BLOCK` in loss.cu).
+const ROWS_PER_BLOCK: usize = cuda::BLOCK as usize / 32;
+
+/// Most blocks of `cross_entropy_fwd_f32`, whose per-block partial losses one block then adds.
+const LOSS_BLOCKS: usize = 1024;
+
+/// Blocks for a warp-per-row kernel over `rows` rows, at most `cap` (rows beyond are strided).
+fn row_blocks(rows: usize, cap: usize) -> Launch {
+    Launch::rows(rows.div_ceil(ROWS_PER_BLOCK).clamp(1, cap))
+}
+
+/// Softmax (or log-softmax when `log`) of a CUDA tensor over its last dimension `k`, with the
+/// matching backward (`softmax_bwd_f32` / `log_softmax_bwd_f32`).
+fn softmax_gpu(x: &Tensor, k: usize, log: bool) -> Result<Tensor> {
+    let (op, bwd) = if log {
+        ("log_softmax", "log_softmax_bwd_f32")
+    } else {
+        ("softmax", "softmax_bwd_f32")
+    };
+    let rows = x.numel() / k;
+    let launch = row_blocks(rows, 65_535 * 8);
+    let gpu = cuda::gpu()?;
+    let out = gpu.alloc(x.numel())?;
+    if rows > 0 {
+        let args = [
+            require_gpu(op, x)?.arg(),
+            out.arg(),
+            Arg::I32(rows as i32),
+            Arg::I32(k as i32),
+            Arg::I32(log as i32),
+        ];
+        gpu.launch("loss", "softmax_fwd_f32", launch, &args)?;
+    }
+    let out = Tensor::from_gpu(out, x.shape());
+    let y = out.detach();
+    Ok(tape::record(op, out, &[x], move |g, _| {
+        let gpu = cuda::gpu()?;
+        let dx = gpu.alloc(y.numel())?;
+        if rows > 0 {
+            let args = [
+                require_gpu(op, g)?.arg(),
+                require_gpu(op, &y)?.arg(),
+                dx.arg(),
+                Arg::I32(rows as i32),
+                Arg::I32(k as i32),
+            ];
+            gpu.launch("loss", bwd, launch, &args)?;
+        }
+        Ok(vec![Some(Tensor::from_gpu(dx, y.shape()))])
+    }))
+}
+
+/// [`cross_entropy`] of CUDA logits `x` `[n, k]` (checked). The labels go to the device once,
+/// as int32 bits; the loss stays there (per-block partials, then `sum_final_f32`), and so does
+/// the upstream gradient the backward scales by.
+fn cross_entropy_gpu(
+    logits: &Tensor,
+    x: &GpuBuf,
+    labels: &[usize],
+    n: usize,
+    k: usize,
+) -> Result<Tensor> {
+    let gpu = cuda::gpu()?;
+    let bits: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l as u32)).collect();
+    let labels = Tensor::from_gpu(gpu.upload(&bits)?, &[n]);
+    let logp = gpu.alloc(n * k)?;
+    let launch = row_blocks(n, LOSS_BLOCKS);
+    let partial = gpu.alloc(launch.grid.0 as usize)?;
+    let args = [
+        x.arg(),
+        require_gpu("cross_entropy", &labels)?.arg(),
+        logp.arg(),
+        partial.arg(),
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+    ];
+    gpu.launch("loss", "cross_entropy_fwd_f32", launch, &args)?;
+    let loss = gpu.alloc(1)?;
+    let inv_n = 1.0 / n as f32;
+    let args = [
+        partial.arg(),
+        Arg::I32(launch.grid.0 as i32),
+        Arg::F32(inv_n),
+        loss.arg(),
+    ];
+    gpu.launch("reduce", "sum_final_f32", Launch::rows(1), &args)?;
+    let logp = Tensor::from_gpu(logp, &[n, k]);
+    let loss = Tensor::from_gpu(loss, &[]);
+    Ok(tape::record(
+        "cross_entropy",
+        loss,
+        &[logits],
+        move |g, _| {
+            let gpu = cuda::gpu()?;
+            let dx = gpu.alloc(n * k)?;
+            let args = [
+                require_gpu("cross_entropy", &logp)?.arg(),
+                require_gpu("cross_entropy", &labels)?.arg(),
+                require_gpu("cross_entropy", g)?.arg(),
+                Arg::F32(inv_n),
+                dx.arg(),
+                Arg::I32(n as i32),
+                Arg::I32(k as i32),
+            ];
+            gpu.launch("loss", "cross_entropy_bwd_f32", Launch::elems(n * k), &args)?;
+            Ok(vec![Some(Tensor::from_gpu(dx, &[n, k]))])
         },
     ))
 }

@@ -40,3 +40,12 @@ pub(crate) fn on_gpu(op: &'static str, operands: &[&Tensor]) -> Result<bool> {
 pub(crate) fn gpu_buf(t: &Tensor) -> &GpuBuf {
     t.gpu_buf().expect("on_gpu checked the device")
 }
+
+/// The device buffer of a tensor that must be on the GPU (an upstream gradient or an operand
+/// of a GPU op); a CPU tensor there is an error naming `op`.
+pub(crate) fn require_gpu<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a GpuBuf> {
+    t.gpu_buf().ok_or_else(|| Error::Device {
+        op,
+        msg: "a CUDA op got a CPU tensor; move all operands with to_device".into(),
+    })
+}

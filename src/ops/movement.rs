@@ -1,7 +1,10 @@
-//! Ops that move data without arithmetic on it: channel concatenation and spatial shift.
+//! Ops that move data without arithmetic on it: channel concatenation and spatial shift; and
+//! DARTS's weighted sum of candidate outputs. GPU kernels: kernels/movement.cu.
 
 use rayon::prelude::*;
 
+use super::require_gpu;
+use crate::device::cuda::{self, Arg, GpuBuf, Launch};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
@@ -25,11 +28,17 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
             &shapes,
         ));
     }
+    if let Some(t) = xs.iter().find(|t| t.device() != first.device()) {
+        return Err(Error::devices("concat", first, t));
+    }
     let n = first.shape()[0];
     let inner: usize = first.shape()[2..].iter().product();
     // Elements each input contributes to one sample.
     let parts: Vec<usize> = xs.iter().map(|t| t.shape()[1] * inner).collect();
     let per: usize = parts.iter().sum();
+    if first.gpu_buf().is_some() {
+        return concat_gpu(xs, n, &parts);
+    }
     let mut out = pool::take(n * per);
     out.par_chunks_mut(per.max(1))
         .enumerate()
@@ -101,9 +110,9 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
 pub fn shift(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
     let _prof = super::prof::span("shift", false);
     x.dims4("shift")?;
-    let out = shift_kernel(x, dy, dx);
+    let out = shift_on(x, dy, dx)?;
     Ok(tape::record("shift", out, &[x], move |g, _| {
-        Ok(vec![Some(shift_kernel(g, -dy, -dx))])
+        Ok(vec![Some(shift_on(g, -dy, -dx)?)])
     }))
 }
 
@@ -132,6 +141,12 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
                 &[w.shape()],
             ));
         }
+        if t.device() != w.device() {
+            return Err(Error::devices("weighted_sum", w, t));
+        }
+    }
+    if w.gpu_buf().is_some() {
+        return weighted_sum_gpu(terms, w);
     }
     let coef: Vec<f32> = terms.iter().map(|(i, _)| w.data()[*i]).collect();
     let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
@@ -244,6 +259,235 @@ fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+/// Copies between `[n, part]` and the column block `off..off + part` of `[n, per]`: into the
+/// block for `concat_fwd_f32`, out of it for `concat_bwd_f32`.
+fn concat_copy(
+    kernel: &'static str,
+    src: &GpuBuf,
+    dst: &GpuBuf,
+    n: usize,
+    part: usize,
+    per: usize,
+    off: usize,
+) -> Result<()> {
+    if n * part == 0 {
+        return Ok(());
+    }
+    let args = [
+        src.arg(),
+        dst.arg(),
+        Arg::I32(n as i32),
+        Arg::I32(part as i32),
+        Arg::I32(per as i32),
+        Arg::I32(off as i32),
+    ];
+    cuda::gpu()?.launch("movement", kernel, Launch::elems(n * part), &args)
+}
+
+/// [`concat`] of CUDA tensors (shapes checked; `parts[i]` elements of input `i` per sample).
+fn concat_gpu(xs: &[&Tensor], n: usize, parts: &[usize]) -> Result<Tensor> {
+    let per: usize = parts.iter().sum();
+    let out = cuda::gpu()?.alloc(n * per)?;
+    let mut off = 0;
+    for (t, &p) in xs.iter().zip(parts) {
+        concat_copy(
+            "concat_fwd_f32",
+            require_gpu("concat", t)?,
+            &out,
+            n,
+            p,
+            per,
+            off,
+        )?;
+        off += p;
+    }
+    let mut shape = xs[0].shape().to_vec();
+    shape[1] = xs.iter().map(|t| t.shape()[1]).sum();
+    let in_shapes: Vec<Vec<usize>> = xs.iter().map(|t| t.shape().to_vec()).collect();
+    let parts = parts.to_vec();
+    Ok(tape::record(
+        "concat",
+        Tensor::from_gpu(out, &shape),
+        xs,
+        move |g, needs| {
+            let gb = require_gpu("concat", g)?;
+            let mut off = 0;
+            let mut grads = Vec::with_capacity(parts.len());
+            for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
+                grads.push(if need {
+                    let d = cuda::gpu()?.alloc(n * p)?;
+                    concat_copy("concat_bwd_f32", gb, &d, n, p, per, off)?;
+                    Some(Tensor::from_gpu(d, s))
+                } else {
+                    None
+                });
+                off += p;
+            }
+            Ok(grads)
+        },
+    ))
+}
+
+/// [`shift_kernel`] on either device (`x` is NCHW, checked).
+fn shift_on(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
+    let Some(b) = x.gpu_buf() else {
+        return Ok(shift_kernel(x, dy, dx));
+    };
+    let [n, c, h, w] = *x.shape() else {
+        unreachable!("checked by shift")
+    };
+    let gpu = cuda::gpu()?;
+    let out = gpu.alloc(b.len())?;
+    if !out.is_empty() {
+        // Shifts past the edge only zero-fill, so clamping keeps them in i32 unchanged.
+        let (dy, dx) = (
+            dy.clamp(-(h as isize), h as isize),
+            dx.clamp(-(w as isize), w as isize),
+        );
+        let args = [
+            b.arg(),
+            out.arg(),
+            Arg::I32((n * c) as i32),
+            Arg::I32(h as i32),
+            Arg::I32(w as i32),
+            Arg::I32(dy as i32),
+            Arg::I32(dx as i32),
+        ];
+        gpu.launch("movement", "shift_fwd_f32", Launch::elems(b.len()), &args)?;
+    }
+    Ok(Tensor::from_gpu(out, x.shape()))
+}
+
+/// Terms per launch of the weighted-sum kernels (`MOVE_TERMS` in movement.cu).
+const MOVE_TERMS: usize = 8;
+
+/// First-pass blocks of the weighted-sum backward's dot products (as in reduce.rs).
+const DOT_BLOCKS: usize = 1024;
+
+/// The `MOVE_TERMS` pointer arguments for up to that many buffers (null for the rest).
+fn ptr_slots(ptrs: impl IntoIterator<Item = u64>) -> impl Iterator<Item = Arg> {
+    ptrs.into_iter()
+        .chain(std::iter::repeat(0))
+        .take(MOVE_TERMS)
+        .map(Arg::Ptr)
+}
+
+/// The `MOVE_TERMS` weight-index arguments (0 for unused slots).
+fn index_slots(idx: &[usize]) -> impl Iterator<Item = Arg> + '_ {
+    idx.iter()
+        .copied()
+        .chain(std::iter::repeat(0))
+        .take(MOVE_TERMS)
+        .map(|i| Arg::I32(i as i32))
+}
+
+/// [`weighted_sum`] of CUDA tensors (checked): `MOVE_TERMS` terms per launch, the weights
+/// read on the device.
+fn weighted_sum_gpu(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
+    let gpu = cuda::gpu()?;
+    let shape = terms[0].1.shape().to_vec();
+    let n: usize = shape.iter().product();
+    let wb = require_gpu("weighted_sum", w)?;
+    let out = gpu.alloc(n)?;
+    let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
+    for (c, group) in terms.chunks(MOVE_TERMS).enumerate() {
+        if n == 0 {
+            break;
+        }
+        let ptrs = group
+            .iter()
+            .map(|(_, t)| require_gpu("weighted_sum", t).map(GpuBuf::ptr))
+            .collect::<Result<Vec<u64>>>()?;
+        let mut args = vec![
+            wb.arg(),
+            Arg::I32(group.len() as i32),
+            Arg::I32((c > 0) as i32),
+        ];
+        args.extend(ptr_slots(ptrs));
+        args.extend(index_slots(&idx[c * MOVE_TERMS..][..group.len()]));
+        args.extend([out.arg(), Arg::I32(n as i32)]);
+        gpu.launch("movement", "weighted_sum_fwd_f32", Launch::elems(n), &args)?;
+    }
+    let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
+    let wd = w.detach();
+    let mut inputs: Vec<&Tensor> = vec![w];
+    inputs.extend(terms.iter().map(|(_, t)| *t));
+    Ok(tape::record(
+        "weighted_sum",
+        Tensor::from_gpu(out, &shape),
+        &inputs,
+        move |g, needs| weighted_sum_gpu_backward(g, &wd, &ts, &idx, needs),
+    ))
+}
+
+/// The backward of [`weighted_sum_gpu`]: per group of `MOVE_TERMS` terms one pass over `g`
+/// (`dx_t = w[i_t]·g`, per-block partial dots), then one block adding the partial dots into
+/// `dw[i_t]` in term order.
+fn weighted_sum_gpu_backward(
+    g: &Tensor,
+    w: &Tensor,
+    ts: &[Tensor],
+    idx: &[usize],
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let gpu = cuda::gpu()?;
+    let n = g.numel();
+    let (gb, wb) = (
+        require_gpu("weighted_sum", g)?,
+        require_gpu("weighted_sum", w)?,
+    );
+    let dts = needs[1..]
+        .iter()
+        .map(|&need| need.then(|| gpu.alloc(n)).transpose())
+        .collect::<Result<Vec<Option<GpuBuf>>>>()?;
+    let want_dots = needs[0];
+    let dw = want_dots.then(|| gpu.zeros(w.numel())).transpose()?;
+    let blocks = n.div_ceil(cuda::BLOCK as usize).clamp(1, DOT_BLOCKS);
+    let partial = want_dots
+        .then(|| gpu.alloc(MOVE_TERMS * blocks))
+        .transpose()?;
+    for c in (0..ts.len()).step_by(MOVE_TERMS) {
+        let group = c..ts.len().min(c + MOVE_TERMS);
+        if n == 0 || !(want_dots || dts[group.clone()].iter().any(Option::is_some)) {
+            continue;
+        }
+        let xs = ts[group.clone()]
+            .iter()
+            .map(|t| require_gpu("weighted_sum", t).map(GpuBuf::ptr))
+            .collect::<Result<Vec<u64>>>()?;
+        let ds = dts[group.clone()]
+            .iter()
+            .map(|d| d.as_ref().map_or(0, GpuBuf::ptr));
+        let len = Arg::I32(group.len() as i32);
+        let mut args = vec![gb.arg(), wb.arg(), len, Arg::I32(want_dots as i32)];
+        args.extend(ptr_slots(xs));
+        args.extend(ptr_slots(ds));
+        args.extend(index_slots(&idx[group.clone()]));
+        args.extend([
+            Arg::Ptr(partial.as_ref().map_or(0, GpuBuf::ptr)),
+            Arg::I32(n as i32),
+        ]);
+        gpu.launch(
+            "movement",
+            "weighted_sum_bwd_f32",
+            Launch::rows(blocks),
+            &args,
+        )?;
+        if let (Some(partial), Some(dw)) = (&partial, &dw) {
+            let mut args = vec![partial.arg(), Arg::I32(blocks as i32), len];
+            args.extend(index_slots(&idx[group.clone()]));
+            args.push(dw.arg());
+            gpu.launch("movement", "weighted_sum_dw_f32", Launch::rows(1), &args)?;
+        }
+    }
+    let mut grads = vec![dw.map(|d| Tensor::from_gpu(d, w.shape()))];
+    grads.extend(
+        dts.into_iter()
+            .map(|d| d.map(|d| Tensor::from_gpu(d, g.shape()))),
+    );
+    Ok(grads)
 }
 
 #[cfg(test)]

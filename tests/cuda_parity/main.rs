@@ -7,7 +7,9 @@
 mod common;
 mod conv;
 mod elementwise;
+mod loss;
 mod matmul;
+mod movement;
 mod norm;
 mod nvrtc;
 mod optim;

@@ -19,6 +19,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../../kernels/matmul.cu")),
     ("pool", include_str!("../../../kernels/pool.cu")),
     ("norm", include_str!("../../../kernels/norm.cu")),
+    ("loss", include_str!("../../../kernels/loss.cu")),
+    ("movement", include_str!("../../../kernels/movement.cu")),
 ];
 
 /// The source of one family.
