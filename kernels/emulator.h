@@ -4,13 +4,15 @@
 // unit (every kernels/*.cu plus a name -> launcher table) and loads the shared library.
 //
 // Execution model: blocks run one after another; the threads of a block run as fibers
-// (ucontext) on one OS thread, switching only at __syncthreads and warp shuffles. So barriers,
+// (a small x86-64 stack switch, no system calls) on one OS thread, switching only at __syncthreads and warp shuffles. So barriers,
 // shared memory and warp reductions behave as on the GPU, and every run is deterministic. A
 // barrier that not all threads of a block (or warp) reach is reported as an error, not a hang.
+// Kernels without barriers (most of them) run each thread as a plain call instead: a kernel is
+// tried that way first, and the first barrier it reaches throws, marking it as a fiber kernel
+// and restarting the launch with fibers (a barrier comes before any global write in our
+// kernels, so the restart is safe).
 // Launches are serialised by a global lock: `__shared__` variables are plain statics.
 #pragma once
-
-#include <ucontext.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -85,12 +88,38 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
   return old;
 }
 
+// Saves the callee-saved registers and the stack pointer in *from, switches to the stack `to`
+// and restores what was saved there (System V x86-64: rbx, rbp, r12-r15 are callee-saved).
+extern "C" void emu_switch(void** from, void* to);
+asm(R"(
+  .text
+  .globl emu_switch
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+)");
+
 namespace emu {
 
 enum class State { Ready, AtBlock, AtWarp, Done };
 
 struct Fiber {
-  ucontext_t ctx;
+  void* sp = nullptr;
   std::vector<char> stack;
   State state = State::Ready;
   dim3 tid;
@@ -98,7 +127,7 @@ struct Fiber {
 
 struct Block {
   std::vector<Fiber> fibers;
-  ucontext_t sched;
+  void* sched = nullptr;
   int current = -1;
   std::function<void()> body;
   std::vector<float> shuffle;  // one slot per thread, for warp shuffles
@@ -111,18 +140,36 @@ inline Block& block() {
   return b;
 }
 
-inline void fiber_entry() {
+// Where a new fiber starts: runs the thread, then hands control back for good.
+[[noreturn]] inline void fiber_entry() {
   Block& b = block();
   b.body();
-  b.fibers[b.current].state = State::Done;
-  // Returning goes to uc_link, the scheduler.
+  Fiber& f = b.fibers[b.current];
+  f.state = State::Done;
+  emu_switch(&f.sp, b.sched);
+  __builtin_unreachable();
 }
 
+// A fresh stack whose first switch "returns" into fiber_entry with the ABI's alignment
+// (rsp ≡ 8 mod 16 at function entry).
+inline void* fresh_stack(std::vector<char>& stack) {
+  uintptr_t top = ((uintptr_t)stack.data() + stack.size()) & ~(uintptr_t)15;
+  void** sp = (void**)top;
+  *--sp = nullptr;                    // fiber_entry's return address (never used)
+  *--sp = (void*)&fiber_entry;        // where emu_switch's ret goes
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12-r15
+  return sp;
+}
+
+struct NeedFibers {};
+inline bool direct_mode = false;
+
 inline void wait(State s) {
+  if (direct_mode) throw NeedFibers{};
   Block& b = block();
   Fiber& f = b.fibers[b.current];
   f.state = s;
-  swapcontext(&f.ctx, &b.sched);
+  emu_switch(&f.sp, b.sched);
 }
 
 inline int linear_tid() {
@@ -172,7 +219,7 @@ inline bool run_block(Block& b) {
       if (f.state != State::Ready) continue;
       b.current = (int)i;
       thread_idx = f.tid;
-      swapcontext(&b.sched, &f.ctx);
+      emu_switch(&b.sched, f.sp);
       ran = true;
     }
     bool done = true;
@@ -188,24 +235,56 @@ inline bool run_block(Block& b) {
 
 constexpr size_t kStack = 64 * 1024;
 
+// Runs every thread of the grid as a plain call; false when the kernel reached a barrier.
+inline bool run_direct(dim3 grid, dim3 blk) {
+  Block& b = block();
+  direct_mode = true;
+  try {
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          block_idx = dim3{bx, by, bz};
+          for (unsigned tz = 0; tz < blk.z; ++tz)
+            for (unsigned ty = 0; ty < blk.y; ++ty)
+              for (unsigned tx = 0; tx < blk.x; ++tx) {
+                thread_idx = dim3{tx, ty, tz};
+                b.body();
+              }
+        }
+  } catch (NeedFibers&) {
+    direct_mode = false;
+    return false;
+  }
+  direct_mode = false;
+  return true;
+}
+
 // Runs `body` once per thread of the grid. Returns an empty string or the error.
-inline std::string run_grid(dim3 grid, dim3 blk, unsigned shmem, std::function<void()> body) {
+inline std::string run_grid(const char* name, dim3 grid, dim3 blk, unsigned shmem,
+                            std::function<void()> body) {
   static std::mutex lock;
+  static std::map<std::string, bool> uses_barriers;
   std::lock_guard<std::mutex> guard(lock);
   Block& b = block();
   size_t n = (size_t)blk.x * blk.y * blk.z;
   if (n == 0 || n > 1024) return "block of " + std::to_string(n) + " threads (1..1024 allowed)";
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return "empty grid";
   if (grid.y > 65535 || grid.z > 65535) return "grid y/z above 65535";
+  b.body = std::move(body);
+  b.dynamic_shared.assign(shmem + 16, 0);
+  block_dim = blk;
+  grid_dim = grid;
+  bool& fibers = uses_barriers[name];
+  if (!fibers) {
+    if (run_direct(grid, blk)) return "";
+    fibers = true;
+    b.dynamic_shared.assign(shmem + 16, 0);
+  }
   b.fibers.resize(n);
   for (auto& f : b.fibers)
     if (f.stack.size() != kStack) f.stack.assign(kStack, 0);
   b.shuffle.assign(n, 0.f);
-  b.dynamic_shared.assign(shmem + 16, 0);
-  b.body = std::move(body);
   b.error.clear();
-  block_dim = blk;
-  grid_dim = grid;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -217,11 +296,7 @@ inline std::string run_grid(dim3 grid, dim3 blk, unsigned shmem, std::function<v
               Fiber& f = b.fibers[i];
               f.tid = dim3{tx, ty, tz};
               f.state = State::Ready;
-              getcontext(&f.ctx);
-              f.ctx.uc_stack.ss_sp = f.stack.data();
-              f.ctx.uc_stack.ss_size = f.stack.size();
-              f.ctx.uc_link = &b.sched;
-              makecontext(&f.ctx, fiber_entry, 0);
+              f.sp = fresh_stack(f.stack);
             }
         if (!run_block(b)) return b.error;
       }
@@ -236,6 +311,7 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait(emu::State::AtWarp); 
 // Shuffles exchange through per-thread slots with a warp barrier on each side, like the
 // hardware's lockstep exchange.
 inline float emu_shuffle(float v, int src_lane) {
+  if (emu::direct_mode) throw emu::NeedFibers{};  // before touching the exchange slots
   emu::Block& b = emu::block();
   int t = emu::linear_tid();
   b.shuffle[t] = v;
@@ -267,8 +343,8 @@ void call(void (*k)(A...), void** args, std::index_sequence<I...>) {
 
 // Checks the argument count and sizes that the Rust launcher passed, then runs the grid.
 template <typename... A>
-std::string launch(void (*k)(A...), dim3 g, dim3 b, unsigned shmem, void** args,
-                   const unsigned* sizes, int nargs) {
+std::string launch(const char* name, void (*k)(A...), dim3 g, dim3 b, unsigned shmem,
+                   void** args, const unsigned* sizes, int nargs) {
   constexpr size_t want[] = {sizeof(A)..., 0};
   if (nargs != (int)sizeof...(A))
     return "kernel takes " + std::to_string(sizeof...(A)) + " arguments, launcher passed " +
@@ -277,7 +353,7 @@ std::string launch(void (*k)(A...), dim3 g, dim3 b, unsigned shmem, void** args,
     if (want[i] != sizes[i])
       return "argument " + std::to_string(i) + " is " + std::to_string(want[i]) +
              " bytes in the kernel, " + std::to_string(sizes[i]) + " in the launcher";
-  return run_grid(g, b, shmem, [=] { call(k, args, std::index_sequence_for<A...>{}); });
+  return run_grid(name, g, b, shmem, [=] { call(k, args, std::index_sequence_for<A...>{}); });
 }
 
 using Launcher = std::string (*)(dim3, dim3, unsigned, void**, const unsigned*, int);
@@ -291,7 +367,7 @@ struct Entry {
 #define DARTS_EMU_ENTRY(k)                                                               \
   emu::Entry {                                                                           \
 #k, [](dim3 g, dim3 b, unsigned s, void** a, const unsigned* z, int n) {             \
-      return emu::launch(k, g, b, s, a, z, n);                                           \
+      return emu::launch(#k, k, g, b, s, a, z, n);                                      \
     }                                                                                    \
   }
 

@@ -105,11 +105,9 @@ impl Architect {
         ctx: &mut Ctx,
     ) -> Result<(f32, [Tensor; 2])> {
         let alpha_grads = |net: &Network, g: &Grads| -> Result<[Tensor; 2]> {
-            let get = |t: &Tensor| {
-                g.get(t).cloned().ok_or_else(|| {
-                    Error::InvalidArgument("the loss does not depend on the alphas".into())
-                })
-            };
+            // A network without normal (or reduction) cells, e.g. 2 layers, leaves those
+            // alphas without a gradient: zero, as PyTorch's Adam then sees none.
+            let get = |t: &Tensor| g.get(t).cloned().map_or_else(|| t.zeros_like(), Ok);
             Ok([get(&net.alphas.normal)?, get(&net.alphas.reduce)?])
         };
         let result = match self.order {

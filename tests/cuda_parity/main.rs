@@ -7,6 +7,7 @@
 mod common;
 mod conv;
 mod elementwise;
+mod end_to_end;
 mod loss;
 mod matmul;
 mod movement;
