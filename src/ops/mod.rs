@@ -12,6 +12,7 @@ mod norm;
 mod pool;
 pub mod prof;
 mod reduce;
+mod simd;
 
 pub use conv::{conv2d, conv2d_backward, Conv2dCfg, Conv2dGrads};
 pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};

@@ -2,8 +2,9 @@
 //!
 //! PyTorch semantics: training normalises with the batch's biased variance and moves the running
 //! statistics towards the batch's (with the unbiased variance); evaluation normalises with the
-//! running statistics. Statistics are accumulated in f64 with two passes (mean, then squared
-//! deviations), so a 64×32×32 batch whose mean is large next to its spread stays accurate.
+//! running statistics. Statistics are accumulated in f64 in one pass over the deviations from
+//! the channel's first element, so a 64×32×32 batch whose mean is large next to its spread stays
+//! accurate.
 //!
 //! Channel `c` of an NCHW tensor is N planes of H·W elements spaced C planes apart, so reductions
 //! run in parallel over channels and elementwise passes in parallel over planes.
@@ -14,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::device::pool;
 use crate::error::{Error, Result};
+use crate::ops::simd::simd_fn;
 use crate::tape;
 use crate::tensor::Tensor;
 
@@ -87,35 +89,143 @@ impl Layout {
     }
 }
 
-/// Σ f(v) over `xs` in f64. Eight independent partial sums let the adds pipeline and vectorise
-/// instead of waiting on one another.
-fn sum_f64(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
-    for c in chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += f(v as f64));
+/// Partial sums per lane of the f64 reductions: enough independent additions to hide their
+/// latency. Element `i` of a plane always goes to lane `i % LANES`, whatever the code path.
+const LANES: usize = 8;
+
+/// Per-lane f64 sums over matching slices: `s[l] += a − sa` and `p[l] += (a − sa)·(b − sb)`,
+/// element `i` going to lane `i % LANES`. With `a = b = x` and `sa = sb = K` that is Σd and Σd²
+/// of `d = x − K`; with `a = dy`, `b = x`, `sa = 0`, `sb = μ` it is Σdy and Σdy·(x − μ).
+///
+/// LLVM vectorises only the additions of the portable loop, so AVX2 CPUs take a hand-written
+/// copy; both do the same operations in the same order on each lane and agree to the bit.
+fn lane_sums(
+    a: &[f32],
+    b: &[f32],
+    (sa, sb): (f64, f64),
+    s: &mut [f64; LANES],
+    p: &mut [f64; LANES],
+) {
+    let n = a.len() / LANES * LANES;
+    let (body, tail) = ((&a[..n], &b[..n]), (&a[n..], &b[n..b.len()]));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the one feature `lane_sums_avx2` was compiled for.
+        unsafe { lane_sums_avx2(body.0, body.1, sa, sb, s, p) };
+    } else {
+        lane_sums_portable(body.0, body.1, sa, sb, s, p);
     }
-    acc.iter().sum::<f64>() + tail
+    #[cfg(not(target_arch = "x86_64"))]
+    lane_sums_portable(body.0, body.1, sa, sb, s, p);
+    for (l, (&x, &y)) in tail.0.iter().zip(tail.1).enumerate() {
+        let d = x as f64 - sa;
+        s[l] += d;
+        p[l] += d * (y as f64 - sb);
+    }
 }
 
-/// `(Σ dy, Σ dy·(x − μ))` over matching slices, in f64 (partial sums as in [`sum_f64`]).
-fn grad_sums(dy: &[f32], x: &[f32], mu: f64) -> (f64, f64) {
-    let (mut s, mut sx) = ([0.0f64; 4], [0.0f64; 4]);
-    let (dc, xc) = (dy.chunks_exact(4), x.chunks_exact(4));
-    let tail = dc.remainder().iter().zip(xc.remainder());
-    let (mut ts, mut tsx) = (0.0, 0.0);
-    for (&d, &v) in tail {
-        ts += d as f64;
-        tsx += d as f64 * (v as f64 - mu);
-    }
-    for (d, v) in dc.zip(xc) {
-        for i in 0..4 {
-            s[i] += d[i] as f64;
-            sx[i] += d[i] as f64 * (v[i] as f64 - mu);
+/// [`lane_sums`] over whole chunks of [`LANES`].
+fn lane_sums_portable(
+    a: &[f32],
+    b: &[f32],
+    sa: f64,
+    sb: f64,
+    s: &mut [f64; LANES],
+    p: &mut [f64; LANES],
+) {
+    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let d = ca[l] as f64 - sa;
+            s[l] += d;
+            p[l] += d * (cb[l] as f64 - sb);
         }
     }
-    (s.iter().sum::<f64>() + ts, sx.iter().sum::<f64>() + tsx)
+}
+
+/// [`lane_sums_portable`] with AVX2: lanes 0–3 and 4–7 in one register each, no FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lane_sums_avx2(
+    a: &[f32],
+    b: &[f32],
+    sa: f64,
+    sb: f64,
+    s: &mut [f64; LANES],
+    p: &mut [f64; LANES],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY (all loads and stores): each pointer is to 8 f32 of a whole chunk, or to 4 f64
+    // of an 8-element array.
+    unsafe {
+        let (va, vb) = (_mm256_set1_pd(sa), _mm256_set1_pd(sb));
+        let (mut s0, mut s1) = (
+            _mm256_loadu_pd(s.as_ptr()),
+            _mm256_loadu_pd(s.as_ptr().add(4)),
+        );
+        let (mut p0, mut p1) = (
+            _mm256_loadu_pd(p.as_ptr()),
+            _mm256_loadu_pd(p.as_ptr().add(4)),
+        );
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            let (xa, xb) = (_mm256_loadu_ps(ca.as_ptr()), _mm256_loadu_ps(cb.as_ptr()));
+            let lo = |v| _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+            let hi = |v| _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+            let (a0, a1) = (_mm256_sub_pd(lo(xa), va), _mm256_sub_pd(hi(xa), va));
+            let (b0, b1) = (_mm256_sub_pd(lo(xb), vb), _mm256_sub_pd(hi(xb), vb));
+            s0 = _mm256_add_pd(s0, a0);
+            s1 = _mm256_add_pd(s1, a1);
+            p0 = _mm256_add_pd(p0, _mm256_mul_pd(a0, b0));
+            p1 = _mm256_add_pd(p1, _mm256_mul_pd(a1, b1));
+        }
+        _mm256_storeu_pd(s.as_mut_ptr(), s0);
+        _mm256_storeu_pd(s.as_mut_ptr().add(4), s1);
+        _mm256_storeu_pd(p.as_mut_ptr(), p0);
+        _mm256_storeu_pd(p.as_mut_ptr().add(4), p1);
+    }
+}
+
+/// The mean and biased variance of channel `ch` in f64, in one pass: the sums of `d = x − K`
+/// and `d²`, where `K` (the channel's first element) is close enough to the mean that the
+/// variance `(Σd² − (Σd)²/m)/m` loses no more than a two-pass one would to cancellation.
+fn channel_stats(lay: &Layout, x: &[f32], ch: usize) -> (f64, f64) {
+    let m = lay.m() as f64;
+    let k = x[ch * lay.hw] as f64;
+    let (mut s, mut ss) = ([0.0; LANES], [0.0; LANES]);
+    for p in lay.channel(x, ch) {
+        lane_sums(p, p, (k, k), &mut s, &mut ss);
+    }
+    let (s, ss) = (s.iter().sum::<f64>(), ss.iter().sum::<f64>());
+    let mean = s / m;
+    (k + mean, ((ss - s * mean) / m).max(0.0))
+}
+
+/// `(Σ dy, Σ dy·(x − μ))` over channel `ch` in f64.
+fn channel_grad_sums(lay: &Layout, dy: &[f32], x: &[f32], ch: usize, mu: f64) -> (f64, f64) {
+    let (mut s, mut sx) = ([0.0; LANES], [0.0; LANES]);
+    for (d, v) in lay.channel(dy, ch).zip(lay.channel(x, ch)) {
+        lane_sums(d, v, (0.0, mu), &mut s, &mut sx);
+    }
+    (s.iter().sum(), sx.iter().sum())
+}
+
+simd_fn! {
+    /// `o = (x − μ)·a + b`.
+    fn normalize(o: &mut [f32], x: &[f32], mu: f32, a: f32, b: f32) {
+        o.iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = (v - mu) * a + b);
+    }
+}
+
+simd_fn! {
+    /// `o = a·(dy − s − (x − μ)·is·sx)` with `[μ, is, a, s, sx]` = `k`: dx of a training batch
+    /// norm, with `a = γ/σ`, `is = 1/σ`, `s = mean(dy)` and `sx = mean(dy·x̂)`.
+    fn training_dx(o: &mut [f32], dy: &[f32], x: &[f32], k: [f32; 5]) {
+        let [mu, is, a, s, sx] = k;
+        o.iter_mut()
+            .zip(dy.iter().zip(x))
+            .for_each(|(o, (&d, &v))| *o = a * (d - s - (v - mu) * is * sx));
+    }
 }
 
 fn check_vec(name: &str, t: &Tensor, c: usize, x: &Tensor) -> Result<()> {
@@ -194,12 +304,7 @@ pub fn batch_norm2d(
                 &[x.shape()],
             ));
         }
-        let stats = lay.per_channel(|ch| {
-            let planes = || lay.channel(x.data(), ch);
-            let mu = planes().map(|p| sum_f64(p, |v| v)).sum::<f64>() / m as f64;
-            let ss: f64 = planes().map(|p| sum_f64(p, |v| (v - mu).powi(2))).sum();
-            (mu, ss / m as f64)
-        });
+        let stats = lay.per_channel(|ch| channel_stats(&lay, x.data(), ch));
         let mom = cfg.momentum as f64;
         let unbias = m as f64 / (m - 1) as f64;
         let rm = running_mean.data_mut();
@@ -226,10 +331,7 @@ pub fn batch_norm2d(
     let b: Vec<f32> = beta.map_or_else(|| vec![0.0; c], |t| t.to_vec());
     let xd = x.data();
     let out = lay.map_planes(|ch, plane, o| {
-        let (mu, a) = (mean[ch], g[ch] * invstd[ch]);
-        o.iter_mut()
-            .zip(&xd[plane])
-            .for_each(|(o, &v)| *o = (v - mu) * a + b[ch]);
+        normalize(o, &xd[plane], mean[ch], g[ch] * invstd[ch], b[ch]);
     });
 
     // Inputs are x, then gamma and beta where given; remember where each landed.
@@ -250,12 +352,7 @@ pub fn batch_norm2d(
         // Per channel Σ dy and Σ dy·x̂ with x̂ = (x − μ)/σ: the gradients of β and γ, and the two
         // corrections the batch statistics add to the gradient of x.
         let sums = lay.per_channel(|ch| {
-            let mu = mean[ch] as f64;
-            let (s, sxm) = lay
-                .channel(gd, ch)
-                .zip(lay.channel(xd, ch))
-                .map(|(d, v)| grad_sums(d, v, mu))
-                .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
+            let (s, sxm) = channel_grad_sums(&lay, gd, xd, ch, mean[ch] as f64);
             (s, sxm * invstd[ch] as f64)
         });
         let mut grads: Vec<Option<Tensor>> = vec![None; needs.len()];
@@ -268,9 +365,7 @@ pub fn batch_norm2d(
                 if training {
                     // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy·x̂))
                     let (s, sx) = (sums[ch].0 as f32 / m, sums[ch].1 as f32 / m);
-                    o.iter_mut()
-                        .zip(dp.iter().zip(&xd[plane]))
-                        .for_each(|(o, (&d, &v))| *o = a * (d - s - (v - mu) * is * sx));
+                    training_dx(o, dp, &xd[plane], [mu, is, a, s, sx]);
                 } else {
                     o.iter_mut().zip(dp).for_each(|(o, &d)| *o = a * d);
                 }
@@ -340,6 +435,35 @@ mod tests {
             assert!(
                 ymu.abs() < 1e-4 && (yvar - 1.0).abs() < 1e-3,
                 "{ymu} {yvar}"
+            );
+        }
+    }
+
+    #[test]
+    fn accurate_statistics_when_the_shift_is_an_outlier() {
+        // The one-pass sums are taken around each channel's first element; make that element
+        // sit a thousand standard deviations away from a mean of 10⁴.
+        let mut rng = StdRng::seed_from_u64(2);
+        let noise = Tensor::randn(&[16, 3, 9, 7], 1.0, &mut rng);
+        let mut v: Vec<f32> = noise.data().iter().map(|v| 1e4 + v).collect();
+        for ch in 0..3 {
+            v[ch * 63] = 1e4 - 1e3;
+        }
+        let x = Tensor::from_vec(v, noise.shape()).unwrap();
+        let (mut rm, mut rv) = (Tensor::zeros(&[3]), Tensor::ones(&[3]));
+        let cfg = BatchNormCfg {
+            momentum: 1.0,
+            ..Default::default()
+        };
+        batch_norm2d(&x, None, None, &mut rm, &mut rv, cfg).unwrap();
+        let m = (16 * 9 * 7) as f64;
+        for ch in 0..3 {
+            let (mu, var) = stats_f64(&x, ch);
+            assert!((rm.data()[ch] as f64 - mu).abs() < 1e-3, "mean {ch}");
+            let unbiased = var * m / (m - 1.0);
+            assert!(
+                (rv.data()[ch] as f64 / unbiased - 1.0).abs() < 1e-6,
+                "var {ch}"
             );
         }
     }

@@ -3,6 +3,14 @@
 //!
 //! Every kernel works on one H×W plane at a time; the N·C planes are independent, so they run on
 //! rayon when the tensor is large enough to pay for the threads.
+//!
+//! Windows of up to [`FRAMED_MAX_KERNEL`] run separably on a copy of the plane framed by the
+//! padding ([`Framed`]): each cell first folds the `k` cells to its right, then each output folds
+//! `k` of those row results one pitch apart. Computed at the frame's pitch, a whole plane is one
+//! contiguous run per pass (the columns that mix two rows are never read by an output), so the
+//! loops vectorise; [`simd_fn`] adds AVX2 copies. Max pooling keeps no argmax: its backward finds
+//! each output's first window element equal to the output again. Larger kernels, whose frame
+//! would dwarf the plane, run on direct loops over the windows.
 
 use std::ops::Range;
 
@@ -10,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::device::pool;
 use crate::error::{Error, Result};
+use crate::ops::simd::simd_fn;
 use crate::tape;
 use crate::tensor::Tensor;
 
@@ -144,6 +153,349 @@ impl Window {
     }
 }
 
+/// Kernels up to this size run on framed planes; larger ones on the direct loops.
+const FRAMED_MAX_KERNEL: usize = 16;
+
+impl Window {
+    /// Whether the separable kernels on a framed plane apply.
+    fn framed(&self) -> bool {
+        self.kernel <= FRAMED_MAX_KERNEL
+    }
+
+    /// Row pitch of the framed plane.
+    fn pitch(&self) -> usize {
+        self.w + 2 * self.padding
+    }
+
+    /// Cells of the framed plane (without the tail that [`Framed`] adds).
+    fn frame_cells(&self) -> usize {
+        (self.h + 2 * self.padding) * self.pitch()
+    }
+}
+
+/// A plane inside a frame of `padding` cells of a fill value on every side, at row pitch
+/// `w + 2·padding`, followed by `tail` more fill cells (at least `kernel − 1`, so that a window
+/// starting on any cell of the frame stays inside the buffer). `load` rewrites only the plane's
+/// cells, so the frame keeps its fill from plane to plane.
+struct Framed {
+    buf: Vec<f32>,
+    w: usize,
+    pad: usize,
+    pitch: usize,
+}
+
+impl Framed {
+    fn new(win: &Window, fill: f32, tail: usize) -> Framed {
+        Framed {
+            buf: vec![fill; win.frame_cells() + tail],
+            w: win.w,
+            pad: win.padding,
+            pitch: win.pitch(),
+        }
+    }
+
+    #[inline(always)]
+    fn load(&mut self, plane: &[f32]) {
+        for (r, src) in plane.chunks_exact(self.w).enumerate() {
+            let at = (self.pad + r) * self.pitch + self.pad;
+            self.buf[at..at + self.w].copy_from_slice(src);
+        }
+    }
+}
+
+/// The max of two window elements, `b` before `v`: `v` wins if it is larger or NaN, as in
+/// PyTorch. A bit-mask blend rather than `if`, which LLVM may turn into a branch per lane.
+#[inline(always)]
+fn max_nan(b: f32, v: f32) -> f32 {
+    let m = (((v > b) | v.is_nan()) as u32).wrapping_neg();
+    f32::from_bits((v.to_bits() & m) | (b.to_bits() & !m))
+}
+
+#[inline(always)]
+fn add(a: f32, b: f32) -> f32 {
+    a + b
+}
+
+/// `dst[i] = f(…f(f(src[i], src[i + step]), src[i + 2·step])…, src[i + (k − 1)·step])`: each
+/// lane folds `k` cells `step` apart, in order. A 3-cell window is one pass over memory.
+#[inline(always)]
+fn window_fold(dst: &mut [f32], src: &[f32], k: usize, step: usize, f: impl Fn(f32, f32) -> f32) {
+    let n = dst.len();
+    if k == 3 {
+        let (a, b, c) = (&src[..n], &src[step..][..n], &src[2 * step..][..n]);
+        for (((d, &a), &b), &c) in dst.iter_mut().zip(a).zip(b).zip(c) {
+            *d = f(f(a, b), c);
+        }
+        return;
+    }
+    dst.copy_from_slice(&src[..n]);
+    for j in 1..k {
+        for (d, &v) in dst.iter_mut().zip(&src[j * step..][..n]) {
+            *d = f(*d, v);
+        }
+    }
+}
+
+/// Buffers of the framed forward kernels, built once per task and reused for every plane.
+struct PoolScratch {
+    src: Framed,
+    /// Row folds of every framed cell.
+    rows: Vec<f32>,
+    /// Column folds: the outputs at the frame's pitch (stride 1) or one row of them (strided).
+    run: Vec<f32>,
+}
+
+impl PoolScratch {
+    fn new(win: &Window, fill: f32) -> PoolScratch {
+        PoolScratch {
+            src: Framed::new(win, fill, win.kernel - 1),
+            rows: vec![0.0; win.frame_cells()],
+            run: vec![0.0; win.frame_cells()],
+        }
+    }
+}
+
+/// `out` = each `k`×`k` window of the framed plane folded by `f`: first along rows, then down
+/// columns. `f` must not care how the window is grouped (max, sum).
+#[inline(always)]
+fn fold_windows(
+    win: &Window,
+    sc: &mut PoolScratch,
+    x: &[f32],
+    out: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    sc.src.load(x);
+    let (k, s, pitch, ow) = (win.kernel, win.stride, win.pitch(), win.ow);
+    // Every framed cell folds the k cells from it rightwards; in the last k − 1 columns of a
+    // row that runs into the next row, but no output reads those columns.
+    window_fold(&mut sc.rows, &sc.src.buf, k, 1, f);
+    if s == 1 {
+        let run = &mut sc.run[..(win.oh - 1) * pitch + ow];
+        window_fold(run, &sc.rows, k, pitch, f);
+        for (o, r) in out.chunks_exact_mut(ow).zip(run.chunks(pitch)) {
+            o.copy_from_slice(&r[..ow]);
+        }
+    } else {
+        let run = &mut sc.run[..(ow - 1) * s + 1];
+        for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
+            window_fold(run, &sc.rows[oy * s * pitch..], k, pitch, f);
+            o.iter_mut()
+                .zip(run.iter().step_by(s))
+                .for_each(|(o, &v)| *o = v);
+        }
+    }
+}
+
+simd_fn! {
+    /// Max of each window of one plane, on a plane framed by −∞.
+    fn max_plane_framed(win: &Window, sc: &mut PoolScratch, x: &[f32], out: &mut [f32]) {
+        fold_windows(win, sc, x, out, max_nan);
+    }
+}
+
+simd_fn! {
+    /// Average of each window of one plane over its in-bounds elements, on a plane framed by 0.
+    fn avg_plane_framed(win: &Window, sc: &mut PoolScratch, x: &[f32], out: &mut [f32]) {
+        fold_windows(win, sc, x, out, add);
+        for (oy, row) in out.chunks_exact_mut(win.ow).enumerate() {
+            let rows = win.span(oy, win.h).len() as f32;
+            row.iter_mut()
+                .zip(&win.col_counts)
+                .for_each(|(o, &c)| *o /= rows * c);
+        }
+    }
+}
+
+/// The argmax of the window of output (`oy`, `ox`) by the forward's rule, element by element:
+/// the first max in row-major order, or the last NaN. For the outputs [`max_plane_backward`]
+/// cannot settle by equality.
+fn window_argmax(win: &Window, x: &[f32], oy: usize, ox: usize) -> usize {
+    let (rows, cols) = (win.span(oy, win.h), win.span(ox, win.w));
+    let mut at = rows.start * win.w + cols.start;
+    let mut best = x[at];
+    for y in rows {
+        for i in cols.clone().map(|c| y * win.w + c) {
+            if x[i] > best || x[i].is_nan() {
+                (best, at) = (x[i], i);
+            }
+        }
+    }
+    at
+}
+
+/// Lanes per register block of [`first_match`]. It runs in whole blocks, so the buffers it reads
+/// carry this many extra cells.
+const LANES: usize = 16;
+
+/// Buffers of the framed max-pool backward, built once per task and reused for every plane.
+struct MaxBackScratch {
+    /// The input plane framed by −∞.
+    src: Framed,
+    /// Offset of each window element from the window's first cell in the frame (row-major).
+    offs: Vec<usize>,
+    /// Outputs placed on the frame's cells where their windows start (stride 1: the whole plane
+    /// at the frame's pitch; strided: one row, at every stride-th column), NaN elsewhere, which
+    /// equals nothing.
+    grid: Vec<f32>,
+    /// The outputs' gradients, on the same cells as `grid`.
+    grads: Vec<f32>,
+    /// For each grid cell, the first window element equal to it (`kernel²` if none).
+    first: Vec<u32>,
+    /// The input gradient on the framed plane.
+    dx: Vec<f32>,
+}
+
+impl MaxBackScratch {
+    fn new(win: &Window) -> MaxBackScratch {
+        let (k, pitch, cells) = (win.kernel, win.pitch(), win.frame_cells());
+        let taps = (0..k).flat_map(|ky| (0..k).map(move |kx| ky * pitch + kx));
+        MaxBackScratch {
+            src: Framed::new(win, f32::NEG_INFINITY, k - 1 + LANES),
+            offs: taps.collect(),
+            grid: vec![f32::NAN; cells + LANES],
+            grads: vec![0.0; cells + LANES],
+            first: vec![0; cells + LANES],
+            dx: vec![0.0; cells],
+        }
+    }
+}
+
+/// `first[i]` = the first `t` with `src[i + offs[t]] == grid[i]`, `offs.len()` if none, for
+/// `i < n` rounded up to whole blocks of [`LANES`]. Each block keeps its lanes in registers
+/// while the taps are visited last to first, each overwriting the lanes it matches.
+#[inline(always)]
+fn first_match(first: &mut [u32], grid: &[f32], src: &[f32], offs: &[usize], n: usize) {
+    let none = offs.len() as u32;
+    let blocks = first[..n.next_multiple_of(LANES)].chunks_exact_mut(LANES);
+    for (b, out) in blocks.enumerate() {
+        let i = b * LANES;
+        let y = &grid[i..][..LANES];
+        let mut acc = [none; LANES];
+        for (t, &off) in offs.iter().enumerate().rev() {
+            let v = &src[i + off..][..LANES];
+            for l in 0..LANES {
+                acc[l] = if v[l] == y[l] { t as u32 } else { acc[l] };
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// `dx[i + offs[t]] += grads[i]` where `first[i] == t`, for `i < n`: one pass per tap.
+#[inline(always)]
+fn scatter_first(dx: &mut [f32], grads: &[f32], first: &[u32], offs: &[usize], n: usize) {
+    for (t, &off) in offs.iter().enumerate() {
+        let t = t as u32;
+        let lanes = dx[off..][..n].iter_mut().zip(&first[..n]).zip(&grads[..n]);
+        for ((d, &f), &g) in lanes {
+            *d += if f == t { g } else { 0.0 };
+        }
+    }
+}
+
+simd_fn! {
+    /// The input gradient of one plane: each output's gradient `g` goes to its window's argmax,
+    /// found again from the input `x` and the output `y`. A window's first element equal to its
+    /// max is its argmax unless the max is NaN (the argmax is the last NaN) or −∞ (the −∞ frame
+    /// matches too); those rare outputs go through [`window_argmax`]. Every element of `dx` is
+    /// written.
+    fn max_plane_backward(
+        win: &Window,
+        sc: &mut MaxBackScratch,
+        x: &[f32],
+        y: &[f32],
+        g: &[f32],
+        dx: &mut [f32],
+    ) {
+        sc.src.load(x);
+        sc.dx.fill(0.0);
+        let (s, pitch, ow, p) = (win.stride, win.pitch(), win.ow, win.padding);
+        // Outputs that only `window_argmax` settles are left out of the grid.
+        let unsettled = |v: f32| v.is_nan() || v == f32::NEG_INFINITY;
+        let settled = |v: f32| if unsettled(v) { f32::NAN } else { v };
+        if s == 1 {
+            for (oy, (yr, gr)) in y.chunks_exact(ow).zip(g.chunks_exact(ow)).enumerate() {
+                let cells = sc.grid[oy * pitch..][..ow].iter_mut();
+                cells.zip(yr).for_each(|(d, &v)| *d = settled(v));
+                sc.grads[oy * pitch..][..ow].copy_from_slice(gr);
+            }
+            let n = (win.oh - 1) * pitch + ow;
+            first_match(&mut sc.first, &sc.grid, &sc.src.buf, &sc.offs, n);
+            scatter_first(&mut sc.dx, &sc.grads, &sc.first, &sc.offs, n);
+        } else {
+            let n = (ow - 1) * s + 1;
+            for (oy, (yr, gr)) in y.chunks_exact(ow).zip(g.chunks_exact(ow)).enumerate() {
+                let cells = sc.grid.iter_mut().step_by(s).zip(sc.grads.iter_mut().step_by(s));
+                for ((d, dg), (&v, &gv)) in cells.zip(yr.iter().zip(gr)) {
+                    (*d, *dg) = (settled(v), gv);
+                }
+                let at = oy * s * pitch;
+                first_match(&mut sc.first, &sc.grid, &sc.src.buf[at..], &sc.offs, n);
+                scatter_first(&mut sc.dx[at..], &sc.grads, &sc.first, &sc.offs, n);
+            }
+        }
+        for (d, r) in dx.chunks_exact_mut(win.w).zip(sc.dx[p * pitch + p..].chunks(pitch)) {
+            d.copy_from_slice(&r[..win.w]);
+        }
+        if y.iter().any(|&v| unsettled(v)) {
+            for (o, (&v, &gv)) in y.iter().zip(g).enumerate() {
+                if unsettled(v) {
+                    dx[window_argmax(win, x, o / ow, o % ow)] += gv;
+                }
+            }
+        }
+    }
+}
+
+/// Buffers of the framed avg-pool backward, built once per task and reused for every plane.
+struct AvgBackScratch {
+    /// Each output's share of its gradient, placed where its window starts on the stride-1
+    /// grid, framed by `kernel − 1` zeros on every side (pitch `w + 2p + k − 1`) and followed by
+    /// `kernel − 1` more; zero at the cells no output lands on.
+    shares: Vec<f32>,
+    pitch: usize,
+    rows: Vec<f32>,
+    run: Vec<f32>,
+}
+
+impl AvgBackScratch {
+    fn new(win: &Window) -> AvgBackScratch {
+        let k = win.kernel;
+        let pitch = win.pitch() + k - 1;
+        let cells = (win.h + 2 * win.padding + k - 1) * pitch;
+        AvgBackScratch {
+            shares: vec![0.0; cells + k - 1],
+            pitch,
+            rows: vec![0.0; cells],
+            run: vec![0.0; (win.h - 1) * pitch + win.w],
+        }
+    }
+}
+
+simd_fn! {
+    /// Spreads each output gradient evenly over the in-bounds elements of its window: input cell
+    /// (y, x) sums the shares of the outputs whose windows cover it, a k×k box over the shares
+    /// (rows, then columns). Every element of `dx` is written.
+    fn avg_plane_backward_framed(win: &Window, sc: &mut AvgBackScratch, g: &[f32], dx: &mut [f32]) {
+        let (k, s, p, q) = (win.kernel, win.stride, win.padding, sc.pitch);
+        for (oy, gr) in g.chunks_exact(win.ow).enumerate() {
+            let rows = win.span(oy, win.h).len() as f32;
+            let dst = &mut sc.shares[(oy * s + k - 1) * q + k - 1..];
+            dst.iter_mut()
+                .step_by(s)
+                .zip(gr.iter().zip(&win.col_counts))
+                .for_each(|(d, (&gv, &c))| *d = gv / (rows * c));
+        }
+        window_fold(&mut sc.rows, &sc.shares, k, 1, add);
+        // Input (y, x) is frame cell (y + p, x + p); the boxes over it start there.
+        window_fold(&mut sc.run, &sc.rows[p * q + p..], k, q, add);
+        for (d, r) in dx.chunks_exact_mut(win.w).zip(sc.run.chunks(q)) {
+            d.copy_from_slice(&r[..win.w]);
+        }
+    }
+}
+
 /// Max of each window of one plane and the position of that max within the plane (the first one
 /// in row-major order on ties; a NaN wins, as in PyTorch). `scratch` holds one row of outputs.
 fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch: &mut [f32]) {
@@ -204,28 +556,52 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     }
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = pool::take(planes * ol);
-    let mut arg = vec![0u32; planes * ol];
-    out.par_chunks_mut(ol)
-        .zip(arg.par_chunks_mut(ol))
+    let tasks = out
+        .par_chunks_mut(ol)
         .zip(x.data().par_chunks(il))
-        .with_min_len(planes_per_task(il))
-        .for_each_init(
-            || vec![0.0f32; win.ow],
-            |scratch, ((o, a), xp)| max_plane(&win, xp, o, a, scratch),
+        .with_min_len(planes_per_task(il));
+    if win.framed() {
+        tasks.for_each_init(
+            || PoolScratch::new(&win, f32::NEG_INFINITY),
+            |sc, (o, xp)| max_plane_framed(&win, sc, xp, o),
         );
+    } else {
+        tasks.for_each_init(
+            || (vec![0u32; ol], vec![0.0f32; win.ow]),
+            |(arg, scratch), (o, xp)| max_plane(&win, xp, o, arg, scratch),
+        );
+    }
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
+    let (xs, ys) = (x.detach(), out.detach());
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
-        let mut dx = pool::take_zeroed(planes * il);
-        dx.par_chunks_mut(il)
+        let mut dx = if win.framed() {
+            pool::take(planes * il)
+        } else {
+            pool::take_zeroed(planes * il)
+        };
+        let tasks = dx
+            .par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
-            .zip(arg.par_chunks(ol))
-            .with_min_len(planes_per_task(il))
-            .for_each(|((d, gp), ap)| {
-                for (&gv, &at) in gp.iter().zip(ap) {
-                    d[at as usize] += gv;
-                }
-            });
+            .zip(xs.data().par_chunks(il).zip(ys.data().par_chunks(ol)))
+            .with_min_len(planes_per_task(il));
+        if win.framed() {
+            tasks.for_each_init(
+                || MaxBackScratch::new(&win),
+                |sc, ((d, gp), (xp, yp))| max_plane_backward(&win, sc, xp, yp, gp, d),
+            );
+        } else {
+            // Without a stored argmax, the direct kernel finds it again.
+            tasks.for_each_init(
+                || (vec![0.0f32; ol], vec![0u32; ol], vec![0.0f32; win.ow]),
+                |(best, arg, scratch), ((d, gp), (xp, _))| {
+                    max_plane(&win, xp, best, arg, scratch);
+                    for (&gv, &at) in gp.iter().zip(arg.iter()) {
+                        d[at as usize] += gv;
+                    }
+                },
+            );
+        }
         Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])
     }))
 }
@@ -308,22 +684,46 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         return cuda::avg_pool2d(x, xb, planes, win);
     }
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = pool::take_zeroed(planes * ol);
-    out.par_chunks_mut(ol)
+    let mut out = if win.framed() {
+        pool::take(planes * ol)
+    } else {
+        pool::take_zeroed(planes * ol)
+    };
+    let tasks = out
+        .par_chunks_mut(ol)
         .zip(x.data().par_chunks(il))
-        .with_min_len(planes_per_task(il))
-        .for_each(|(o, xp)| avg_plane(&win, xp, o));
+        .with_min_len(planes_per_task(il));
+    if win.framed() {
+        tasks.for_each_init(
+            || PoolScratch::new(&win, 0.0),
+            |sc, (o, xp)| avg_plane_framed(&win, sc, xp, o),
+        );
+    } else {
+        tasks.for_each(|(o, xp)| avg_plane(&win, xp, o));
+    }
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
-        let mut dx = pool::take_zeroed(planes * il);
-        dx.par_chunks_mut(il)
+        let mut dx = if win.framed() {
+            pool::take(planes * il)
+        } else {
+            pool::take_zeroed(planes * il)
+        };
+        let tasks = dx
+            .par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
-            .with_min_len(planes_per_task(il))
-            .for_each_init(
+            .with_min_len(planes_per_task(il));
+        if win.framed() {
+            tasks.for_each_init(
+                || AvgBackScratch::new(&win),
+                |sc, (d, gp)| avg_plane_backward_framed(&win, sc, gp, d),
+            );
+        } else {
+            tasks.for_each_init(
                 || vec![0.0f32; win.ow],
                 |share, (d, gp)| avg_plane_backward(&win, gp, d, share),
             );
+        }
         Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])
     }))
 }
@@ -481,6 +881,127 @@ mod tests {
         let y = crate::ops::sum(&max_pool2d(&x, 2, 1, 0).unwrap()).unwrap();
         let g = y.backward().unwrap();
         assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// Random planes with many ties, −∞ runs and a few NaNs: the cases where an argmax found
+    /// again by equality could differ from the forward's rule.
+    fn awkward(shape: &[usize], seed: u64) -> Tensor {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let mut v: Vec<f32> = (0..n)
+            .map(|_| match rng.random_range(0..20) {
+                0..=3 => f32::NEG_INFINITY,
+                4 => f32::NAN,
+                5 => -0.0,
+                r => (r % 4) as f32,
+            })
+            .collect();
+        // One plane entirely −∞, and one entirely −∞ but for a NaN in its middle.
+        let hw = shape[2] * shape[3];
+        v[..hw].fill(f32::NEG_INFINITY);
+        v[hw..2 * hw].fill(f32::NEG_INFINITY);
+        v[hw + hw / 2] = f32::NAN;
+        Tensor::from_vec(v, shape).unwrap()
+    }
+
+    /// Integer gradients, so that every sum of them is exact whatever its order.
+    fn int_grads(shape: &[usize], seed: u64) -> Tensor {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        Tensor::from_vec(
+            (0..n).map(|_| rng.random_range(-4..=4) as f32).collect(),
+            shape,
+        )
+        .unwrap()
+    }
+
+    /// The gradient of `Σ g ⊙ max_pool2d(x)` through the tape.
+    fn max_grad(x: &Tensor, g: &Tensor, k: usize, s: usize, p: usize) -> Vec<f32> {
+        let x = x.detach().requires_grad();
+        let y = max_pool2d(&x, k, s, p).unwrap();
+        let loss = crate::ops::sum(&crate::ops::mul(&y, g).unwrap()).unwrap();
+        loss.backward().unwrap().get(&x).unwrap().to_vec()
+    }
+
+    #[test]
+    fn max_backward_finds_the_forward_argmax_again() {
+        let cases = [
+            ([2, 3, 7, 9], 3, 1, 1),
+            ([2, 3, 7, 9], 3, 2, 1),
+            ([2, 3, 8, 6], 2, 2, 0),
+            ([1, 4, 9, 11], 5, 3, 2),
+            ([2, 2, 5, 6], 2, 1, 1),
+            ([1, 3, 20, 19], 17, 1, 8), // past FRAMED_MAX_KERNEL: the direct kernels
+            ([8, 8, 28, 28], 3, 1, 1),  // several tasks
+            ([8, 8, 28, 28], 3, 2, 1),
+        ];
+        for (i, (shape, k, s, p)) in cases.into_iter().enumerate() {
+            let x = awkward(&shape, i as u64);
+            let (planes, win) = Window::new("test", &x, k, s, p).unwrap();
+            let (il, ol) = (win.in_len(), win.out_len());
+            let y = max_pool2d(&x, k, s, p).unwrap();
+            let g = int_grads(y.shape(), 100 + i as u64);
+            // The oracle: the direct kernel's values, and its argmaxes for the gradient.
+            let mut want_dx = vec![0.0f32; planes * il];
+            let (mut best, mut arg, mut scratch) = (vec![0.0; ol], vec![0u32; ol], vec![0.0; ol]);
+            for pl in 0..planes {
+                max_plane(
+                    &win,
+                    &x.data()[pl * il..][..il],
+                    &mut best,
+                    &mut arg,
+                    &mut scratch,
+                );
+                let got = &y.data()[pl * ol..][..ol];
+                for (o, (&a, &b)) in got.iter().zip(&best).enumerate() {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{i} {o}"
+                    );
+                    let at = arg[o] as usize;
+                    assert_eq!(
+                        at,
+                        window_argmax(&win, &x.data()[pl * il..], o / win.ow, o % win.ow)
+                    );
+                    want_dx[pl * il + at] += g.data()[pl * ol + o];
+                }
+            }
+            assert_eq!(
+                max_grad(&x, &g, k, s, p),
+                want_dx,
+                "case {i}: {shape:?} k{k} s{s} p{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn avg_backward_matches_a_direct_scatter() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for (shape, k, s, p) in [
+            ([2, 3, 7, 9], 3, 1, 1),
+            ([2, 3, 7, 9], 3, 2, 1),
+            ([1, 4, 9, 11], 5, 3, 2),
+            ([2, 2, 5, 6], 2, 1, 1),
+            ([1, 3, 20, 19], 17, 1, 8),
+            ([8, 8, 28, 28], 3, 2, 1),
+        ] {
+            let x = Tensor::uniform(&shape, -1.0, 1.0, &mut rng).requires_grad();
+            let y = avg_pool2d(&x, k, s, p).unwrap();
+            let g = Tensor::uniform(y.shape(), -1.0, 1.0, &mut rng);
+            let loss = crate::ops::sum(&crate::ops::mul(&y, &g).unwrap()).unwrap();
+            let got = loss.backward().unwrap().get(&x).unwrap().to_vec();
+            let (planes, win) = Window::new("test", &x, k, s, p).unwrap();
+            let (il, ol) = (win.in_len(), win.out_len());
+            let mut want = vec![0.0f32; planes * il];
+            for pl in 0..planes {
+                let mut share = vec![0.0; win.ow];
+                let (gp, d) = (&g.data()[pl * ol..][..ol], &mut want[pl * il..][..il]);
+                avg_plane_backward(&win, gp, d, &mut share);
+            }
+            assert!(close(&got, &want), "{shape:?} k{k} s{s} p{p}");
+        }
     }
 
     #[test]

@@ -24,31 +24,7 @@ use rayon::prelude::*;
 
 use super::{chunks_or_none, copy_row, Geom};
 use crate::device::pool;
-
-/// Defines `fn $name` from one body compiled twice: for AVX2, chosen at run time when the CPU has
-/// it, and for the baseline target. The body and the `#[inline(always)]` helpers it calls are
-/// inlined into each copy, so the loops are vectorised for each instruction set.
-macro_rules! simd_fn {
-    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$attr])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has the one feature `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
+use crate::ops::simd::simd_fn;
 
 /// Outputs per register block on a stride-1 run (8 AVX2 registers of sums: enough independent
 /// additions to hide their latency), and on a row of a strided conv.
