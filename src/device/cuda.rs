@@ -224,7 +224,14 @@ impl Gpu {
     pub fn download(&self, b: &GpuBuf) -> Result<Vec<f32>> {
         match &b.mem {
             Mem::Driver(s) => match &self.backend {
-                Backend::Driver(d) => d.download(s).map_err(|e| dev_err("download", e)),
+                // The driver buffer may be padded (never empty): keep the tensor's own length.
+                Backend::Driver(d) => d
+                    .download(s)
+                    .map(|mut v| {
+                        v.truncate(b.len);
+                        v
+                    })
+                    .map_err(|e| dev_err("download", e)),
                 Backend::Emulator(_) => unreachable!("driver memory under the emulator"),
             },
             Mem::Host(h) => Ok(h.to_vec()),

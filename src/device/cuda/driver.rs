@@ -116,10 +116,9 @@ impl Driver {
     }
 
     pub fn download(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>, cudarc::driver::DriverError> {
-        let mut v = self.stream.clone_dtoh(s)?;
+        let v = self.stream.clone_dtoh(s)?;
         self.stream.synchronize()?;
         self.ctx.check_err()?;
-        v.truncate(s.len());
         Ok(v)
     }
 
