@@ -12,8 +12,9 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda_parity" and m.get("executable"):
         print(m["executable"])')
 rm -rf gpu-kit && mkdir -p gpu-kit/data/mnist
-cp target/release/darts gpu-kit/
-cp "$test_bin" gpu-kit/cuda_parity
+# Stripped: the device tool carries at most 64 MiB.
+strip -o gpu-kit/darts target/release/darts
+strip -o gpu-kit/cuda_parity "$test_bin"
 data=${DARTS_DATA_DIR:-../shared/datasets}
 cp "$data"/mnist/* gpu-kit/data/mnist/
 du -sh gpu-kit

@@ -17,6 +17,7 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 export DARTS_DATA_DIR=$PWD/$kit/data
+export DARTS_BIN=$PWD/$kit/darts
 step() { echo "== $1 ($(date +%T))" | tee -a "$OUT/log.txt"; }
 
 step "1. environment"

@@ -7,7 +7,9 @@ use std::process::Command;
 use crate::common::ready;
 
 fn darts(args: &[&str]) -> serde_json::Value {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_darts"));
+    // DARTS_BIN: the binary beside a test executable that was built elsewhere (the GPU kit).
+    let bin = std::env::var("DARTS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_darts").into());
+    let mut cmd = Command::new(bin);
     cmd.args(args).arg("--json");
     if darts::device::cuda::emulator_requested() {
         cmd.env("DARTS_CUDA_EMULATOR", "1");
