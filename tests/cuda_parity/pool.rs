@@ -51,7 +51,9 @@ fn max_pool_ties_and_nan_follow_the_cpu() {
         parity(
             &format!("max_pool2d ties k{k} s{s} p{p}"),
             &x,
-            0.0,
+            // A gradient routed to the wrong tie is off by O(1); what remains is the order in
+            // which the CPU and the GPU add the gradients that meet at one input (≤ 1 ulp).
+            1e-6,
             25,
             |t| ops::max_pool2d(&t[0], k, s, p),
         );
