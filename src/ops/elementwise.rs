@@ -204,15 +204,16 @@ fn keep_mask(like: &Tensor, seed: u64, keep: f32, per: usize) -> Result<Tensor> 
     let n = like.numel();
     match like.device() {
         Device::Cpu => {
-            let m = (0..n)
-                .map(|i| {
-                    if uniform_at(seed, (i / per) as u64) < keep {
-                        1.0 / keep
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            // One draw per group of `per`, written `per` times (drop-path masks whole samples).
+            let mut m = Vec::with_capacity(n);
+            for (g, start) in (0..n).step_by(per).enumerate() {
+                let v = if uniform_at(seed, g as u64) < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                };
+                m.extend(std::iter::repeat_n(v, per.min(n - start)));
+            }
             Ok(Tensor::from_parts(m, like.shape()))
         }
         Device::Cuda => {
