@@ -345,27 +345,21 @@ impl Tensor {
             ));
         }
         if self.device() != other.device() {
-            return Err(Error::Device {
-                op: "add_assign",
-                msg: format!("operands on {} and {}", self.device(), other.device()),
-            });
+            return Err(Error::devices("add_assign", self, other));
+        }
+        if let Some(o) = other.gpu_buf() {
+            let n = o.len();
+            let a = self.gpu_buf_mut()?.expect("same device");
+            let args = [
+                cuda::Arg::F32(1.0),
+                o.arg(),
+                a.arg(),
+                cuda::Arg::I32(n as i32),
+            ];
+            return cuda::gpu()?.launch("elementwise", "axpy_f32", cuda::Launch::elems(n), &args);
         }
         match &mut self.storage {
-            Storage::Cuda(a) => {
-                let gpu = cuda::gpu()?;
-                let o = other.gpu_buf().expect("same device");
-                if Arc::get_mut(a).is_none() {
-                    *a = Arc::new(gpu.copy(a)?);
-                }
-                let n = o.len();
-                let args = [
-                    cuda::Arg::F32(1.0),
-                    o.arg(),
-                    a.arg(),
-                    cuda::Arg::I32(n as i32),
-                ];
-                gpu.launch("elementwise", "axpy_f32", cuda::Launch::elems(n), &args)?;
-            }
+            Storage::Cuda(_) => unreachable!("handled above"),
             Storage::Cpu(a) => match Arc::get_mut(a) {
                 Some(buf) => buf
                     .as_mut_slice()

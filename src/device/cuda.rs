@@ -36,6 +36,17 @@ pub enum Arg {
 }
 
 impl Arg {
+    /// The value's bytes in a u64, low bytes first: CUDA copies each parameter's own size from
+    /// the address it is given, so a pointer to these bits serves 4- and 8-byte parameters
+    /// alike (x86-64 is little-endian). Both backends pass arguments this way.
+    fn bits(&self) -> u64 {
+        match *self {
+            Arg::Ptr(p) | Arg::U64(p) => p,
+            Arg::I32(i) => i as u32 as u64,
+            Arg::F32(x) => x.to_bits() as u64,
+        }
+    }
+
     fn size(&self) -> u32 {
         match self {
             Arg::Ptr(_) | Arg::U64(_) => 8,
@@ -120,12 +131,6 @@ impl GpuBuf {
     pub fn arg(&self) -> Arg {
         Arg::Ptr(self.ptr())
     }
-}
-
-/// Memory-pool statistics.
-#[derive(Clone, Copy, Debug)]
-pub enum PoolStat {
-    UsedHigh,
 }
 
 enum Backend {
@@ -297,7 +302,7 @@ impl Gpu {
     /// Peak bytes allocated from the device's memory pool since the last reset.
     pub fn peak_memory(&self) -> Option<usize> {
         match &self.backend {
-            Backend::Driver(d) => d.pool_attribute(PoolStat::UsedHigh),
+            Backend::Driver(d) => d.peak_pool_bytes(),
             Backend::Emulator(_) => None,
         }
     }

@@ -407,6 +407,30 @@ mod tests {
         )
     }
 
+    /// Runs one training-mode batch norm with momentum 1 (so the running statistics become the
+    /// batch's) and checks them against f64 statistics: the mean within `mean_tol`, the
+    /// unbiased variance within a relative `var_tol`. Returns the output.
+    fn check_running_statistics(x: &Tensor, mean_tol: f64, var_tol: f64) -> Tensor {
+        let c = x.shape()[1];
+        let (mut rm, mut rv) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
+        let cfg = BatchNormCfg {
+            momentum: 1.0,
+            ..Default::default()
+        };
+        let y = batch_norm2d(x, None, None, &mut rm, &mut rv, cfg).unwrap();
+        let m = (x.numel() / c) as f64;
+        for ch in 0..c {
+            let (mu, var) = stats_f64(x, ch);
+            assert!((rm.data()[ch] as f64 - mu).abs() < mean_tol, "mean {ch}");
+            let unbiased = var * m / (m - 1.0);
+            assert!(
+                (rv.data()[ch] as f64 / unbiased - 1.0).abs() < var_tol,
+                "var {ch}"
+            );
+        }
+        y
+    }
+
     #[test]
     fn accurate_statistics_on_a_large_offset_batch() {
         // A mean 1000 times the spread: one-pass f32 E[x²] − E[x]² would lose every digit.
@@ -416,21 +440,8 @@ mod tests {
             noise.data().iter().map(|v| 1000.0 + v).collect(),
             noise.shape(),
         );
-        let (mut rm, mut rv) = (Tensor::zeros(&[2]), Tensor::ones(&[2]));
-        let cfg = BatchNormCfg {
-            momentum: 1.0,
-            ..Default::default()
-        };
-        let y = batch_norm2d(&x, None, None, &mut rm, &mut rv, cfg).unwrap();
-        let m = (64 * 32 * 32) as f64;
+        let y = check_running_statistics(&x, 1e-4, 1e-5);
         for ch in 0..2 {
-            let (mu, var) = stats_f64(&x, ch);
-            assert!((rm.data()[ch] as f64 - mu).abs() < 1e-4, "mean {ch}");
-            let unbiased = var * m / (m - 1.0);
-            assert!(
-                (rv.data()[ch] as f64 / unbiased - 1.0).abs() < 1e-5,
-                "var {ch}"
-            );
             let (ymu, yvar) = stats_f64(&y, ch);
             assert!(
                 ymu.abs() < 1e-4 && (yvar - 1.0).abs() < 1e-3,
@@ -450,22 +461,7 @@ mod tests {
             v[ch * 63] = 1e4 - 1e3;
         }
         let x = Tensor::from_vec(v, noise.shape()).unwrap();
-        let (mut rm, mut rv) = (Tensor::zeros(&[3]), Tensor::ones(&[3]));
-        let cfg = BatchNormCfg {
-            momentum: 1.0,
-            ..Default::default()
-        };
-        batch_norm2d(&x, None, None, &mut rm, &mut rv, cfg).unwrap();
-        let m = (16 * 9 * 7) as f64;
-        for ch in 0..3 {
-            let (mu, var) = stats_f64(&x, ch);
-            assert!((rm.data()[ch] as f64 - mu).abs() < 1e-3, "mean {ch}");
-            let unbiased = var * m / (m - 1.0);
-            assert!(
-                (rv.data()[ch] as f64 / unbiased - 1.0).abs() < 1e-6,
-                "var {ch}"
-            );
-        }
+        check_running_statistics(&x, 1e-3, 1e-6);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, PushKernelArg,
 };
 
-use super::{Arg, Gemm, Launch, PoolStat};
+use super::{Arg, Gemm, Launch};
 
 pub struct Driver {
     ctx: Arc<CudaContext>,
@@ -28,8 +28,7 @@ unsafe impl Send for Driver {}
 unsafe impl Sync for Driver {}
 
 pub fn ptr(s: &CudaSlice<f32>) -> u64 {
-    let stream = s.stream().clone();
-    let (p, _guard) = s.device_ptr(&stream);
+    let (p, _guard) = s.device_ptr(s.stream());
     p
 }
 
@@ -170,33 +169,10 @@ impl Driver {
     ) -> Result<(), String> {
         let f = self.function(family, kernel)?;
         // Kernel parameters are read at launch: the values only have to outlive `launch`.
-        let mut ptrs = Vec::new();
-        let mut ints = Vec::new();
-        let mut floats = Vec::new();
-        for a in args {
-            match *a {
-                Arg::Ptr(p) | Arg::U64(p) => ptrs.push(p),
-                Arg::I32(i) => ints.push(i),
-                Arg::F32(x) => floats.push(x),
-            }
-        }
+        let vals: Vec<u64> = args.iter().map(Arg::bits).collect();
         let mut b = self.stream.launch_builder(&f);
-        let (mut pi, mut ii, mut fi) = (0, 0, 0);
-        for a in args {
-            match a {
-                Arg::Ptr(_) | Arg::U64(_) => {
-                    b.arg(&ptrs[pi]);
-                    pi += 1;
-                }
-                Arg::I32(_) => {
-                    b.arg(&ints[ii]);
-                    ii += 1;
-                }
-                Arg::F32(_) => {
-                    b.arg(&floats[fi]);
-                    fi += 1;
-                }
-            }
+        for v in &vals {
+            b.arg(v);
         }
         let lc = cudarc::driver::LaunchConfig {
             grid_dim: cfg.grid,
@@ -262,41 +238,33 @@ impl Driver {
         Some(pool)
     }
 
-    pub fn pool_attribute(&self, stat: PoolStat) -> Option<usize> {
-        let attr = match stat {
-            PoolStat::UsedHigh => sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-        };
+    /// Peak bytes allocated from the default memory pool since the last [`Driver::reset_peak`].
+    pub fn peak_pool_bytes(&self) -> Option<usize> {
         let mut v = 0u64;
-        unsafe {
-            sys::cuMemPoolGetAttribute(
-                self.pool()?,
-                attr,
-                &mut v as *mut u64 as *mut std::ffi::c_void,
-            )
-        }
-        .result()
-        .ok()?;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let ptr = &mut v as *mut u64 as *mut std::ffi::c_void;
+        unsafe { sys::cuMemPoolGetAttribute(self.pool()?, attr, ptr) }
+            .result()
+            .ok()?;
         Some(v as usize)
     }
 
-    pub fn reset_peak(&self) {
+    /// Sets a 64-bit attribute of the default memory pool; best effort (statistics, caching).
+    fn set_pool_attribute(&self, attr: sys::CUmemPool_attribute, mut value: u64) {
         let Some(pool) = self.pool() else { return };
-        let mut zero = 0u64;
-        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
-        let _ = unsafe {
-            sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut std::ffi::c_void)
-        };
+        let ptr = &mut value as *mut u64 as *mut std::ffi::c_void;
+        let _ = unsafe { sys::cuMemPoolSetAttribute(pool, attr, ptr) };
+    }
+
+    pub fn reset_peak(&self) {
+        self.set_pool_attribute(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0);
     }
 
     /// Keeps freed memory in the stream-ordered pool instead of returning it to the driver at
     /// each synchronisation: the pool then works as a caching allocator, and a step allocates
     /// nothing from the driver once warm.
     fn keep_pool_memory(&self) {
-        let Some(pool) = self.pool() else { return };
-        let mut max = u64::MAX;
         let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
-        let _ = unsafe {
-            sys::cuMemPoolSetAttribute(pool, attr, &mut max as *mut u64 as *mut std::ffi::c_void)
-        };
+        self.set_pool_attribute(attr, u64::MAX);
     }
 }

@@ -102,14 +102,7 @@ impl Emulator {
 
     pub fn launch(&self, kernel: &str, cfg: Launch, args: &[Arg]) -> Result<(), String> {
         // CUDA's convention: an array of pointers to each argument's value.
-        let mut vals: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) | Arg::U64(p) => p,
-                Arg::I32(i) => i as u32 as u64,
-                Arg::F32(x) => x.to_bits() as u64,
-            })
-            .collect();
+        let mut vals: Vec<u64> = args.iter().map(Arg::bits).collect();
         let ptrs: Vec<*mut c_void> = vals
             .iter_mut()
             .map(|v| v as *mut u64 as *mut c_void)
