@@ -15,6 +15,7 @@
 mod cuda;
 mod dense;
 mod depthwise;
+mod pointwise;
 #[cfg(test)]
 mod tests;
 

@@ -11,9 +11,14 @@
 //! channel planes as they are. Samples run in parallel, each with its own `col` scratch; with
 //! fewer samples than threads they run in turn and each GEMM is split across the threads
 //! instead. dW is summed per fixed block of samples and the partials added in order.
+//!
+//! Small output maps take the batched path instead: every sample's `col_g` side by side in one
+//! [K × N·P] matrix and one GEMM for the whole batch, since with P of a few positions the
+//! per-sample products are matrix-vector ones that re-pack all of W for every sample.
 
 use rayon::prelude::*;
 
+use super::pointwise::{self, Small};
 use super::{chunks_or_none, copy_row, zero_row, Geom};
 use crate::device::cpu::{sgemm, sgemm_par, sum_partials, Mat};
 use crate::device::pool;
@@ -30,6 +35,21 @@ fn pointwise(g: &Geom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0
 }
 
+/// Output positions per sample up to which the batched path is faster.
+const BATCHED_MAX_POSITIONS: usize = 16;
+
+fn batched(g: &Geom) -> bool {
+    g.ohw() <= BATCHED_MAX_POSITIONS
+}
+
+/// A pointwise conv narrow enough for [`pointwise`]'s loops.
+fn narrow(g: &Geom) -> bool {
+    pointwise(g)
+        && g.groups == 1
+        && g.cin.min(g.cout) <= pointwise::MAX_NARROW_SIDE
+        && g.cin.max(g.cout) <= pointwise::MAX_WIDE_SIDE
+}
+
 fn col_len(g: &Geom) -> usize {
     if pointwise(g) {
         0
@@ -38,12 +58,13 @@ fn col_len(g: &Geom) -> usize {
     }
 }
 
-/// Unfolds the planes `x` [Cin/groups, H, W] of one group into `col` [K, OH·OW]; taps that fall
-/// in the padding read zero.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+/// Unfolds the planes `x` [Cin/groups, H, W] of one group into `col` [K, OH·OW], whose rows
+/// start `ld` apart; taps that fall in the padding read zero.
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
     let (ohw, ow, s) = (g.ohw(), g.ow, g.stride);
     let taps = g.kh * g.kw;
-    for (r, row) in col.chunks_exact_mut(ohw).enumerate() {
+    for r in 0..g.cin / g.groups * taps {
+        let row = &mut col[r * ld..][..ohw];
         let (c, ky, kx) = (r / taps, r / g.kw % g.kh, r % g.kw);
         let plane = &x[c * g.hw()..][..g.hw()];
         let ((y0, y1), (x0, x1)) = (g.rows(ky), g.cols(kx));
@@ -67,10 +88,11 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: adds every entry of `col` onto the input cell it was read from.
-fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+fn col2im(g: &Geom, col: &[f32], ld: usize, dx: &mut [f32]) {
     let (ohw, ow, s) = (g.ohw(), g.ow, g.stride);
     let taps = g.kh * g.kw;
-    for (r, row) in col.chunks_exact(ohw).enumerate() {
+    for r in 0..g.cin / g.groups * taps {
+        let row = &col[r * ld..][..ohw];
         let (c, ky, kx) = (r / taps, r / g.kw % g.kh, r % g.kw);
         let plane = &mut dx[c * g.hw()..][..g.hw()];
         let ((y0, y1), (x0, x1)) = (g.rows(ky), g.cols(kx));
@@ -102,6 +124,10 @@ fn forward_sample(
 ) {
     let (cig, cog, p) = (g.cin / g.groups, g.cout / g.groups, g.ohw());
     let k = cig * g.kh * g.kw;
+    if narrow(g) {
+        let a = Small { a: w, rs: k, cs: 1 };
+        return pointwise::mix(a, x, bias, y, p);
+    }
     // The bias is preloaded and the GEMM accumulates onto it, saving a pass over y.
     let beta = match bias {
         Some(b) => {
@@ -115,7 +141,7 @@ fn forward_sample(
         let b = if pointwise(g) {
             xg
         } else {
-            im2col(g, xg, col);
+            im2col(g, xg, col, p);
             &*col
         };
         let wg = Mat::rm(&w[gi * cog * k..], k);
@@ -124,7 +150,99 @@ fn forward_sample(
     }
 }
 
+/// The batched path's `col` [K, N·P] for group `gi`: sample n's patches in columns n·P.. of
+/// every row.
+fn im2col_batch(g: &Geom, x: &[f32], gi: usize, col: &mut [f32]) {
+    let (cig, p) = (g.cin / g.groups, g.ohw());
+    if pointwise(g) {
+        // The patches are the planes: a plain regrouping, without im2col's per-row bookkeeping.
+        for (at, to, _) in batch_rows(g.n, g.cin, gi * cig..(gi + 1) * cig, p) {
+            col[to..to + p].copy_from_slice(&x[at..at + p]);
+        }
+        return;
+    }
+    for n in 0..g.n {
+        let xg = &x[(n * g.cin + gi * cig) * g.hw()..][..cig * g.hw()];
+        im2col(g, xg, &mut col[n * p..], g.n * p);
+    }
+}
+
+/// Where each P-long row of the channels `group` lives in the batch layout [N, C, P] and in the
+/// batched path's GEMM layout [|group|, N·P]: (batch offset, GEMM offset, channel).
+fn batch_rows(
+    n: usize,
+    c: usize,
+    group: std::ops::Range<usize>,
+    p: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let first = group.start;
+    group
+        .flat_map(move |ch| (0..n).map(move |i| ((i * c + ch) * p, ((ch - first) * n + i) * p, ch)))
+}
+
+fn forward_batched(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (cog, p, np) = (g.cout / g.groups, g.ohw(), g.n * g.ohw());
+    let k = g.cin / g.groups * g.kh * g.kw;
+    let (mut col, mut yg) = (vec![0.0; k * np], vec![0.0; cog * np]);
+    let mut y = pool::take(g.n * g.cout * p);
+    for gi in 0..g.groups {
+        im2col_batch(g, x, gi, &mut col);
+        let wg = Mat::rm(&w[gi * cog * k..], k);
+        sgemm_par(cog, k, np, 1.0, wg, Mat::rm(&col, np), 0.0, &mut yg);
+        for (at, from, c) in batch_rows(g.n, g.cout, gi * cog..(gi + 1) * cog, p) {
+            let b = bias.map_or(0.0, |b| b[c]);
+            let (dst, src) = (&mut y[at..at + p], &yg[from..from + p]);
+            dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b);
+        }
+    }
+    y
+}
+
+fn backward_batched(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
+) {
+    let (cig, cog, p, np) = (g.cin / g.groups, g.cout / g.groups, g.ohw(), g.n * g.ohw());
+    let k = cig * g.kh * g.kw;
+    let (mut col, mut dyg) = (vec![0.0; k * np], vec![0.0; cog * np]);
+    for gi in 0..g.groups {
+        for (at, to, _) in batch_rows(g.n, g.cout, gi * cog..(gi + 1) * cog, p) {
+            dyg[to..to + p].copy_from_slice(&dy[at..at + p]);
+        }
+        if let Some(dw) = dw.as_deref_mut() {
+            im2col_batch(g, x, gi, &mut col);
+            let dwg = &mut dw[gi * cog * k..][..cog * k];
+            sgemm_par(
+                cog,
+                np,
+                k,
+                1.0,
+                Mat::rm(&dyg, np),
+                Mat::tr(&col, np),
+                1.0,
+                dwg,
+            );
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            let wg = Mat::tr(&w[gi * cog * k..][..cog * k], k);
+            sgemm_par(k, cog, np, 1.0, wg, Mat::rm(&dyg, np), 0.0, &mut col);
+            for n in 0..g.n {
+                let dxg = &mut dx[(n * g.cin + gi * cig) * g.hw()..][..cig * g.hw()];
+                dxg.fill(0.0);
+                col2im(g, &col[n * p..], np, dxg);
+            }
+        }
+    }
+}
+
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if batched(g) {
+        return forward_batched(g, x, w, bias);
+    }
     let (xs, ys) = (g.cin * g.hw(), g.cout * g.ohw());
     let mut y = pool::take(g.n * ys);
     if g.n >= rayon::current_num_threads() {
@@ -168,13 +286,27 @@ impl Backward<'_> {
             for gi in 0..g.groups {
                 let xg = &self.x[(s * g.cin + gi * cig) * hw..][..cig * hw];
                 let dyg = &self.dy[(s * g.cout + gi * cog) * p..][..cog * p];
+                if narrow(g) {
+                    if let Some(dw) = dw.as_deref_mut() {
+                        pointwise::dots(dyg, xg, dw, p);
+                    }
+                    if let Some(dx) = dx.as_deref_mut() {
+                        let a = Small {
+                            a: self.w,
+                            rs: 1,
+                            cs: k,
+                        };
+                        pointwise::mix(a, dyg, None, &mut dx[i * g.cin * hw..][..g.cin * hw], p);
+                    }
+                    continue;
+                }
                 let wg = Mat::tr(&self.w[gi * cog * k..][..cog * k], k);
                 let dyg = Mat::rm(dyg, p);
                 if let Some(dw) = dw.as_deref_mut() {
                     let b = if pointwise(g) {
                         xg
                     } else {
-                        im2col(g, xg, col);
+                        im2col(g, xg, col, p);
                         &*col
                     };
                     let dwg = &mut dw[gi * cog * k..][..cog * k];
@@ -187,7 +319,7 @@ impl Backward<'_> {
                     } else {
                         gemm(k, cog, p, 1.0, wg, dyg, 0.0, col);
                         dxg.fill(0.0);
-                        col2im(g, col, dxg);
+                        col2im(g, col, p, dxg);
                     }
                 }
             }
@@ -204,6 +336,9 @@ pub(super) fn backward(
     dx: Option<&mut [f32]>,
     dw: Option<&mut [f32]>,
 ) {
+    if batched(g) {
+        return backward_batched(g, x, w, dy, dx, dw);
+    }
     let blocks = g.n.div_ceil(SAMPLES_PER_PARTIAL);
     let dx_blocks = chunks_or_none(dx, SAMPLES_PER_PARTIAL * g.cin * g.hw(), blocks);
     let op = Backward { g, x, w, dy };

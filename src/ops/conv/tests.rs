@@ -37,8 +37,13 @@ fn cases() -> Vec<Case> {
         c(3, 4, 7, 9, 6, 3, 2, cfg(2, 1, 1, 2)),     // grouped, non-square, stride 2
         c(5, 4, 9, 7, 4, 3, 3, cfg(1, 2, 2, 1)),     // dilated dense, two dW partials
         c(2, 2, 5, 6, 3, 2, 3, cfg(3, 2, 1, 1)),     // stride 3, padding wider than the kernel
-        c(3, 8, 7, 9, 5, 1, 1, cfg(1, 0, 1, 1)),     // pointwise: a plain GEMM
+        c(3, 8, 7, 9, 5, 1, 1, cfg(1, 0, 1, 1)),     // narrow pointwise: tiles, tails, 4+1 rows
+        c(2, 3, 4, 5, 9, 1, 1, cfg(1, 0, 1, 1)),     // narrow pointwise shorter than a tile
+        c(2, 40, 5, 6, 12, 1, 1, cfg(1, 0, 1, 1)),   // wide pointwise: a plain GEMM
         c(2, 6, 7, 9, 4, 1, 1, cfg(2, 0, 1, 2)),     // 1×1 stride 2, grouped: im2col
+        c(5, 6, 2, 2, 7, 2, 2, cfg(1, 0, 1, 1)),     // 1×1 output (aux head): batched GEMM
+        c(4, 6, 3, 3, 5, 1, 1, cfg(1, 0, 1, 1)),     // pointwise on 3×3 maps: batched regrouping
+        c(3, 4, 4, 5, 6, 2, 2, cfg(1, 0, 1, 2)),     // grouped, 3×4 output: batched im2col
         c(3, 6, 7, 9, 6, 3, 3, cfg(1, 1, 1, 6)),     // depthwise 3×3
         c(2, 5, 9, 7, 5, 5, 5, cfg(1, 4, 2, 5)),     // depthwise 5×5, dilation 2
         c(3, 4, 8, 9, 4, 3, 3, cfg(2, 1, 1, 4)),     // depthwise stride 2 (scatter dx)
