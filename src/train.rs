@@ -329,6 +329,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         }
         bar.finish();
         let secs = start.elapsed().as_secs_f64();
+        crate::ops::prof::report(steps);
         let last_epoch = epoch + 1 == cfg.epochs;
         let test_now = if cfg.eval_every_epoch || last_epoch {
             let batches = test_loader.epoch(0)?;

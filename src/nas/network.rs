@@ -82,12 +82,35 @@ impl Cell {
     ) -> Result<Tensor> {
         let s0 = self.preprocess0.forward(s0, ctx)?;
         let mut states = vec![s0, self.preprocess1.forward(s1, ctx)?];
+        // A pool without BN has no parameters, so the same pool of the same state is the same
+        // map: it is computed once (DARTS_V2's reduction cell max-pools c_{k-1} three times and
+        // c_{k-2} twice). Drop-path below still draws one mask per edge.
+        let mut pooled: Vec<((bool, usize, usize), Tensor)> = Vec::new();
+        // Likewise the convs on one state share its ReLU.
+        let mut relus: Vec<Option<Tensor>> = vec![None; 2 + self.ops.len() / 2];
         for pair in 0..self.ops.len() / 2 {
             let mut h = [None, None];
             for (k, slot) in h.iter_mut().enumerate() {
                 let i = 2 * pair + k;
-                let op = &mut self.ops[i];
-                let mut y = op.forward(&states[self.indices[i]], ctx)?;
+                let (op, x) = (&mut self.ops[i], &states[self.indices[i]]);
+                let mut y = match op {
+                    Op::Pool {
+                        max,
+                        stride,
+                        bn: None,
+                    } => {
+                        let key = (*max, *stride, self.indices[i]);
+                        match pooled.iter().find(|(k, _)| *k == key) {
+                            Some((_, y)) => y.clone(),
+                            None => {
+                                let y = op.forward(x, ctx)?;
+                                pooled.push((key, y.clone()));
+                                y
+                            }
+                        }
+                    }
+                    _ => op.forward_shared(x, &mut relus[self.indices[i]], ctx)?,
+                };
                 if ctx.training && drop_prob > 0.0 && !matches!(op, Op::Identity) {
                     y = ops::drop_path(&y, drop_prob, &mut ctx.rng)?;
                 }
