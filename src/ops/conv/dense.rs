@@ -286,22 +286,7 @@ impl Backward<'_> {
             for gi in 0..g.groups {
                 let xg = &self.x[(s * g.cin + gi * cig) * hw..][..cig * hw];
                 let dyg = &self.dy[(s * g.cout + gi * cog) * p..][..cog * p];
-                if narrow(g) {
-                    if let Some(dw) = dw.as_deref_mut() {
-                        pointwise::dots(dyg, xg, dw, p);
-                    }
-                    if let Some(dx) = dx.as_deref_mut() {
-                        let a = Small {
-                            a: self.w,
-                            rs: 1,
-                            cs: k,
-                        };
-                        pointwise::mix(a, dyg, None, &mut dx[i * g.cin * hw..][..g.cin * hw], p);
-                    }
-                    continue;
-                }
-                let wg = Mat::tr(&self.w[gi * cog * k..][..cog * k], k);
-                let dyg = Mat::rm(dyg, p);
+                let wg = &self.w[gi * cog * k..][..cog * k];
                 if let Some(dw) = dw.as_deref_mut() {
                     let b = if pointwise(g) {
                         xg
@@ -310,14 +295,26 @@ impl Backward<'_> {
                         &*col
                     };
                     let dwg = &mut dw[gi * cog * k..][..cog * k];
-                    gemm(cog, p, k, 1.0, dyg, Mat::tr(b, p), 1.0, dwg);
+                    if cog * k <= pointwise::DOTS_MAX_WEIGHTS {
+                        pointwise::dots(dyg, b, dwg, p);
+                    } else {
+                        gemm(cog, p, k, 1.0, Mat::rm(dyg, p), Mat::tr(b, p), 1.0, dwg);
+                    }
                 }
                 if let Some(dx) = dx.as_deref_mut() {
                     let dxg = &mut dx[(i * g.cin + gi * cig) * hw..][..cig * hw];
-                    if pointwise(g) {
-                        gemm(k, cog, p, 1.0, wg, dyg, 0.0, dxg);
+                    let (wt, dyg) = (Mat::tr(wg, k), Mat::rm(dyg, p));
+                    if narrow(g) {
+                        let a = Small {
+                            a: wg,
+                            rs: 1,
+                            cs: k,
+                        };
+                        pointwise::mix(a, dyg.data, None, dxg, p);
+                    } else if pointwise(g) {
+                        gemm(k, cog, p, 1.0, wt, dyg, 0.0, dxg);
                     } else {
-                        gemm(k, cog, p, 1.0, wg, dyg, 0.0, col);
+                        gemm(k, cog, p, 1.0, wt, dyg, 0.0, col);
                         dxg.fill(0.0);
                         col2im(g, col, p, dxg);
                     }

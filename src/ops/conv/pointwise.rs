@@ -1,6 +1,7 @@
-//! The products of a narrow 1×1 convolution, per sample, as loops over the positions: with a
-//! few dozen channels, matrixmultiply spends as long packing its operands as multiplying them
-//! (8 → 8 channels on 28×28 maps ran at ~15% of the FMA peak). Every output element is summed
+//! The products of a small convolution, per sample, as loops over the positions: with a few
+//! dozen channels, matrixmultiply spends as long packing its operands as multiplying them
+//! (8 → 8 channels on 28×28 maps ran at ~15% of the FMA peak). [`mix`] does the forward and
+//! dx of narrow 1×1 convs, [`dots`] the weight gradient of any conv with a small dW. Every output element is summed
 //! in a fixed order that does not depend on where it falls in a tile, so results do not depend on
 //! the map size or the thread count.
 
@@ -58,6 +59,11 @@ simd_fn! {
         }
     }
 }
+
+/// The weight-gradient size (Cout · K per group) up to which [`dots`] beats the GEMM; past it,
+/// re-streaming the rows for every block of outputs costs more than the GEMM's packing (a 3×3
+/// 32 → 64 conv's dW takes twice as long as dot products).
+pub(super) const DOTS_MAX_WEIGHTS: usize = 2048;
 
 /// Output rows and input rows of one block of [`dots`]: 4 × 2 running sums of 8 lanes and the 6
 /// rows' loads fit in the 16 AVX2 registers.
