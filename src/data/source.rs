@@ -89,8 +89,8 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Splits> {
     Ok(Splits { train, test })
 }
 
-/// The default training augmentation: random crop with padding and horizontal flip, except for
-/// MNIST, whose centred digits gain nothing from crops (and a mirrored 2 is no digit).
+/// The default training augmentation: random crop with padding, and horizontal flip except for
+/// digits (a mirrored 2 is no digit).
 pub fn default_augment(kind: DatasetKind, cutout: usize) -> Augment {
     match kind {
         DatasetKind::Cifar10 | DatasetKind::Folder => Augment {
