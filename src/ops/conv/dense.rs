@@ -14,7 +14,9 @@
 //!
 //! Small output maps take the batched path instead: every sample's `col_g` side by side in one
 //! [K × N·P] matrix and one GEMM for the whole batch, since with P of a few positions the
-//! per-sample products are matrix-vector ones that re-pack all of W for every sample.
+//! per-sample products are matrix-vector ones that re-pack all of W for every sample. And where
+//! the GEMMs would be tiny (narrow 1×1 convs, weight gradients of ≤ 2048 entries), the
+//! per-sample products run as the plain loops of `pointwise.rs`.
 
 use rayon::prelude::*;
 
