@@ -235,11 +235,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let out = Tensor::from_parts(out, &win.out_shape(x));
     let (xs, ys) = (x.detach(), out.detach());
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
-        let mut dx = if win.framed() {
-            pool::take(planes * il)
-        } else {
-            pool::take_zeroed(planes * il)
-        };
+        let mut dx = win.take_output(planes * il);
         let tasks = dx
             .par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))
@@ -344,11 +340,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         return cuda::avg_pool2d(x, xb, planes, win);
     }
     let (il, ol) = (win.in_len(), win.out_len());
-    let mut out = if win.framed() {
-        pool::take(planes * ol)
-    } else {
-        pool::take_zeroed(planes * ol)
-    };
+    let mut out = win.take_output(planes * ol);
     let tasks = out
         .par_chunks_mut(ol)
         .zip(x.data().par_chunks(il))
@@ -364,11 +356,7 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
-        let mut dx = if win.framed() {
-            pool::take(planes * il)
-        } else {
-            pool::take_zeroed(planes * il)
-        };
+        let mut dx = win.take_output(planes * il);
         let tasks = dx
             .par_chunks_mut(il)
             .zip(g.data().par_chunks(ol))

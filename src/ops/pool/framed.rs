@@ -12,6 +12,16 @@ impl Window {
         self.kernel <= FRAMED_MAX_KERNEL
     }
 
+    /// An output buffer of `len` for this window's kernels: the framed ones write every
+    /// element, the direct ones add onto zeros.
+    pub(super) fn take_output(&self, len: usize) -> Vec<f32> {
+        if self.framed() {
+            pool::take(len)
+        } else {
+            pool::take_zeroed(len)
+        }
+    }
+
     /// Row pitch of the framed plane.
     pub(super) fn pitch(&self) -> usize {
         self.w + 2 * self.padding
