@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::pointwise::{self, Small};
+use super::pointwise;
 use super::{chunks_or_none, copy_row, zero_row, Geom};
 use crate::device::cpu::{sgemm, sgemm_par, sum_partials, Mat};
 use crate::device::pool;
@@ -127,8 +127,7 @@ fn forward_sample(
     let (cig, cog, p) = (g.cin / g.groups, g.cout / g.groups, g.ohw());
     let k = cig * g.kh * g.kw;
     if narrow(g) {
-        let a = Small { a: w, rs: k, cs: 1 };
-        return pointwise::mix(a, x, bias, y, p);
+        return pointwise::mix(Mat::rm(w, k), x, bias, y, p);
     }
     // The bias is preloaded and the GEMM accumulates onto it, saving a pass over y.
     let beta = match bias {
@@ -305,18 +304,13 @@ impl Backward<'_> {
                 }
                 if let Some(dx) = dx.as_deref_mut() {
                     let dxg = &mut dx[(i * g.cin + gi * cig) * hw..][..cig * hw];
-                    let (wt, dyg) = (Mat::tr(wg, k), Mat::rm(dyg, p));
+                    let wt = Mat::tr(wg, k);
                     if narrow(g) {
-                        let a = Small {
-                            a: wg,
-                            rs: 1,
-                            cs: k,
-                        };
-                        pointwise::mix(a, dyg.data, None, dxg, p);
+                        pointwise::mix(wt, dyg, None, dxg, p);
                     } else if pointwise(g) {
-                        gemm(k, cog, p, 1.0, wt, dyg, 0.0, dxg);
+                        gemm(k, cog, p, 1.0, wt, Mat::rm(dyg, p), 0.0, dxg);
                     } else {
-                        gemm(k, cog, p, 1.0, wt, dyg, 0.0, col);
+                        gemm(k, cog, p, 1.0, wt, Mat::rm(dyg, p), 0.0, col);
                         dxg.fill(0.0);
                         col2im(g, col, p, dxg);
                     }

@@ -5,6 +5,7 @@
 //! in a fixed order that does not depend on where it falls in a tile, so results do not depend on
 //! the map size or the thread count.
 
+use crate::device::cpu::Mat;
 use crate::ops::simd::simd_fn;
 
 /// Where these loops beat the GEMM: at most this many channels on one side (the GEMM's rows are
@@ -17,25 +18,16 @@ pub(super) const MAX_WIDE_SIDE: usize = 32;
 /// Positions per tile: the running sums of one output row's tile stay in vector registers.
 const TILE: usize = 32;
 
-/// A small matrix `a`, element (i, j) at `a[i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-pub(super) struct Small<'a> {
-    pub a: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl Small<'_> {
-    #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f32 {
-        self.a[i * self.rs + j * self.cs]
-    }
+/// Element (i, j) of `a`.
+#[inline(always)]
+fn at(a: Mat, i: usize, j: usize) -> f32 {
+    a.data[i * a.rs + j * a.cs]
 }
 
 simd_fn! {
     /// `out[i, p] = init[i] + Σ_j a[i, j] · x[j, p]` for the rows of `out` ([rows, P]) and `x`
     /// ([K, P]), `init` zero when absent: the forward (a = W) and dx (a = Wᵀ) of a 1×1 conv.
-    pub(super) fn mix(a: Small, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
+    pub(super) fn mix(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
         let k = x.len() / p;
         for (i, row) in out.chunks_exact_mut(p).enumerate() {
             let start = init.map_or(0.0, |b| b[i]);
@@ -44,7 +36,7 @@ simd_fn! {
             for tile in &mut tiles {
                 let mut acc = [start; TILE];
                 for j in 0..k {
-                    let (aij, src) = (a.at(i, j), &x[j * p + t0..][..TILE]);
+                    let (aij, src) = (at(a, i, j), &x[j * p + t0..][..TILE]);
                     acc.iter_mut().zip(src).for_each(|(s, v)| *s += aij * v);
                 }
                 tile.copy_from_slice(&acc);
@@ -53,7 +45,7 @@ simd_fn! {
             let rest = tiles.into_remainder();
             rest.fill(start);
             for j in 0..k {
-                let (aij, src) = (a.at(i, j), &x[j * p + t0..]);
+                let (aij, src) = (at(a, i, j), &x[j * p + t0..]);
                 rest.iter_mut().zip(src).for_each(|(s, v)| *s += aij * v);
             }
         }
