@@ -266,3 +266,62 @@ fn evaluation_network_trains_with_auxiliary_head_and_drop_path() {
     let (_, aux) = no_grad(|| net.forward(&x, &mut eval)).unwrap();
     assert!(aux.is_none());
 }
+
+/// Every tensor of the network (weights, BN statistics, alphas) by value, and whether each
+/// weight is tracked.
+fn snapshot(net: &Network) -> Vec<(String, Vec<f32>, bool)> {
+    let mut out = Vec::new();
+    let mut add = |n: &str, t: &Tensor, _: ParamKind| {
+        out.push((n.to_string(), t.data().to_vec(), t.tracks_grad()))
+    };
+    net.visit("", &mut add);
+    net.alphas.visit("alphas", &mut add);
+    out
+}
+
+#[test]
+fn a_failed_second_order_step_leaves_the_network_as_it_was() {
+    let (mut net, xt, yt, xv, mut yv) = tiny();
+    let sgd = Sgd::new(0.025, 0.9, 3e-4, false).unwrap();
+    let mut arch = Architect::new(Order::Second, 3e-4, 1e-3).unwrap();
+    let mut ctx = Ctx::new(true, 0);
+    let before = snapshot(&net);
+    // Both failures come after the weights were moved to w′ = w − ξ∇w L_train: a label out of
+    // range, and images with two channels for a one-channel stem.
+    yv[1] = 3;
+    let two_channels = Tensor::zeros(&[4, 2, 8, 8]);
+    let good_labels = vec![0; 4];
+    for (images, labels) in [(&xv, &yv), (&two_channels, &good_labels)] {
+        let err = arch
+            .step(
+                &mut net,
+                &Batch {
+                    images: &xt,
+                    labels: &yt,
+                },
+                &Batch { images, labels },
+                0.025,
+                &sgd,
+                &mut ctx,
+            )
+            .unwrap_err();
+        eprintln!("forced error: {err}");
+        assert!(
+            snapshot(&net) == before,
+            "the failed step ({err}) left the network changed"
+        );
+    }
+    // The same step with good data changes the alphas, so the comparison above can fail.
+    yv[1] = 0;
+    let val = Batch {
+        images: &xv,
+        labels: &yv,
+    };
+    let train = Batch {
+        images: &xt,
+        labels: &yt,
+    };
+    arch.step(&mut net, &train, &val, 0.025, &sgd, &mut ctx)
+        .unwrap();
+    assert!(snapshot(&net) != before);
+}

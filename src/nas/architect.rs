@@ -9,7 +9,7 @@
 use super::supernet::Network;
 use crate::error::{Error, Result};
 use crate::nn::{set_trainable, Ctx, Module, ParamKind};
-use crate::optim::{Adam, Optimizer, Sgd};
+use crate::optim::{ensure_finite_grads, Adam, Optimizer, Sgd};
 use crate::tape::Grads;
 use crate::tensor::Tensor;
 
@@ -111,19 +111,19 @@ impl Architect {
             Ok([get(&net.alphas.normal)?, get(&net.alphas.reduce)?])
         };
         let result = match self.order {
-            Order::First => {
-                let (loss, g) = Self::loss_grads(net, val, false, true, ctx)?;
-                (loss, alpha_grads(net, &g)?)
-            }
-            Order::Second => {
-                self.unrolled_gradient(net, train, val, eta, sgd, ctx, &alpha_grads)?
-            }
+            Order::First => Self::loss_grads(net, val, false, true, ctx)
+                .and_then(|(loss, g)| Ok((loss, alpha_grads(net, &g)?))),
+            Order::Second => self.unrolled_gradient(net, train, val, eta, sgd, ctx, &alpha_grads),
         };
+        // On every path, errors included: the weight step after this differentiates weights.
         set_trainable(net, true);
         set_trainable(&mut net.alphas, true);
-        Ok(result)
+        result
     }
 
+    /// The second-order gradient. It moves the weights to w′ and to w ± ε·v in place; whatever
+    /// happens in between (an error, a NaN), they are put back to w before this returns, and
+    /// on an error the BN statistics too, so a failed step leaves the network as it found it.
     #[allow(clippy::too_many_arguments)]
     fn unrolled_gradient(
         &self,
@@ -136,6 +136,31 @@ impl Architect {
         alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
     ) -> Result<(f32, [Tensor; 2])> {
         let w0 = tensors(net, ParamKind::Weight);
+        let b0 = tensors(net, ParamKind::Buffer);
+        let result = Self::perturbed_gradient(net, &w0, train, val, eta, sgd, ctx, alpha_grads);
+        let restored = update(net, ParamKind::Weight, |i, _| Ok(w0[i].clone())).and_then(|()| {
+            if result.is_err() {
+                update(net, ParamKind::Buffer, |i, _| Ok(b0[i].clone()))
+            } else {
+                Ok(())
+            }
+        });
+        result.and_then(|r| restored.map(|()| r))
+    }
+
+    /// The body of [`Self::unrolled_gradient`]: leaves the weights perturbed (its caller
+    /// restores them).
+    #[allow(clippy::too_many_arguments)]
+    fn perturbed_gradient(
+        net: &mut Network,
+        w0: &[Tensor],
+        train: &Batch,
+        val: &Batch,
+        eta: f32,
+        sgd: &Sgd,
+        ctx: &mut Ctx,
+        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
+    ) -> Result<(f32, [Tensor; 2])> {
         // w′ = w − ξ(μ·buf + ∇w L_train + λw), exactly one step of the weight optimiser.
         let (_, g_train) = Self::loss_grads(net, train, true, false, ctx)?;
         let mut names = Vec::new();
@@ -181,7 +206,6 @@ impl Architect {
         };
         let [gp_n, gp_r] = hvp_side(1.0, ctx)?;
         let [gn_n, gn_r] = hvp_side(-1.0, ctx)?;
-        update(net, ParamKind::Weight, |i, _| Ok(w0[i].clone()))?;
         let c = -eta / (2.0 * r);
         da_n = axpy(&da_n, c, &axpy(&gp_n, -1.0, &gn_n)?)?;
         da_r = axpy(&da_r, c, &axpy(&gp_r, -1.0, &gn_r)?)?;
@@ -202,6 +226,9 @@ impl Architect {
         let mut grads = Grads::default();
         grads.insert(&net.alphas.normal, gn);
         grads.insert(&net.alphas.reduce, gr);
+        // The loss was finite; a NaN here (e.g. from the finite-difference Hessian) must not
+        // reach the alphas.
+        ensure_finite_grads(&net.alphas, &grads)?;
         self.optimizer.step(&mut net.alphas, &grads)?;
         Ok(loss)
     }
