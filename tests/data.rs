@@ -1,20 +1,11 @@
 //! Dataset tests that need real files or a small learning experiment. Test names contain `data`
 //! so that `cargo test data` selects them with the unit tests of `src/data`.
 
-use std::path::PathBuf;
-
 use darts::data::builtin::{self, BuiltinConfig};
 use darts::data::{cifar, Dataset};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-
-/// `$DARTS_DATA_DIR`, else `../shared/datasets` next to the crate.
-fn datasets_dir() -> PathBuf {
-    std::env::var_os("DARTS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"))
-}
 
 fn counts(labels: &[u8]) -> Vec<usize> {
     let mut c = vec![0; 10];
@@ -24,11 +15,10 @@ fn counts(labels: &[u8]) -> Vec<usize> {
 
 #[test]
 fn cifar_subset_matches_its_dataset_readme() {
-    let dir = datasets_dir().join("cifar-10-subset");
-    if !dir.is_dir() {
-        println!("skipped: {} not found (set DARTS_DATA_DIR)", dir.display());
+    let Some(root) = darts::data::test_data("cifar-10-subset") else {
         return;
-    }
+    };
+    let dir = root.join("cifar-10-subset");
     let c = cifar::load(&dir).unwrap();
     assert_eq!(c.train.len(), 4000);
     assert_eq!(c.test.len(), 1000);

@@ -188,25 +188,11 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::data::data_dir;
-
-    fn root_or_skip(what: &str) -> Option<PathBuf> {
-        match data_dir(None) {
-            Ok(d) if d.join("mnist").is_dir() => Some(d),
-            Ok(d) => {
-                println!("skipping {what}: {} has no mnist/ folder", d.display());
-                None
-            }
-            Err(e) => {
-                println!("skipping {what}: {e}");
-                None
-            }
-        }
-    }
+    use crate::data::test_data;
 
     #[test]
     fn real_mnist_shapes_and_class_counts() {
-        let Some(root) = root_or_skip("real MNIST") else {
+        let Some(root) = test_data("mnist") else {
             return;
         };
         let train = mnist(&root, Split::Train).unwrap();
@@ -231,7 +217,7 @@ mod tests {
 
     #[test]
     fn real_fashion_mnist_counts_and_names() {
-        let Some(root) = root_or_skip("real Fashion-MNIST") else {
+        let Some(root) = test_data("fashion-mnist") else {
             return;
         };
         let test = fashion_mnist(&root, Split::Test).unwrap();

@@ -25,6 +25,27 @@ pub use mnist::{fashion_mnist, load_idx, mnist};
 /// The environment variable that points at the datasets folder (the one holding `mnist/`).
 pub const DATA_DIR_ENV: &str = "DARTS_DATA_DIR";
 
+/// Set (to anything) in CI: a test whose dataset files are missing fails instead of skipping.
+pub const REQUIRE_DATA_ENV: &str = "DARTS_REQUIRE_DATA";
+
+/// For tests of real data: `Some(dir)` when the datasets folder has `sub`; otherwise the test
+/// skips (printing why) on a fresh clone, and fails under `$DARTS_REQUIRE_DATA`, so that CI
+/// cannot pass without reading the files.
+#[doc(hidden)]
+pub fn test_data(sub: &str) -> Option<PathBuf> {
+    let missing = match data_dir(None) {
+        Ok(d) if d.join(sub).exists() => return Some(d),
+        Ok(d) => format!("{} has no {sub}", d.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        std::env::var_os(REQUIRE_DATA_ENV).is_none(),
+        "{REQUIRE_DATA_ENV} is set but the test data is missing: {missing}"
+    );
+    println!("skipped: {missing} (set {DATA_DIR_ENV})");
+    None
+}
+
 /// Which part of a dataset to load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
