@@ -157,7 +157,7 @@ fn run() -> Result<()> {
         order.shuffle(&mut rng);
         let (mut loss_sum, mut batches) = (0.0f64, 0usize);
         for idx in order.chunks(BATCH) {
-            opt.set_lr(optim::cosine_lr(LR, 0.0, step, total_steps));
+            opt.set_lr(optim::cosine_lr(LR, 0.0, step, total_steps))?;
             let (x, y) = train.batch(idx, &norm)?;
             let grads = {
                 let loss = ops::cross_entropy(&model.forward(&x, &mut ctx)?, &y)?;

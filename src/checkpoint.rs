@@ -9,7 +9,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
-use crate::nn::{Module, ParamKind};
+use crate::nn::Module;
 use crate::optim::{Adam, AdamSlot, Sgd};
 use crate::tensor::Tensor;
 
@@ -22,12 +22,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    let io = |e| Error::io(&tmp, e);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk must not leave a half-written temp file behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Deletes `path` if it exists (a fresh run's old log); any other failure is an error, since
+/// keeping the old file would mix two runs' lines.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Every tensor of a module (weights and buffers) under `prefix`, by dotted name.
@@ -66,13 +80,16 @@ pub fn load_module_state(
             format!("checkpoint does not fit this model: {first}{more}"),
         ));
     }
+    let mut result = Ok(());
     m.visit_mut(prefix, &mut |name, t, _| {
-        if let Some(v) = tensors.get(name) {
-            // Shapes were checked above.
-            let _ = t.set_data(v);
+        if let (Some(v), true) = (tensors.get(name), result.is_ok()) {
+            // Shapes were checked above; what can still fail (a device copy) is reported.
+            result = t
+                .set_data(v)
+                .map_err(|e| Error::data(source, format!("loading tensor {name}: {e}")));
         }
     });
-    Ok(())
+    result
 }
 
 /// Where SGD momentum buffers live in a checkpoint: under this prefix, by parameter name.
@@ -150,17 +167,6 @@ pub fn load_adam_state(
         adam.slots.insert(name.clone(), slot);
     }
     Ok(())
-}
-
-/// Tensor names of `m` that are weights (not buffers).
-pub fn weight_names(m: &dyn Module) -> Vec<String> {
-    let mut out = Vec::new();
-    m.visit("", &mut |name, _, kind| {
-        if kind == ParamKind::Weight {
-            out.push(name.to_string());
-        }
-    });
-    out
 }
 
 /// Serialises tensors and a JSON state into safetensors bytes.

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
@@ -227,10 +228,12 @@ pub struct EvalArgs {
     /// Evaluate on another dataset of the same shape than the one trained on.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetKind>,
+    /// Read the dataset (the trained one, or `--dataset`) from this folder.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Seed of the bootstrap resampling behind the top-1 confidence interval.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -321,33 +324,18 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn positive(name: &str, v: usize) -> Result<usize> {
-    if v == 0 {
-        return Err(Error::InvalidArgument(format!("--{name} must be positive")));
-    }
-    Ok(v)
-}
-
 fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     let builtin = a.data.dataset == DatasetKind::Builtin;
     let primitives = match &a.primitives {
         Some(list) => parse_primitive_list(list)?,
         None => DARTS_PRIMITIVES.to_vec(),
     };
-    if !(a.train_portion > 0.0 && a.train_portion < 1.0) {
-        return Err(Error::InvalidArgument(
-            "--train-portion must be strictly between 0 and 1".into(),
-        ));
-    }
-    Ok(SearchConfig {
+    let cfg = SearchConfig {
         data: a.data.spec(),
-        epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 3 } else { 50 }))?,
-        batch_size: positive("batch-size", a.batch_size.unwrap_or(64))?,
-        channels: positive(
-            "channels",
-            a.channels.unwrap_or(if builtin { 8 } else { 16 }),
-        )?,
-        layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 8 }))?,
+        epochs: a.epochs.unwrap_or(if builtin { 3 } else { 50 }),
+        batch_size: a.batch_size.unwrap_or(64),
+        channels: a.channels.unwrap_or(if builtin { 8 } else { 16 }),
+        layers: a.layers.unwrap_or(if builtin { 5 } else { 8 }),
         order: if a.order == 2 {
             Order::Second
         } else {
@@ -363,22 +351,65 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
         grad_clip: a.grad_clip,
         arch_lr: a.arch_lr,
         arch_weight_decay: a.arch_weight_decay,
-        max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+        max_steps: a.max_steps,
         device: crate::Device::Cpu,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
-fn run_search(a: SearchArgs) -> Result<()> {
+/// Flags that a resumed run applies; every other flag would be silently overridden by the
+/// run's saved `config.json`, so giving one is an error.
+const RESUME_FLAGS: [&str; 5] = ["resume", "threads", "device", "tf32", "json"];
+
+fn check_resume_flags(cmd: &clap::Command, m: &ArgMatches) -> Result<()> {
+    let ignored: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|arg| {
+            let id = arg.get_id().as_str();
+            let given = m.value_source(id) == Some(ValueSource::CommandLine);
+            let long = arg
+                .get_long()
+                .filter(|_| given && !RESUME_FLAGS.contains(&id))?;
+            Some(format!("--{long}"))
+        })
+        .collect();
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "--resume continues with the run's saved config.json, which would override {}; drop \
+         them (a resumed run takes only --threads, --device, --tf32 and --json) or start a new \
+         run with --out",
+        ignored.join(", ")
+    )))
+}
+
+/// Reads and validates a run folder's `config.json` for `--resume`.
+fn resumed_config<C: serde::de::DeserializeOwned>(
+    dir: &std::path::Path,
+    validate: impl Fn(&C) -> Result<()>,
+) -> Result<C> {
+    let path = dir.join(crate::train::MODEL_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg = serde_json::from_str(&text)
+        .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
+    validate(&cfg).map_err(|e| Error::data(&path, e.to_string()))?;
+    Ok(cfg)
+}
+
+fn run_search(a: SearchArgs, m: &ArgMatches) -> Result<()> {
+    if a.resume.is_some() {
+        check_resume_flags(&SearchArgs::augment_args(clap::Command::new("search")), m)?;
+    }
     set_threads(a.threads)?;
     let device = a.device.start()?;
     let (mut cfg, out, resume) = match &a.resume {
-        Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let cfg: SearchConfig = serde_json::from_str(&text)
-                .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
-            (cfg, Some(dir.clone()), true)
-        }
+        Some(dir) => (
+            resumed_config(dir, SearchConfig::validate)?,
+            Some(dir.clone()),
+            true,
+        ),
         None => (search_config(&a)?, a.out.clone(), false),
     };
     cfg.device = device;
@@ -391,41 +422,28 @@ fn run_search(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_train(a: TrainArgs) -> Result<()> {
+fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
+    if a.resume.is_some() {
+        check_resume_flags(&TrainArgs::augment_args(clap::Command::new("train")), m)?;
+    }
     set_threads(a.threads)?;
     let device = a.device.start()?;
     let (mut cfg, out, resume) = match &a.resume {
-        Some(dir) => {
-            let path = dir.join(crate::train::MODEL_CONFIG);
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let cfg: TrainConfig = serde_json::from_str(&text)
-                .map_err(|e| Error::data(&path, format!("bad run config: {e}")))?;
-            (cfg, Some(dir.clone()), true)
-        }
+        Some(dir) => (
+            resumed_config(dir, TrainConfig::validate)?,
+            Some(dir.clone()),
+            true,
+        ),
         None => {
             let builtin = a.data.dataset == DatasetKind::Builtin;
-            let genotype = Genotype::load(&a.genotype)?;
-            genotype.validate(genotype.normal.len() / 2)?;
-            if !(0.0..1.0).contains(&a.drop_path)
-                || a.auxiliary_weight < 0.0
-                || a.lr.is_nan()
-                || a.lr <= 0.0
-            {
-                return Err(Error::InvalidArgument(
-                    "need 0 <= --drop-path < 1, --auxiliary-weight >= 0 and --lr > 0".into(),
-                ));
-            }
             let cfg = TrainConfig {
                 data: a.data.spec(),
-                genotype,
+                genotype: Genotype::load(&a.genotype)?,
                 genotype_source: a.genotype.clone(),
-                epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 10 } else { 600 }))?,
-                batch_size: positive("batch-size", a.batch_size)?,
-                channels: positive(
-                    "channels",
-                    a.channels.unwrap_or(if builtin { 8 } else { 36 }),
-                )?,
-                layers: positive("layers", a.layers.unwrap_or(if builtin { 5 } else { 20 }))?,
+                epochs: a.epochs.unwrap_or(if builtin { 10 } else { 600 }),
+                batch_size: a.batch_size,
+                channels: a.channels.unwrap_or(if builtin { 8 } else { 36 }),
+                layers: a.layers.unwrap_or(if builtin { 5 } else { 20 }),
                 lr: a.lr,
                 momentum: a.momentum,
                 weight_decay: a.weight_decay,
@@ -435,9 +453,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
                 cutout: a.cutout,
                 seed: a.seed,
                 eval_every_epoch: a.eval_every_epoch,
-                max_steps: a.max_steps.map(|s| positive("max-steps", s)).transpose()?,
+                max_steps: a.max_steps,
                 device: crate::Device::Cpu,
             };
+            cfg.validate()?;
             (cfg, a.out.clone(), false)
         }
     };
@@ -461,12 +480,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
 
 fn run_eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads)?;
-    let data = a.dataset.map(|kind| DataSpec {
-        kind,
-        dir: a.data_dir.clone(),
-    });
     let device = a.device.start()?;
-    let (mut cfg, mut net, splits) = crate::evaluate::load_trained(&a.checkpoint, data)?;
+    let (mut cfg, mut net, splits) =
+        crate::evaluate::load_trained(&a.checkpoint, a.dataset, a.data_dir.clone())?;
     crate::nn::to_device(&mut net, device)?;
     cfg.device = device;
     let report = crate::evaluate::evaluate_network(
@@ -474,6 +490,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         &cfg,
         &splits.train,
         std::sync::Arc::new(splits.test),
+        a.seed,
     )?;
     if a.json {
         print_json(&report)
@@ -494,11 +511,24 @@ fn run_report(a: ReportArgs) -> Result<()> {
     }
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// `--weight-decay -1` must reach validation (and its one-line error), not be read as a flag.
+fn accept_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.allow_negative_numbers(true)
+        .mut_subcommands(accept_negative_numbers)
+}
+
+/// Parses the process's command line; the matches tell which flags were given explicitly.
+pub fn parse() -> std::result::Result<(Cli, ArgMatches), clap::Error> {
+    let matches = accept_negative_numbers(Cli::command()).try_get_matches()?;
+    Ok((Cli::from_arg_matches(&matches)?, matches))
+}
+
+/// Runs a parsed command line (`matches` from [`parse`]).
+pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(matches);
     match cli.command {
-        Command::Search(a) => run_search(a),
-        Command::Train(a) => run_train(a),
+        Command::Search(a) => run_search(a, sub),
+        Command::Train(a) => run_train(a, sub),
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
         Command::Bench(BenchCommand::Search(a)) => {

@@ -19,6 +19,8 @@ use crate::train::{build_network, in_order_loader, TrainConfig, MODEL_CONFIG, MO
 pub struct EvalReport {
     pub samples: usize,
     pub top1: f32,
+    /// 95 % bootstrap interval of top-1 over resamplings of the test set.
+    pub top1_ci95: [f32; 2],
     pub top5: f32,
     pub loss: f32,
     pub class_names: Vec<String>,
@@ -27,22 +29,30 @@ pub struct EvalReport {
     pub confusion: Vec<Vec<usize>>,
 }
 
-/// Reads a training run's config and rebuilds its network with the saved weights. Missing,
-/// extra or misshapen tensors are errors naming the tensor.
+/// Reads a training run's config and rebuilds its network with the saved weights, on the
+/// trained dataset unless `kind` names another, read from `dir` when given. Missing, extra or
+/// misshapen tensors are errors naming the tensor.
 pub fn load_trained(
-    dir: &Path,
-    data_override: Option<data::DataSpec>,
+    run: &Path,
+    kind: Option<data::DatasetKind>,
+    dir: Option<std::path::PathBuf>,
 ) -> Result<(TrainConfig, Network, data::Splits)> {
-    let cfg_path = dir.join(MODEL_CONFIG);
+    let cfg_path = run.join(MODEL_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let mut cfg: TrainConfig = serde_json::from_str(&text)
         .map_err(|e| Error::data(&cfg_path, format!("not a darts training config: {e}")))?;
-    if let Some(d) = data_override {
-        cfg.data = d;
+    cfg.validate()
+        .map_err(|e| Error::data(&cfg_path, e.to_string()))?;
+    if let Some(kind) = kind {
+        cfg.data = data::DataSpec { kind, dir: None };
     }
+    if dir.is_some() {
+        cfg.data.dir = dir;
+    }
+    crate::validate::data(&cfg.data)?;
     let splits = data::load(&cfg.data, cfg.seed)?;
     let mut net = build_network(&cfg, &splits.train)?;
-    let weights_path = dir.join(MODEL_WEIGHTS);
+    let weights_path = run.join(MODEL_WEIGHTS);
     let (tensors, _) = checkpoint::load(&weights_path)?;
     let mut expected = BTreeSet::new();
     net.visit("", &mut |name, _, _| {
@@ -61,18 +71,37 @@ pub fn load_trained(
     Ok((cfg, net, splits))
 }
 
-/// Evaluates `net` on `test` with the training set's normalisation.
+/// The 2.5 and 97.5 percentiles of the accuracy over 1000 resamplings (with replacement) of
+/// per-image hits: how much the test set's luck could move top-1.
+pub fn bootstrap_ci95(hits: &[bool], seed: u64) -> [f32; 2] {
+    use rand::Rng;
+    let n = hits.len();
+    if n == 0 {
+        return [0.0, 0.0];
+    }
+    let mut rng = crate::rng(seed);
+    let mut accs: Vec<f32> = (0..1000)
+        .map(|_| (0..n).filter(|_| hits[rng.random_range(0..n)]).count() as f32 / n as f32)
+        .collect();
+    accs.sort_by(f32::total_cmp);
+    [accs[25], accs[974]]
+}
+
+/// Evaluates `net` on `test` with the training set's normalisation; `seed` drives the
+/// bootstrap interval.
 pub fn evaluate_network(
     net: &mut Network,
     cfg: &TrainConfig,
     train: &Dataset,
     test: std::sync::Arc<Dataset>,
+    seed: u64,
 ) -> Result<EvalReport> {
     let norm = source::default_normalize(cfg.data.kind, train)?;
     let k = test.num_classes;
     let loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut top5, mut loss_sum, mut n) = (0usize, 0f64, 0usize);
+    let mut hits = Vec::with_capacity(test.len());
     let mut ctx = Ctx::new(false, 0);
     crate::no_grad(|| -> Result<()> {
         for b in loader.epoch(0)? {
@@ -83,6 +112,7 @@ pub fn evaluate_network(
                 let mut order: Vec<usize> = (0..k).collect();
                 order.sort_by(|&a, &c| row[c].total_cmp(&row[a]).then(a.cmp(&c)));
                 confusion[label][order[0]] += 1;
+                hits.push(order[0] == label);
                 top5 += order.iter().take(5).any(|&c| c == label) as usize;
             }
             n += b.labels.len();
@@ -98,6 +128,7 @@ pub fn evaluate_network(
     Ok(EvalReport {
         samples: n,
         top1: correct as f32 / n.max(1) as f32,
+        top1_ci95: bootstrap_ci95(&hits, seed),
         top5: top5 as f32 / n.max(1) as f32,
         loss: (loss_sum / n.max(1) as f64) as f32,
         class_names: test.class_names.clone(),
@@ -109,9 +140,11 @@ pub fn evaluate_network(
 /// A plain-text rendering: summary, per-class accuracy, confusion matrix.
 pub fn render(r: &EvalReport) -> String {
     let mut s = format!(
-        "{} test images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}\n\nper-class accuracy:\n",
+        "{} test images: top-1 {:.2}% (95% CI {:.2}-{:.2}%)  top-5 {:.2}%  loss {:.4}\n\nper-class accuracy:\n",
         r.samples,
         100.0 * r.top1,
+        100.0 * r.top1_ci95[0],
+        100.0 * r.top1_ci95[1],
         100.0 * r.top5,
         r.loss
     );

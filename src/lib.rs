@@ -27,6 +27,7 @@ pub mod report;
 pub mod tape;
 pub mod tensor;
 pub mod train;
+pub mod validate;
 
 pub use device::Device;
 pub use error::{Error, Result};

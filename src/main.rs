@@ -1,11 +1,9 @@
 //! The `darts` command-line tool: parse, run, and turn any error into one line and exit code 1
 //! (2 for a malformed command line).
 
-use clap::Parser;
-
 fn main() {
-    let cli = match darts::cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let (cli, matches) = match darts::cli::parse() {
+        Ok(parsed) => parsed,
         // Help and version go to stdout as clap prints them; usage errors become one line.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -15,7 +13,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = darts::cli::run(cli) {
+    if let Err(e) = darts::cli::run(cli, &matches) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

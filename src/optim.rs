@@ -18,8 +18,9 @@ pub trait Optimizer {
     fn step(&mut self, model: &mut dyn Module, grads: &Grads) -> Result<()>;
     /// The current learning rate.
     fn lr(&self) -> f32;
-    /// Sets the learning rate (schedules call this once per step or epoch).
-    fn set_lr(&mut self, lr: f32);
+    /// Sets the learning rate (schedules call this once per step or epoch); a negative or
+    /// non-finite rate is an error, so a broken schedule stops the run instead of climbing.
+    fn set_lr(&mut self, lr: f32) -> Result<()>;
 }
 
 /// Calls `f(name, param, grad)` for each weight of `model` that has a gradient, inside
@@ -86,6 +87,15 @@ fn check_hyper(op: &str, lr: f32, weight_decay: f32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn checked_lr(lr: f32) -> Result<f32> {
+    if lr >= 0.0 && lr.is_finite() {
+        return Ok(lr);
+    }
+    Err(Error::InvalidArgument(format!(
+        "set_lr: learning rate {lr} must be finite and non-negative"
+    )))
 }
 
 /// Stochastic gradient descent with momentum and L2 weight decay, as `torch.optim.SGD` with
@@ -177,8 +187,9 @@ impl Optimizer for Sgd {
     fn lr(&self) -> f32 {
         self.lr
     }
-    fn set_lr(&mut self, lr: f32) {
-        self.lr = lr;
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
+        self.lr = checked_lr(lr)?;
+        Ok(())
     }
 }
 
@@ -288,8 +299,9 @@ impl Optimizer for Adam {
     fn lr(&self) -> f32 {
         self.lr
     }
-    fn set_lr(&mut self, lr: f32) {
-        self.lr = lr;
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
+        self.lr = checked_lr(lr)?;
+        Ok(())
     }
 }
 
@@ -323,6 +335,22 @@ pub fn clip_grad_norm<M: Module + ?Sized>(
                 *g = no_grad(|| crate::ops::scale(g, coef))?;
             }
         }
+    }
+    Ok(norm)
+}
+
+/// [`clip_grad_norm`], then `Error::NonFinite` naming the first weight whose gradient is NaN
+/// or infinite: a finite loss can still have an overflowing gradient, and one step with it
+/// would turn every weight into NaN.
+pub fn clip_finite_grad_norm<M: Module + ?Sized>(
+    model: &M,
+    grads: &mut Grads,
+    max_norm: f32,
+) -> Result<f32> {
+    let norm = clip_grad_norm(model, grads, max_norm)?;
+    if !norm.is_finite() {
+        ensure_finite_grads(model, grads)?;
+        return Err(Error::NonFinite(format!("the gradient norm is {norm}")));
     }
     Ok(norm)
 }
@@ -550,6 +578,40 @@ mod tests {
             matches!(&err, Error::NonFinite(msg) if msg.contains('w')),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_overflowing_gradient_of_a_finite_loss_is_an_error_naming_the_weight() {
+        // loss = 10·x·w = 3 with x = 3e38: finite, but dloss/dw = 10·x overflows to inf.
+        let m = Toy {
+            w: Tensor::from_vec(vec![1e-39], &[1]).unwrap().requires_grad(),
+            buf: Tensor::zeros(&[1]),
+        };
+        let x = Tensor::from_vec(vec![3e38], &[1]).unwrap();
+        let loss = ops::scale(&ops::sum(&ops::mul(&x, &m.w).unwrap()).unwrap(), 10.0).unwrap();
+        assert!(loss.item().unwrap().is_finite());
+        let mut g = loss.backward().unwrap();
+        let err = clip_finite_grad_norm(&m, &mut g, 5.0).unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite(msg) if msg.contains("gradient of w")),
+            "{err}"
+        );
+        let m = toy();
+        let mut g = grads_of(&m);
+        assert!(clip_finite_grad_norm(&m, &mut g, 5.0).is_ok());
+    }
+
+    #[test]
+    fn set_lr_rejects_negative_and_nan_rates() {
+        let mut sgd = Sgd::new(0.1, 0.9, 0.0, false).unwrap();
+        let mut adam = Adam::new(0.1, (0.9, 0.999), 1e-8, 0.0).unwrap();
+        for bad in [-0.1, f32::NAN, f32::INFINITY] {
+            assert!(sgd.set_lr(bad).is_err(), "{bad}");
+            assert!(adam.set_lr(bad).is_err(), "{bad}");
+        }
+        assert_eq!(sgd.lr(), 0.1, "a rejected rate must not be applied");
+        sgd.set_lr(0.0).unwrap();
+        assert_eq!(sgd.lr(), 0.0);
     }
 
     #[test]

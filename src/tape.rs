@@ -104,10 +104,6 @@ impl Grads {
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         t.id().and_then(|id| self.0.get(&id))
     }
-    /// The gradient for a node id.
-    pub fn get_id(&self, id: NodeId) -> Option<&Tensor> {
-        self.0.get(&id)
-    }
     /// Mutable access to a gradient (clipping, scaling).
     pub fn get_mut(&mut self, t: &Tensor) -> Option<&mut Tensor> {
         t.id().and_then(|id| self.0.get_mut(&id))

@@ -17,7 +17,7 @@ use crate::nas::network::{Network, NetworkSpec};
 use crate::nas::Genotype;
 use crate::nn::{Ctx, Module};
 use crate::ops;
-use crate::optim::{clip_grad_norm, cosine_lr, ensure_finite_loss, Optimizer, Sgd};
+use crate::optim::{clip_finite_grad_norm, cosine_lr, ensure_finite_loss, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
 
@@ -81,7 +81,7 @@ pub fn sgd_step(
     let value = loss.item()?;
     ensure_finite_loss(value)?;
     let mut grads = loss.backward()?;
-    clip_grad_norm(model, &mut grads, grad_clip)?;
+    clip_finite_grad_norm(model, &mut grads, grad_clip)?;
     sgd.step(model, &grads)?;
     Ok(value)
 }
@@ -148,6 +148,29 @@ pub struct TrainConfig {
     /// Where to compute (`--device`): a choice of this process, not part of the saved run.
     #[serde(skip, default)]
     pub device: crate::Device,
+}
+
+impl TrainConfig {
+    /// Every value a training run needs in range; called by [`run`], so flags and a resumed
+    /// `config.json` are checked alike.
+    pub fn validate(&self) -> Result<()> {
+        use crate::validate as v;
+        v::data(&self.data)?;
+        self.genotype.validate(self.genotype.normal.len() / 2)?;
+        v::count("epochs", self.epochs)?;
+        v::count("batch-size", self.batch_size)?;
+        v::count("channels", self.channels)?;
+        v::count("layers", self.layers)?;
+        if let Some(s) = self.max_steps {
+            v::count("max-steps", s)?;
+        }
+        v::positive("lr", self.lr)?;
+        v::unit("momentum", self.momentum)?;
+        v::non_negative("weight-decay", self.weight_decay)?;
+        v::positive("grad-clip", self.grad_clip)?;
+        v::non_negative("auxiliary-weight", self.auxiliary_weight)?;
+        v::unit("drop-path", self.drop_path)
+    }
 }
 
 /// What `darts train` reports.
@@ -250,6 +273,7 @@ fn restore_run(dir: &Path, net: &mut Network, sgd: &mut Sgd) -> Result<TrainStat
 
 /// Trains the network of `cfg.genotype` from scratch (or continues a run folder with `resume`).
 pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainResult> {
+    cfg.validate()?;
     let splits = data::load(&cfg.data, cfg.seed)?;
     let train = Arc::new(splits.train);
     let test = Arc::new(splits.test);
@@ -265,16 +289,22 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     };
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        if resume {
+        if resume && dir.join(TRAIN_STATE).exists() {
             state = restore_run(dir, &mut net, &mut sgd)?;
             truncate_lines(&dir.join("train.jsonl"), state.epochs_done)?;
+        } else if resume {
+            eprintln!(
+                "resume: no checkpoint yet in {}; starting from epoch 1",
+                dir.display()
+            );
+            truncate_lines(&dir.join("train.jsonl"), 0)?;
         } else {
             checkpoint::write_atomic(&dir.join(MODEL_CONFIG), to_json(&cfg)?.as_bytes())?;
             checkpoint::write_atomic(
                 &dir.join("genotype.json"),
                 to_json(&cfg.genotype)?.as_bytes(),
             )?;
-            let _ = std::fs::remove_file(dir.join("train.jsonl"));
+            checkpoint::remove_if_exists(&dir.join("train.jsonl"))?;
         }
     }
     let norm = source::default_normalize(cfg.data.kind, &train)?;
@@ -311,7 +341,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         for (step, batch) in loader.epoch(epoch as u64)?.take(steps).enumerate() {
             // Cosine annealing to zero, per step.
             lr = cosine_lr(cfg.lr, 0.0, epoch * steps + step, total_steps);
-            sgd.set_lr(lr);
+            sgd.set_lr(lr)?;
             let (logits, aux) = net.forward(&batch.images_on(cfg.device)?, &mut ctx)?;
             let mut loss = ops::cross_entropy(&logits, &batch.labels)?;
             if let Some(aux) = aux {
@@ -399,8 +429,11 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
 
 /// Keeps the first `n` lines of a log (a kill between log write and checkpoint leaves more).
 pub fn truncate_lines(path: &Path, n: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // A run killed before its first epoch ended has no log yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
     };
     let kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
     checkpoint::write_atomic(path, kept.as_bytes())

@@ -57,9 +57,21 @@ fn log_without_timings(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Starts `args` writing to `dir`, waits until `log` has its first epoch, lets the second epoch
-/// run for `settle_ms`, then kills the process with SIGKILL.
-fn kill_during_second_epoch(args: &[&str], dir: &Path, log: &str, settle_ms: u64) {
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// Starts `args` (a run of `epochs` epochs) writing to `dir`, waits for the first epoch's line
+/// in `log` and its `checkpoint` file, then kills the process with SIGKILL at once. Returns the
+/// epochs logged at the kill, and fails unless the kill really landed mid-run (a run that had
+/// already ended would make the resume test prove nothing).
+fn kill_after_first_checkpoint(
+    args: &[&str],
+    dir: &Path,
+    log: &str,
+    checkpoint: &str,
+    epochs: usize,
+) -> usize {
     let mut child = darts()
         .args(args)
         .arg("--out")
@@ -69,16 +81,25 @@ fn kill_during_second_epoch(args: &[&str], dir: &Path, log: &str, settle_ms: u64
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while std::fs::read_to_string(dir.join(log)).map_or(0, |t| t.lines().count()) < 1 {
+    while lines(&dir.join(log)) < 1 || !dir.join(checkpoint).exists() {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "first epoch never finished"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run exited before its first checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(settle_ms));
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    let at_kill = lines(&dir.join(log));
+    assert!(
+        !status.success() && at_kill < epochs,
+        "not killed mid-run: {status}, {at_kill} of {epochs} epochs logged"
+    );
+    at_kill
 }
 
 #[test]
@@ -109,8 +130,8 @@ fn search_is_deterministic_and_resumes_after_sigkill() {
     assert_eq!(result["epochs"], 3);
 
     // Same seed and threads, killed during epoch 2, then resumed.
-    kill_during_second_epoch(TINY, &b, "search.jsonl", 300);
-    let lines_at_kill = log_without_timings(&b).len();
+    let lines_at_kill =
+        kill_after_first_checkpoint(TINY, &b, "search.jsonl", "checkpoint.safetensors", 3);
     let resumed = darts()
         .arg("search")
         .arg("--resume")
@@ -166,14 +187,14 @@ fn bad_input_is_a_one_line_error() {
     );
     fails_with(
         &["search", "--channels", "0"],
-        "--channels must be positive",
+        "--channels must be at least 1",
     );
     fails_with(&["search", "--channels", "5"], "even");
     fails_with(&["search", "--epochs", "-3"], "-3");
     fails_with(&["search", "--dataset", "imagenet"], "imagenet");
     fails_with(
         &["train", "--batch-size", "0"],
-        "--batch-size must be positive",
+        "--batch-size must be at least 1",
     );
     fails_with(
         &[
@@ -219,6 +240,133 @@ fn bad_input_is_a_one_line_error() {
             dir.to_str().unwrap(),
         ],
         "train-images-idx3-ubyte",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every hyper-parameter out of range, on both commands: one line naming the flag, exit 1.
+#[test]
+fn out_of_range_hyperparameters_name_their_flag() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("grad-clip", "-1", "--grad-clip must be finite and above 0"),
+        ("grad-clip", "nan", "--grad-clip must be finite and above 0"),
+        ("grad-clip", "inf", "--grad-clip must be finite and above 0"),
+        ("lr", "0", "--lr must be finite and above 0"),
+        ("lr", "-0.1", "--lr must be finite and above 0"),
+        ("momentum", "1", "--momentum must be in [0, 1)"),
+        ("momentum", "-0.5", "--momentum must be in [0, 1)"),
+        (
+            "weight-decay",
+            "-1",
+            "--weight-decay must be finite and at least 0",
+        ),
+        ("max-steps", "0", "--max-steps must be at least 1"),
+    ];
+    for cmd in ["search", "train"] {
+        for (flag, value, needle) in cases {
+            fails_with(&[cmd, &format!("--{flag}"), value], needle);
+        }
+    }
+    for (args, needle) in [
+        (
+            &["search", "--lr-min", "-0.1"][..],
+            "--lr-min must be finite and at least 0",
+        ),
+        (
+            &["search", "--lr-min", "0.5"],
+            "--lr-min must be at most --lr (0.025)",
+        ),
+        (
+            &["search", "--arch-lr", "0"],
+            "--arch-lr must be finite and above 0",
+        ),
+        (
+            &["search", "--arch-weight-decay", "-1"],
+            "--arch-weight-decay",
+        ),
+        (
+            &["search", "--train-portion", "1"],
+            "--train-portion must be strictly between",
+        ),
+        (
+            &["train", "--drop-path", "1"],
+            "--drop-path must be in [0, 1)",
+        ),
+        (
+            &["train", "--auxiliary-weight", "-1"],
+            "--auxiliary-weight must be finite",
+        ),
+        (
+            &["search", "--data-dir", "/tmp"],
+            "the built-in dataset is generated",
+        ),
+        (
+            &["eval", "--checkpoint", "/nonexistent/run"],
+            "/nonexistent/run",
+        ),
+    ] {
+        fails_with(args, needle);
+    }
+}
+
+/// `--resume` takes the run's config.json: other flags are an error naming them, and a
+/// config.json edited out of range is checked like flags are.
+#[test]
+fn resume_rejects_flags_it_would_ignore_and_validates_the_saved_config() {
+    fails_with(
+        &[
+            "search",
+            "--resume",
+            "/nonexistent/run",
+            "--epochs",
+            "9",
+            "--lr",
+            "0.1",
+        ],
+        "would override --epochs, --lr",
+    );
+    fails_with(
+        &["train", "--resume", "/nonexistent/run", "--seed", "1"],
+        "would override --seed",
+    );
+    let dir = tmp("resume-config");
+    let out = darts()
+        .args([
+            "search",
+            "--channels",
+            "2",
+            "--layers",
+            "2",
+            "--batch-size",
+            "4",
+        ])
+        .args([
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--threads",
+            "2",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["momentum"] = serde_json::json!(1.5);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let d = dir.to_str().unwrap();
+    fails_with(&["search", "--resume", d, "--threads", "2"], "config.json");
+    fails_with(
+        &["search", "--resume", d],
+        "--momentum must be in [0, 1) (got 1.5)",
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -282,7 +430,8 @@ fn training_resumes_bit_identically_and_eval_reproduces_its_accuracy() {
         assert!(result.get(key).is_some(), "missing {key}");
     }
 
-    kill_during_second_epoch(TINY_TRAIN, &b, "train.jsonl", 100);
+    let lines_at_kill =
+        kill_after_first_checkpoint(TINY_TRAIN, &b, "train.jsonl", "train_state.safetensors", 3);
     let resumed = darts()
         .args(["train", "--threads", "2", "--resume"])
         .arg(&b)
@@ -293,6 +442,8 @@ fn training_resumes_bit_identically_and_eval_reproduces_its_accuracy() {
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
+    eprintln!("killed after {lines_at_kill} epoch(s)");
+    assert_eq!(lines(&b.join("train.jsonl")), 3);
     assert_eq!(
         std::fs::read(a.join("model.safetensors")).unwrap(),
         std::fs::read(b.join("model.safetensors")).unwrap(),

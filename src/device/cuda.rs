@@ -182,11 +182,6 @@ impl Gpu {
         }
     }
 
-    /// True for the CPU emulator.
-    pub fn is_emulator(&self) -> bool {
-        matches!(self.backend, Backend::Emulator(_))
-    }
-
     /// Uninitialised memory for `n` values (kernels that write every element).
     pub fn alloc(&self, n: usize) -> Result<GpuBuf> {
         let mem = match &self.backend {

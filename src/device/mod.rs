@@ -1,5 +1,7 @@
-//! Where tensor data lives. `Storage` is the one enum every op matches on: a new backend is a new
-//! variant, and the compiler then lists every op that still lacks a path for it.
+//! Where tensor data lives: the `Storage` enum, one variant per backend. Ops today pick their
+//! path with `Tensor::gpu_buf()` (`Some` = the CUDA kernel, `None` = the CPU code), so a new
+//! backend would not be flagged by the compiler at each op; making every op `match` on
+//! `Storage` is the backend-contract redesign tracked with the search-spaces work.
 
 pub mod cpu;
 pub mod cuda;

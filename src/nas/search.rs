@@ -47,6 +47,35 @@ pub struct SearchConfig {
     pub device: crate::Device,
 }
 
+impl SearchConfig {
+    /// Every value a search needs in range; called by [`run`], so flags and a resumed
+    /// `config.json` are checked alike.
+    pub fn validate(&self) -> Result<()> {
+        use crate::validate as v;
+        v::data(&self.data)?;
+        v::count("epochs", self.epochs)?;
+        v::count("batch-size", self.batch_size)?;
+        v::count("channels", self.channels)?;
+        v::count("layers", self.layers)?;
+        if let Some(s) = self.max_steps {
+            v::count("max-steps", s)?;
+        }
+        if self.primitives.is_empty() {
+            return Err(Error::InvalidArgument(
+                "--primitives must name at least one operation".into(),
+            ));
+        }
+        v::open_unit("train-portion", self.train_portion)?;
+        v::positive("lr", self.lr)?;
+        v::floor("lr-min", self.lr_min, "lr", self.lr)?;
+        v::unit("momentum", self.momentum)?;
+        v::non_negative("weight-decay", self.weight_decay)?;
+        v::positive("grad-clip", self.grad_clip)?;
+        v::positive("arch-lr", self.arch_lr)?;
+        v::non_negative("arch-weight-decay", self.arch_weight_decay)
+    }
+}
+
 /// What a finished search reports (`--json` prints it).
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchResult {
@@ -190,18 +219,25 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 
 /// Runs (or, with `resume`, continues) a search. `out` receives the run folder's files.
 pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<SearchResult> {
+    cfg.validate()?;
     let splits = data::load(&cfg.data, cfg.seed)?;
     let split = data::search_split(splits.train.len(), cfg.train_portion as f64)?;
     let ds = Arc::new(splits.train);
     let mut run = Run::new(cfg.clone(), ds.channels, ds.num_classes)?;
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        if resume {
+        if resume && dir.join(CHECKPOINT).exists() {
             run.restore(dir)?;
             truncate_lines(&dir.join("search.jsonl"), run.epochs_done)?;
+        } else if resume {
+            eprintln!(
+                "resume: no checkpoint yet in {}; starting from epoch 1",
+                dir.display()
+            );
+            truncate_lines(&dir.join("search.jsonl"), 0)?;
         } else {
             checkpoint::write_atomic(&dir.join("config.json"), to_json(&cfg)?.as_bytes())?;
-            let _ = std::fs::remove_file(dir.join("search.jsonl"));
+            checkpoint::remove_if_exists(&dir.join("search.jsonl"))?;
         }
     }
     // Both halves see the training augmentation, as in the reference search.
@@ -226,7 +262,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     for epoch in run.epochs_done..cfg.epochs {
         let start = Instant::now();
         let lr = cosine_lr(cfg.lr, cfg.lr_min, epoch, cfg.epochs);
-        run.sgd.set_lr(lr);
+        run.sgd.set_lr(lr)?;
         let mut ctx = Ctx::new(true, cfg.seed.wrapping_add(epoch as u64));
         let steps = train_loader
             .num_batches()
@@ -307,7 +343,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             checkpoint::write_atomic(
                 &dir.join("genotype.json"),
                 serde_json::to_string_pretty(&genotype)
-                    .unwrap_or_default()
+                    .map_err(|e| Error::InvalidArgument(format!("serialising the genotype: {e}")))?
                     .as_bytes(),
             )?;
             checkpoint::write_atomic(
