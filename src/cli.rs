@@ -341,6 +341,7 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     }
     Ok(SearchConfig {
         data: a.data.spec(),
+        data_files: Vec::new(),
         epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 3 } else { 50 }))?,
         batch_size: positive("batch-size", a.batch_size.unwrap_or(64))?,
         channels: positive(
@@ -417,6 +418,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
             }
             let cfg = TrainConfig {
                 data: a.data.spec(),
+                data_files: Vec::new(),
                 genotype,
                 genotype_source: a.genotype.clone(),
                 epochs: positive("epochs", a.epochs.unwrap_or(if builtin { 10 } else { 600 }))?,
