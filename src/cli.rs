@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::data::fetch::{self, FetchName};
 use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
 use crate::nas::architect::Order;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Inspect genotypes.
     #[command(subcommand)]
     Genotype(GenotypeCommand),
+    /// Get datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -299,6 +303,55 @@ pub enum GenotypeCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download a dataset's official files into the datasets folder, check their published
+    /// checksums, and unpack tarballs where `--dataset` looks; files already there and verified
+    /// are not downloaded again.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[arg(value_enum)]
+    pub name: FetchName,
+    /// The datasets folder to fill, created if missing (default: $DARTS_DATA_DIR, else
+    /// ../shared/datasets).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Download from this base URL instead of the official sources: it must serve the same
+    /// files as `<URL>/<NAME>/<file>`, e.g. `<URL>/mnist/train-images-idx3-ubyte.gz` or
+    /// `<URL>/cifar10/cifar-10-binary.tar.gz` [env: DARTS_DATA_MIRROR].
+    #[arg(long)]
+    pub mirror: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn run_fetch(a: FetchArgs) -> Result<()> {
+    let root = crate::data::data_dir_to_fill(a.data_dir.as_deref())?;
+    let from_env = std::env::var(fetch::MIRROR_ENV)
+        .ok()
+        .filter(|m| !m.is_empty());
+    let mirror = a.mirror.or(from_env);
+    let report = fetch::fetch(&fetch::official(a.name), &root, mirror.as_deref())?;
+    if a.json {
+        return print_json(&report);
+    }
+    for f in &report.files {
+        let status = match f.status {
+            fetch::Status::Downloaded => "downloaded",
+            fetch::Status::AlreadyPresent => "present",
+        };
+        println!(
+            "{status:<10} {}  {}",
+            f.sha256,
+            report.folder.join(&f.name).display()
+        );
+    }
+    Ok(())
+}
+
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
@@ -503,6 +556,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
+        Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)
