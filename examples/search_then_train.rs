@@ -21,6 +21,7 @@ fn main() -> darts::Result<()> {
     };
     let search_cfg = SearchConfig {
         data: data.clone(),
+        data_files: Vec::new(),
         epochs: 3,
         batch_size: 64,
         channels: 8,
@@ -45,6 +46,7 @@ fn main() -> darts::Result<()> {
 
     let train_cfg = TrainConfig {
         data,
+        data_files: Vec::new(),
         genotype: found.genotype.clone(),
         genotype_source: search_dir.join("genotype.json").display().to_string(),
         epochs: 3,

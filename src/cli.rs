@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::data::fetch::{self, FetchName};
 use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
 use crate::nas::architect::Order;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Inspect genotypes.
     #[command(subcommand)]
     Genotype(GenotypeCommand),
+    /// Get datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -302,6 +306,55 @@ pub enum GenotypeCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download a dataset's official files into the datasets folder, check their published
+    /// checksums, and unpack tarballs where `--dataset` looks; files already there and verified
+    /// are not downloaded again.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[arg(value_enum)]
+    pub name: FetchName,
+    /// The datasets folder to fill, created if missing (default: $DARTS_DATA_DIR, else
+    /// ../shared/datasets).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Download from this base URL instead of the official sources: it must serve the same
+    /// files as `<URL>/<NAME>/<file>`, e.g. `<URL>/mnist/train-images-idx3-ubyte.gz` or
+    /// `<URL>/cifar10/cifar-10-binary.tar.gz` [env: DARTS_DATA_MIRROR].
+    #[arg(long)]
+    pub mirror: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn run_fetch(a: FetchArgs) -> Result<()> {
+    let root = crate::data::data_dir_to_fill(a.data_dir.as_deref())?;
+    let from_env = std::env::var(fetch::MIRROR_ENV)
+        .ok()
+        .filter(|m| !m.is_empty());
+    let mirror = a.mirror.or(from_env);
+    let report = fetch::fetch(&fetch::official(a.name), &root, mirror.as_deref())?;
+    if a.json {
+        return print_json(&report);
+    }
+    for f in &report.files {
+        let status = match f.status {
+            fetch::Status::Downloaded => "downloaded",
+            fetch::Status::AlreadyPresent => "present",
+        };
+        println!(
+            "{status:<10} {}  {}",
+            f.sha256,
+            report.folder.join(&f.name).display()
+        );
+    }
+    Ok(())
+}
+
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
@@ -332,6 +385,7 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     };
     let cfg = SearchConfig {
         data: a.data.spec(),
+        data_files: Vec::new(),
         epochs: a.epochs.unwrap_or(if builtin { 3 } else { 50 }),
         batch_size: a.batch_size.unwrap_or(64),
         channels: a.channels.unwrap_or(if builtin { 8 } else { 16 }),
@@ -438,6 +492,7 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
             let builtin = a.data.dataset == DatasetKind::Builtin;
             let cfg = TrainConfig {
                 data: a.data.spec(),
+                data_files: Vec::new(),
                 genotype: Genotype::load(&a.genotype)?,
                 genotype_source: a.genotype.clone(),
                 epochs: a.epochs.unwrap_or(if builtin { 10 } else { 600 }),
@@ -531,6 +586,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Train(a) => run_train(a, sub),
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
+        Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)

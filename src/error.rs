@@ -25,6 +25,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file (named by its path or URL) whose checksum is not the published one.
+    #[error("{what}: {algorithm} is {actual}, expected {expected} (a corrupt transfer, or not the official file)")]
+    Checksum {
+        what: String,
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// One download that failed: an HTTP error, a broken connection, a short or overlong body.
+    #[error("{url}: {msg}")]
+    Download { url: String, msg: String },
+    /// No source gave the published file; one entry per source tried, in order.
+    #[error(
+        "{}: no source gave the published file ({}); nothing was kept; run it again later, or \
+         pass --mirror URL (or set DARTS_DATA_MIRROR) to use another source",
+        file.display(),
+        attempts.join("; ")
+    )]
+    Fetch {
+        file: PathBuf,
+        attempts: Vec<String>,
+    },
     /// Training produced NaN or infinity.
     #[error("numerical divergence: {0}; lower the learning rate or check the input data")]
     NonFinite(String),

@@ -1,5 +1,6 @@
-//! Progress on stderr: a bar on a terminal; when stderr is a file or a pipe (logs, CI), a plain
-//! line at most every 30 seconds so long runs still show that they are alive.
+//! Progress on stderr, of training steps and of downloads: a bar on a terminal; when stderr is a
+//! file or a pipe (logs, CI), a plain line at most every 30 seconds so long runs still show that
+//! they are alive.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,52 @@ impl Progress {
         }
         self.bar.set_position(pos as u64);
         self.bar.set_message(format!("{msg} {rate:.0} img/s"));
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A bar over the bytes of one download.
+pub struct Transfer {
+    bar: ProgressBar,
+    name: String,
+    total: u64,
+    last_line: Instant,
+}
+
+impl Transfer {
+    pub fn new(name: &str, total: u64) -> Self {
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(name.to_string());
+        if bar.is_hidden() {
+            eprintln!("downloading {name} ({total} bytes)");
+        }
+        Transfer {
+            bar,
+            name: name.into(),
+            total,
+            last_line: Instant::now(),
+        }
+    }
+
+    /// Moves to `bytes` received.
+    pub fn set(&mut self, bytes: u64) {
+        if self.bar.is_hidden() {
+            if self.last_line.elapsed() >= PLAIN_EVERY {
+                self.last_line = Instant::now();
+                eprintln!("{} {bytes}/{} bytes", self.name, self.total);
+            }
+            return;
+        }
+        self.bar.set_position(bytes);
     }
 
     pub fn finish(&self) {

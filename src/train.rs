@@ -125,6 +125,10 @@ pub fn evaluate<M>(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub data: DataSpec,
+    /// The data files the run read, filled in when it starts (configs written before this was
+    /// recorded have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_files: Vec<PathBuf>,
     pub genotype: Genotype,
     /// Where the genotype came from (a built-in name or a file), for the record.
     pub genotype_source: String,
@@ -275,6 +279,10 @@ fn restore_run(dir: &Path, net: &mut Network, sgd: &mut Sgd) -> Result<TrainStat
 pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainResult> {
     cfg.validate()?;
     let splits = data::load(&cfg.data, cfg.seed)?;
+    let cfg = TrainConfig {
+        data_files: source::files_to_record(&cfg.data_files, &splits.files, resume),
+        ..cfg
+    };
     let train = Arc::new(splits.train);
     let test = Arc::new(splits.test);
     let mut net = build_network(&cfg, &train)?;

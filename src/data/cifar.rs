@@ -35,6 +35,8 @@ const ARCHIVE_SUBDIR: &str = "cifar-10-batches-bin";
 pub struct Cifar10 {
     pub train: Dataset,
     pub test: Dataset,
+    /// The batch files read: the training files, then the test files.
+    pub files: Vec<PathBuf>,
 }
 
 /// Loads CIFAR-10 from `dir` (or `dir/cifar-10-batches-bin`): the training set from every file
@@ -70,6 +72,7 @@ pub fn load(dir: &Path) -> Result<Cifar10> {
         return Ok(Cifar10 {
             train: load_files(&train, names.clone())?,
             test: load_files(&test, names)?,
+            files: train.into_iter().chain(test).collect(),
         });
     }
     let places: Vec<String> = looked_in.iter().map(|p| p.display().to_string()).collect();
@@ -224,6 +227,11 @@ mod tests {
         assert_eq!(c.train.images[3072], 200);
         assert_eq!(c.test.labels, vec![5]);
         assert_eq!(c.train.class_names[9], "truck");
+        let names: Vec<_> = c.files.iter().map(|f| f.file_name().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["data_batch_1.bin", "data_batch_2.bin", "test_batch.bin"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -42,16 +42,12 @@ pub fn fashion_mnist(root: &Path, split: Split) -> Result<Dataset> {
     Ok(ds)
 }
 
-/// Reads the standard file pair for `split` from `dir` (`train-images-idx3-ubyte` and
-/// `train-labels-idx1-ubyte`, or the `t10k-` ones), each raw or with `.gz` appended. Classes
-/// are named `"0"`..`"9"`.
+/// Reads the standard file pair for `split` from `dir` (see [`idx_files`]). Classes are named
+/// `"0"`..`"9"`.
 pub fn load_idx(dir: &Path, split: Split) -> Result<Dataset> {
-    let stem = match split {
-        Split::Train => "train",
-        Split::Test => "t10k",
-    };
-    let (img_path, img_bytes) = read_maybe_gz(dir, &format!("{stem}-images-idx3-ubyte"))?;
-    let (lbl_path, lbl_bytes) = read_maybe_gz(dir, &format!("{stem}-labels-idx1-ubyte"))?;
+    let [img_path, lbl_path] = idx_files(dir, split)?;
+    let img_bytes = read_maybe_gz(&img_path)?;
+    let lbl_bytes = read_maybe_gz(&lbl_path)?;
     let (count, height, width, images) = parse_images(&img_path, img_bytes)?;
     let labels = parse_labels(&lbl_path, lbl_bytes)?;
     if labels.len() != count {
@@ -75,33 +71,48 @@ pub fn load_idx(dir: &Path, split: Split) -> Result<Dataset> {
     })
 }
 
-/// The contents of `dir/name`, or of `dir/name.gz` decompressed; gzip is recognised by its
-/// magic bytes, so a compressed file without the suffix also works.
-fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
+/// The files [`load_idx`] reads for `split`: `train-images-idx3-ubyte` and
+/// `train-labels-idx1-ubyte`, or the `t10k-` ones, each raw or with `.gz` appended (raw first).
+pub fn idx_files(dir: &Path, split: Split) -> Result<[PathBuf; 2]> {
+    let stem = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    Ok([
+        find(dir, &format!("{stem}-images-idx3-ubyte"))?,
+        find(dir, &format!("{stem}-labels-idx1-ubyte"))?,
+    ])
+}
+
+/// `dir/name` if it exists, else `dir/name.gz`.
+fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     let raw = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
-    let path = match (raw.is_file(), gz.is_file()) {
-        (true, _) => raw,
-        (false, true) => gz,
-        (false, false) => {
-            return Err(Error::data(
-                raw,
-                format!(
-                    "missing (neither it nor {name}.gz exists in {})",
-                    dir.display()
-                ),
-            ))
-        }
-    };
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    match (raw.is_file(), gz.is_file()) {
+        (true, _) => Ok(raw),
+        (false, true) => Ok(gz),
+        (false, false) => Err(Error::data(
+            raw,
+            format!(
+                "missing (neither it nor {name}.gz exists in {})",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// The contents of `path`, decompressed when it is gzip: recognised by its magic bytes, so a
+/// compressed file without the suffix also works.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok((path, bytes));
+        return Ok(bytes);
     }
     let mut out = Vec::new();
     MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut out)
-        .map_err(|e| Error::data(&path, format!("is not a valid gzip stream: {e}")))?;
-    Ok((path, out))
+        .map_err(|e| Error::data(path, format!("is not a valid gzip stream: {e}")))?;
+    Ok(out)
 }
 
 /// Big-endian u32 number `i` of the header; the caller has checked the length.

@@ -7,6 +7,7 @@
 pub mod augment;
 pub mod builtin;
 pub mod cifar;
+pub mod fetch;
 pub mod folder;
 pub mod loader;
 pub mod mnist;
@@ -137,15 +138,28 @@ impl Dataset {
     }
 }
 
+/// `explicit`, else `$DARTS_DATA_DIR` when set and not empty.
+fn chosen_data_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    let from_env = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty());
+    explicit
+        .map(Path::to_path_buf)
+        .or(from_env.map(PathBuf::from))
+}
+
+/// The datasets folder to download into: like [`data_dir`], except that a folder given
+/// explicitly or by `$DARTS_DATA_DIR` is created when it does not exist yet.
+pub fn data_dir_to_fill(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = chosen_data_dir(explicit) {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    data_dir(explicit)
+}
+
 /// The datasets folder (holding `mnist/`, `fashion-mnist/`, ...): `explicit` if given, else
 /// `$DARTS_DATA_DIR`, else the first of `../shared/datasets` and `shared/datasets` (from the
 /// current directory) and `shared/datasets` beside this crate's checkout that exists.
 pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    let from_env = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty());
-    if let Some(dir) = explicit
-        .map(Path::to_path_buf)
-        .or(from_env.map(PathBuf::from))
-    {
+    if let Some(dir) = chosen_data_dir(explicit) {
         return if dir.is_dir() {
             Ok(dir)
         } else {

@@ -25,6 +25,10 @@ use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SearchConfig {
     pub data: DataSpec,
+    /// The data files the run read, filled in when it starts (configs written before this was
+    /// recorded have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_files: Vec<PathBuf>,
     pub epochs: usize,
     pub batch_size: usize,
     pub channels: usize,
@@ -221,6 +225,10 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<SearchResult> {
     cfg.validate()?;
     let splits = data::load(&cfg.data, cfg.seed)?;
+    let cfg = SearchConfig {
+        data_files: source::files_to_record(&cfg.data_files, &splits.files, resume),
+        ..cfg
+    };
     let split = data::search_split(splits.train.len(), cfg.train_portion as f64)?;
     let ds = Arc::new(splits.train);
     let mut run = Run::new(cfg.clone(), ds.channels, ds.num_classes)?;
