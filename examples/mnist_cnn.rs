@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use darts::data::{self, Dataset, Normalize, Split};
 use darts::nn::{
-    self, BatchNorm2d, Conv2d, Ctx, Layer, Linear, MaxPool2d, Module, ParamKind, ReLU, Sequential,
+    self, BatchNorm2d, Conv2d, Ctx, Layer, Linear, MaxPool2d, Module, ReLU, Sequential,
 };
 use darts::ops::{self, Conv2dCfg};
 use darts::optim::{self, Optimizer, Sgd};
@@ -81,8 +81,7 @@ fn block(seq: Sequential, cin: usize, cout: usize, rng: &mut StdRng) -> Result<S
 struct Flatten;
 
 impl Module for Flatten {
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, ParamKind)) {}
-    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {}
+    darts::visitors!(|_m, _prefix, _f| {});
 }
 
 impl Layer for Flatten {

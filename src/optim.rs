@@ -406,26 +406,11 @@ mod tests {
     }
 
     impl Module for Toy {
-        fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-            f(&crate::nn::join(prefix, "w"), &self.w, ParamKind::Weight);
-            f(
-                &crate::nn::join(prefix, "buf"),
-                &self.buf,
-                ParamKind::Buffer,
-            );
-        }
-        fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-            f(
-                &crate::nn::join(prefix, "w"),
-                &mut self.w,
-                ParamKind::Weight,
-            );
-            f(
-                &crate::nn::join(prefix, "buf"),
-                &mut self.buf,
-                ParamKind::Buffer,
-            );
-        }
+        crate::visitors!(|m, prefix, f| {
+            m.w.leaf(&crate::nn::join(prefix, "w"), ParamKind::Weight, f);
+            m.buf
+                .leaf(&crate::nn::join(prefix, "buf"), ParamKind::Buffer, f);
+        });
     }
 
     fn toy() -> Toy {

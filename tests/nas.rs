@@ -52,7 +52,7 @@ fn tiny() -> (Network, Tensor, Vec<usize>, Tensor, Vec<usize>) {
     let an = Tensor::randn(&[5, 8], 0.5, &mut r);
     let ar = Tensor::randn(&[5, 8], 0.5, &mut r);
     net.alphas.normal.set_data(&an).unwrap();
-    net.alphas.reduce.set_data(&ar).unwrap();
+    net.alphas.reduce.as_mut().unwrap().set_data(&ar).unwrap();
     let xt = Tensor::randn(&[4, 1, 8, 8], 1.0, &mut r);
     let xv = Tensor::randn(&[4, 1, 8, 8], 1.0, &mut r);
     let yt = (0..4).map(|_| r.random_range(0..3)).collect();
@@ -127,7 +127,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
     let mut ctx = Ctx::new(true, 0);
     let grad = |net: &mut Network, order, ctx: &mut Ctx| {
         let a = Architect::new(order, 3e-4, 1e-3).unwrap();
-        let (_, [gn, gr]) = a
+        let (_, g) = a
             .alpha_gradient(
                 net,
                 &Batch {
@@ -143,7 +143,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
                 ctx,
             )
             .unwrap();
-        [gn.to_vec(), gr.to_vec()].concat()
+        g.iter().flat_map(|t| t.to_vec()).collect::<Vec<f32>>()
     };
     let g2 = grad(&mut net, Order::Second, &mut ctx);
     let g1 = grad(&mut net, Order::First, &mut ctx);
@@ -157,7 +157,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
                 let t = if which == 0 {
                     &mut net.alphas.normal
                 } else {
-                    &mut net.alphas.reduce
+                    net.alphas.reduce.as_mut().unwrap()
                 };
                 let mut v = t.to_vec();
                 v[i] += delta;
@@ -167,7 +167,7 @@ fn second_order_alpha_gradient_matches_finite_difference_of_unrolled_objective()
                 let t = if which == 0 {
                     &mut net.alphas.normal
                 } else {
-                    &mut net.alphas.reduce
+                    net.alphas.reduce.as_mut().unwrap()
                 };
                 let mut v = t.to_vec();
                 v[i] -= delta;

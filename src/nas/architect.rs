@@ -103,12 +103,12 @@ impl Architect {
         eta: f32,
         sgd: &Sgd,
         ctx: &mut Ctx,
-    ) -> Result<(f32, [Tensor; 2])> {
-        let alpha_grads = |net: &Network, g: &Grads| -> Result<[Tensor; 2]> {
+    ) -> Result<(f32, Vec<Tensor>)> {
+        let alpha_grads = |net: &Network, g: &Grads| -> Result<Vec<Tensor>> {
             // A network without normal (or reduction) cells, e.g. 2 layers, leaves those
             // alphas without a gradient: zero, as PyTorch's Adam then sees none.
             let get = |t: &Tensor| g.get(t).cloned().map_or_else(|| t.zeros_like(), Ok);
-            Ok([get(&net.alphas.normal)?, get(&net.alphas.reduce)?])
+            net.alphas.matrices().into_iter().map(get).collect()
         };
         let result = match self.order {
             Order::First => Self::loss_grads(net, val, false, true, ctx)
@@ -133,8 +133,8 @@ impl Architect {
         eta: f32,
         sgd: &Sgd,
         ctx: &mut Ctx,
-        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
-    ) -> Result<(f32, [Tensor; 2])> {
+        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<Vec<Tensor>>,
+    ) -> Result<(f32, Vec<Tensor>)> {
         let w0 = tensors(net, ParamKind::Weight);
         let b0 = tensors(net, ParamKind::Buffer);
         let result = Self::perturbed_gradient(net, &w0, train, val, eta, sgd, ctx, alpha_grads);
@@ -159,8 +159,8 @@ impl Architect {
         eta: f32,
         sgd: &Sgd,
         ctx: &mut Ctx,
-        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<[Tensor; 2]>,
-    ) -> Result<(f32, [Tensor; 2])> {
+        alpha_grads: &dyn Fn(&Network, &Grads) -> Result<Vec<Tensor>>,
+    ) -> Result<(f32, Vec<Tensor>)> {
         // w′ = w − ξ(μ·buf + ∇w L_train + λw), exactly one step of the weight optimiser.
         let (_, g_train) = Self::loss_grads(net, train, true, false, ctx)?;
         let mut names = Vec::new();
@@ -187,7 +187,7 @@ impl Architect {
         let saved_buffers = tensors(net, ParamKind::Buffer);
         let (loss, g_val) = Self::loss_grads(net, val, true, true, ctx)?;
         update(net, ParamKind::Buffer, |i, _| Ok(saved_buffers[i].clone()))?;
-        let [mut da_n, mut da_r] = alpha_grads(net, &g_val)?;
+        let mut da = alpha_grads(net, &g_val)?;
         let mut v = Vec::new();
         net.visit("", &mut |_, t, kind| {
             if kind == ParamKind::Weight {
@@ -199,17 +199,18 @@ impl Architect {
         let norm = crate::ops::squared_norm(&v.iter().collect::<Vec<_>>())?.sqrt() as f32;
         // Hessian-vector product by central differences at w0 ± R·v.
         let r = 1e-2 / norm.max(1e-12);
-        let mut hvp_side = |sign: f32, ctx: &mut Ctx| -> Result<[Tensor; 2]> {
+        let mut hvp_side = |sign: f32, ctx: &mut Ctx| -> Result<Vec<Tensor>> {
             update(net, ParamKind::Weight, |i, _| axpy(&w0[i], sign * r, &v[i]))?;
             let (_, g) = Self::loss_grads(net, train, false, true, ctx)?;
             alpha_grads(net, &g)
         };
-        let [gp_n, gp_r] = hvp_side(1.0, ctx)?;
-        let [gn_n, gn_r] = hvp_side(-1.0, ctx)?;
+        let plus = hvp_side(1.0, ctx)?;
+        let minus = hvp_side(-1.0, ctx)?;
         let c = -eta / (2.0 * r);
-        da_n = axpy(&da_n, c, &axpy(&gp_n, -1.0, &gn_n)?)?;
-        da_r = axpy(&da_r, c, &axpy(&gp_r, -1.0, &gn_r)?)?;
-        Ok((loss, [da_n, da_r]))
+        for ((d, p), m) in da.iter_mut().zip(&plus).zip(&minus) {
+            *d = axpy(d, c, &axpy(p, -1.0, m)?)?;
+        }
+        Ok((loss, da))
     }
 
     /// One architecture update; returns the validation loss it saw.
@@ -222,10 +223,11 @@ impl Architect {
         sgd: &Sgd,
         ctx: &mut Ctx,
     ) -> Result<f32> {
-        let (loss, [gn, gr]) = self.alpha_gradient(net, train, val, eta, sgd, ctx)?;
+        let (loss, alpha_grads) = self.alpha_gradient(net, train, val, eta, sgd, ctx)?;
         let mut grads = Grads::default();
-        grads.insert(&net.alphas.normal, gn);
-        grads.insert(&net.alphas.reduce, gr);
+        for (a, g) in net.alphas.matrices().into_iter().zip(alpha_grads) {
+            grads.insert(a, g);
+        }
         // The loss was finite; a NaN here (e.g. from the finite-difference Hessian) must not
         // reach the alphas.
         ensure_finite_grads(&net.alphas, &grads)?;

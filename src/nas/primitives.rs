@@ -1,5 +1,6 @@
-//! The candidate operations of the DARTS search space, named exactly as in the reference code
-//! (`genotypes.py`), so genotypes and primitive lists move between the two unchanged.
+//! The candidate operations of the DARTS and NAS-Bench-201 search spaces, named exactly as in
+//! their reference code (`genotypes.py`, NB201's `cell_operations.py`), so genotypes, arch
+//! strings and primitive lists move between them and us unchanged.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -30,6 +31,12 @@ pub enum Primitive {
     DilConv3x3,
     #[serde(rename = "dil_conv_5x5")]
     DilConv5x5,
+    /// NAS-Bench-201's ReLU → 1×1 conv → BN.
+    #[serde(rename = "nor_conv_1x1")]
+    NorConv1x1,
+    /// NAS-Bench-201's ReLU → 3×3 conv → BN.
+    #[serde(rename = "nor_conv_3x3")]
+    NorConv3x3,
 }
 
 /// The DARTS search space in the paper's order; this order is the column order of the alphas.
@@ -44,6 +51,29 @@ pub const DARTS_PRIMITIVES: [Primitive; 8] = [
     Primitive::DilConv5x5,
 ];
 
+/// The NAS-Bench-201 cell operations in the benchmark's order (the alpha column order there).
+pub const NB201_PRIMITIVES: [Primitive; 5] = [
+    Primitive::None,
+    Primitive::SkipConnect,
+    Primitive::NorConv1x1,
+    Primitive::NorConv3x3,
+    Primitive::AvgPool3x3,
+];
+
+/// Every primitive, for parsing names.
+const ALL: [Primitive; 10] = [
+    Primitive::None,
+    Primitive::MaxPool3x3,
+    Primitive::AvgPool3x3,
+    Primitive::SkipConnect,
+    Primitive::SepConv3x3,
+    Primitive::SepConv5x5,
+    Primitive::DilConv3x3,
+    Primitive::DilConv5x5,
+    Primitive::NorConv1x1,
+    Primitive::NorConv3x3,
+];
+
 impl Primitive {
     /// The name used by the DARTS reference code, e.g. `"sep_conv_3x3"`.
     pub fn name(self) -> &'static str {
@@ -56,6 +86,8 @@ impl Primitive {
             Primitive::SepConv5x5 => "sep_conv_5x5",
             Primitive::DilConv3x3 => "dil_conv_3x3",
             Primitive::DilConv5x5 => "dil_conv_5x5",
+            Primitive::NorConv1x1 => "nor_conv_1x1",
+            Primitive::NorConv3x3 => "nor_conv_3x3",
         }
     }
 }
@@ -70,16 +102,13 @@ impl FromStr for Primitive {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        DARTS_PRIMITIVES
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                let valid: Vec<_> = DARTS_PRIMITIVES.iter().map(|p| p.name()).collect();
-                Error::InvalidArgument(format!(
-                    "unknown primitive '{s}'; valid names: {}",
-                    valid.join(", ")
-                ))
-            })
+        ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let valid: Vec<_> = ALL.iter().map(|p| p.name()).collect();
+            Error::InvalidArgument(format!(
+                "unknown primitive '{s}'; valid names: {}",
+                valid.join(", ")
+            ))
+        })
     }
 }
 
@@ -120,7 +149,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_through_str_and_serde() {
-        for p in DARTS_PRIMITIVES {
+        for p in ALL {
             assert_eq!(p.name().parse::<Primitive>().unwrap(), p);
             assert_eq!(p.to_string(), p.name());
             let json = serde_json::to_string(&p).unwrap();

@@ -8,32 +8,6 @@ use crate::error::{Error, Result};
 use crate::ops::{self, BatchNormCfg, Conv2dCfg};
 use crate::tensor::Tensor;
 
-/// Visits an optional tensor under `name`.
-fn visit_opt(
-    prefix: &str,
-    name: &str,
-    t: &Option<Tensor>,
-    kind: ParamKind,
-    f: &mut dyn FnMut(&str, &Tensor, ParamKind),
-) {
-    if let Some(t) = t {
-        f(&join(prefix, name), t, kind);
-    }
-}
-
-/// Mutable twin of [`visit_opt`].
-fn visit_opt_mut(
-    prefix: &str,
-    name: &str,
-    t: &mut Option<Tensor>,
-    kind: ParamKind,
-    f: &mut dyn FnMut(&str, &mut Tensor, ParamKind),
-) {
-    if let Some(t) = t {
-        f(&join(prefix, name), t, kind);
-    }
-}
-
 /// PyTorch's default for conv and linear layers: `kaiming_uniform_(a=√5)` on the weight, which
 /// works out to U(-1/√fan_in, 1/√fan_in), and the same bound for the bias.
 fn pytorch_default_init(
@@ -95,14 +69,10 @@ impl Conv2d {
 }
 
 impl Module for Conv2d {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(&join(prefix, "weight"), &self.weight, ParamKind::Weight);
-        visit_opt(prefix, "bias", &self.bias, ParamKind::Weight, f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-        f(&join(prefix, "weight"), &mut self.weight, ParamKind::Weight);
-        visit_opt_mut(prefix, "bias", &mut self.bias, ParamKind::Weight, f);
-    }
+    crate::visitors!(|m, prefix, f| {
+        m.weight.leaf(&join(prefix, "weight"), ParamKind::Weight, f);
+        m.bias.leaf(&join(prefix, "bias"), ParamKind::Weight, f);
+    });
 }
 
 impl Layer for Conv2d {
@@ -144,34 +114,14 @@ impl BatchNorm2d {
 }
 
 impl Module for BatchNorm2d {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        visit_opt(prefix, "weight", &self.weight, ParamKind::Weight, f);
-        visit_opt(prefix, "bias", &self.bias, ParamKind::Weight, f);
-        f(
-            &join(prefix, "running_mean"),
-            &self.running_mean,
-            ParamKind::Buffer,
-        );
-        f(
-            &join(prefix, "running_var"),
-            &self.running_var,
-            ParamKind::Buffer,
-        );
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-        visit_opt_mut(prefix, "weight", &mut self.weight, ParamKind::Weight, f);
-        visit_opt_mut(prefix, "bias", &mut self.bias, ParamKind::Weight, f);
-        f(
-            &join(prefix, "running_mean"),
-            &mut self.running_mean,
-            ParamKind::Buffer,
-        );
-        f(
-            &join(prefix, "running_var"),
-            &mut self.running_var,
-            ParamKind::Buffer,
-        );
-    }
+    crate::visitors!(|m, prefix, f| {
+        m.weight.leaf(&join(prefix, "weight"), ParamKind::Weight, f);
+        m.bias.leaf(&join(prefix, "bias"), ParamKind::Weight, f);
+        m.running_mean
+            .leaf(&join(prefix, "running_mean"), ParamKind::Buffer, f);
+        m.running_var
+            .leaf(&join(prefix, "running_var"), ParamKind::Buffer, f);
+    });
 }
 
 impl Layer for BatchNorm2d {
@@ -221,14 +171,10 @@ impl Linear {
 }
 
 impl Module for Linear {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        f(&join(prefix, "weight"), &self.weight, ParamKind::Weight);
-        visit_opt(prefix, "bias", &self.bias, ParamKind::Weight, f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-        f(&join(prefix, "weight"), &mut self.weight, ParamKind::Weight);
-        visit_opt_mut(prefix, "bias", &mut self.bias, ParamKind::Weight, f);
-    }
+    crate::visitors!(|m, prefix, f| {
+        m.weight.leaf(&join(prefix, "weight"), ParamKind::Weight, f);
+        m.bias.leaf(&join(prefix, "bias"), ParamKind::Weight, f);
+    });
 }
 
 impl Layer for Linear {

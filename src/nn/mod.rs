@@ -28,6 +28,7 @@
 
 mod layers;
 mod macs;
+pub mod walk;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -48,7 +49,8 @@ pub enum ParamKind {
 }
 
 /// Anything that owns named tensors. `visit` walks them in a fixed order, calling `f` with the
-/// full dotted name (`prefix` joined with the local name, see [`join`]).
+/// full dotted name (`prefix` joined with the local name, see [`join`]). Implement both methods
+/// with one body through [`visitors!`](crate::visitors) (see [`walk`]).
 pub trait Module {
     /// Calls `f` on every tensor this module owns, children included.
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind));
@@ -178,16 +180,9 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-        for (i, l) in self.layers.iter().enumerate() {
-            l.visit(&join(prefix, &i.to_string()), f);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            l.visit_mut(&join(prefix, &i.to_string()), f);
-        }
-    }
+    crate::visitors!(|m, prefix, f| {
+        m.layers.walk(prefix, f);
+    });
 }
 
 impl Layer for Sequential {
@@ -204,8 +199,7 @@ impl Layer for Sequential {
 macro_rules! stateless {
     ($t:ty) => {
         impl Module for $t {
-            fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, ParamKind)) {}
-            fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {}
+            crate::visitors!(|_m, _prefix, _f| {});
         }
     };
 }
@@ -321,12 +315,9 @@ mod tests {
     }
 
     impl Module for Cell {
-        fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, ParamKind)) {
-            self.ops.visit(&join(prefix, "ops"), f);
-        }
-        fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, ParamKind)) {
-            self.ops.visit_mut(&join(prefix, "ops"), f);
-        }
+        crate::visitors!(|m, prefix, f| {
+            m.ops.walk(&join(prefix, "ops"), f);
+        });
     }
 
     fn cell(rng: &mut StdRng) -> Cell {

@@ -10,7 +10,7 @@ use super::layout::{Kind, Layout, LABEL_H, LABEL_SIZE};
 use super::svg::{document, esc, mono_width, op_colour, px, state_svg, subscript_svg, GREY, MONO};
 use crate::error::{Error, Result};
 use crate::nas::genotype::{validate_cell, validate_concat};
-use crate::nas::primitives::{Primitive, DARTS_PRIMITIVES};
+use crate::nas::primitives::Primitive;
 use crate::nas::Genotype;
 
 /// Horizontal room between a node column and the next (label) column, and from a label column
@@ -65,7 +65,8 @@ pub(crate) fn ops_used(genotype: &Genotype) -> Vec<Primitive> {
         .chain(&genotype.reduce)
         .map(|p| p.0)
         .collect();
-    ops.sort_by_key(|op| DARTS_PRIMITIVES.iter().position(|p| p == op));
+    // Declaration order is the DARTS order, the NB201-only ops after it.
+    ops.sort();
     ops.dedup();
     ops
 }

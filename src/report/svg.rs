@@ -40,6 +40,8 @@ pub(crate) fn op_colour(op: Primitive) -> &'static str {
         Primitive::SepConv5x5 => "#0e8a96",
         Primitive::DilConv3x3 => "#9467bd",
         Primitive::DilConv5x5 => "#8c564b",
+        Primitive::NorConv1x1 => "#b8860b",
+        Primitive::NorConv3x3 => "#c2185b",
     }
 }
 
