@@ -7,6 +7,7 @@ pub mod network;
 pub mod operations;
 pub mod primitives;
 pub mod search;
+pub mod space;
 pub mod supernet;
 
 pub use genotype::Genotype;
