@@ -47,6 +47,9 @@ pub enum Command {
     /// Get datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// The NAS-Bench-201 tabular benchmark.
+    #[command(subcommand)]
+    Nb201(Nb201Command),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -331,6 +334,25 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum Nb201Command {
+    /// Print a cell's row of the NAS-Bench-201 table (accuracies in %, params, FLOPs) and its
+    /// ranks by cifar10_test and cifar10_valid.
+    Lookup(Nb201LookupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Nb201LookupArgs {
+    /// An arch index (0..=15624), or an arch string such as
+    /// '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'.
+    pub arch: String,
+    /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
+    #[arg(long)]
+    pub benchmark: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn run_fetch(a: FetchArgs) -> Result<()> {
     let root = crate::data::data_dir_to_fill(a.data_dir.as_deref())?;
     let from_env = std::env::var(fetch::MIRROR_ENV)
@@ -587,6 +609,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
+        Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)

@@ -98,6 +98,11 @@ pub const EDGES: [(usize, usize); 6] = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), 
 /// Cells in the space: 5 ops on each of 6 edges.
 pub const NUM_CELLS: usize = 15_625;
 
+/// "1 node", "2 nodes".
+fn count(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Position in [`EDGES`] of the edge `from → to` (edges are grouped by target node, 1 then 2
 /// then 3, and by source within a group).
 const fn edge_index(from: usize, to: usize) -> usize {
@@ -202,8 +207,8 @@ impl FromStr for Nb201Arch {
         let nodes: Vec<&str> = s.split('+').collect();
         if nodes.len() != 3 {
             return Err(bad(format!(
-                "{} nodes separated by `+`, expected 3",
-                nodes.len()
+                "{} separated by `+`, expected 3",
+                count(nodes.len(), "node")
             )));
         }
         let mut ops = [Nb201Op::None; 6];
@@ -215,8 +220,8 @@ impl FromStr for Nb201Arch {
             let inputs: Vec<&str> = inner.split('|').collect();
             if inputs.len() != node {
                 return Err(bad(format!(
-                    "node {node} has {} inputs, expected {node}",
-                    inputs.len()
+                    "node {node} has {}, expected {node}",
+                    count(inputs.len(), "input")
                 )));
             }
             for (i, input) in inputs.into_iter().enumerate() {
@@ -297,7 +302,7 @@ mod tests {
             "\"avg_pool_3x3\""
         );
         let err = serde_json::from_str::<Nb201Arch>("\"|none~0|\"").unwrap_err();
-        assert!(err.to_string().contains("1 nodes"), "{err}");
+        assert!(err.to_string().contains("1 node separated"), "{err}");
     }
 
     #[test]
@@ -325,10 +330,10 @@ mod tests {
                 "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|+|none~0|",
                 "4 nodes",
             ),
-            ("", "1 nodes"),
+            ("", "1 node separated"),
             (
                 "|none~0|+|none~0|+|none~0|none~1|none~2|",
-                "node 2 has 1 inputs, expected 2",
+                "node 2 has 1 input, expected 2",
             ),
             (
                 "|none~0|+|none~0|none~2|+|none~0|none~1|none~2|",
