@@ -12,8 +12,9 @@ use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
 use crate::nas::architect::Order;
 use crate::nas::genotype::Genotype;
-use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES};
+use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES, NB201_PRIMITIVES};
 use crate::nas::search::{self, SearchConfig};
+use crate::nas::space::{Arch, Space};
 use crate::train::TrainConfig;
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,9 @@ pub enum Command {
     /// Get datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// The NAS-Bench-201 tabular benchmark.
+    #[command(subcommand)]
+    Nb201(Nb201Command),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -98,6 +102,11 @@ impl DeviceArgs {
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
+    /// Search space: darts (the paper's cells) or nb201 (NAS-Bench-201's cell; the found cell
+    /// is then looked up in the benchmark's table). Both use the DARTS search recipe below, as
+    /// the NAS-Bench-201 paper does.
+    #[arg(long, value_enum, default_value_t = Space::Darts)]
+    pub space: Space,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -112,7 +121,8 @@ pub struct SearchArgs {
     /// Initial channels C [default: 16; 8 on the built-in dataset].
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Number of cells [default: 8; 5 on the built-in dataset].
+    /// Number of cells [darts: 8 in all (5 on the built-in dataset); nb201: N = 5 per stage
+    /// (2 on the built-in dataset)].
     #[arg(long)]
     pub layers: Option<usize>,
     /// Architecture gradient: 1 = first order, 2 = second order (unrolled).
@@ -124,7 +134,8 @@ pub struct SearchArgs {
     /// Worker threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Comma-separated candidate operations [default: the 8 DARTS primitives].
+    /// Comma-separated candidate operations [default: the 8 DARTS primitives; nb201 searches
+    /// its own 5].
     #[arg(long)]
     pub primitives: Option<String>,
     /// Fraction of the training set that trains weights; the rest trains the alphas.
@@ -149,6 +160,10 @@ pub struct SearchArgs {
     /// Stop each epoch after this many steps (quick experiments).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// nb201: the benchmark table that scores the found cell [default:
+    /// $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv, when present].
+    #[arg(long)]
+    pub benchmark: Option<PathBuf>,
     /// Run folder: search.jsonl, genotype.json/.txt, config.json, checkpoint.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -162,40 +177,58 @@ pub struct SearchArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// Search space of the architecture [default: nb201 with --arch, else darts]. With nb201 the
+    /// defaults are NAS-Bench-201's training recipe: SGD lr 0.1 with Nesterov momentum 0.9,
+    /// weight decay 5e-4, batch 256, 200 epochs, C=16, N=5, no auxiliary head, no drop-path
+    /// (the flags marked below); cosine schedule, crop+flip and --grad-clip as in DARTS.
+    #[arg(long, value_enum)]
+    pub space: Option<Space>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Genotype: a built-in name (DARTS_V2, DARTS_V1, DARTS) or a JSON / DARTS-text file
-    /// (e.g. a search run's genotype.json).
-    #[arg(long, default_value = "DARTS_V2")]
-    pub genotype: String,
-    /// Initial channels C [default: 36; 8 on the built-in dataset].
+    /// DARTS genotype: a built-in name (DARTS_V2, DARTS_V1, DARTS) or a JSON / DARTS-text file
+    /// (e.g. a search run's genotype.json) [default: DARTS_V2].
+    #[arg(long, conflicts_with = "arch")]
+    pub genotype: Option<String>,
+    /// NAS-Bench-201 cell: its benchmark string
+    /// ('|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|')
+    /// or a file holding one (a search run's genotype.json) [default: the benchmark's best
+    /// CIFAR-10 cell, index 6111].
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Initial channels C [darts: 36; nb201: 16; 8 on the built-in dataset].
     #[arg(long)]
     pub channels: Option<usize>,
-    /// Number of cells [default: 20; 5 on the built-in dataset].
+    /// Cells [darts: 20 in all; nb201: N = 5 per stage; 5 / 2 on the built-in dataset].
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Epochs [default: 600; 10 on the built-in dataset].
+    /// Epochs [darts: 600; nb201: 200; 10 on the built-in dataset].
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 96)]
-    pub batch_size: usize,
-    /// Initial learning rate (cosine-annealed to 0, per step).
-    #[arg(long, default_value_t = 0.025)]
-    pub lr: f32,
+    /// Batch size [darts: 96; nb201: 256].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Initial learning rate (cosine-annealed to 0, per step) [darts: 0.025; nb201: 0.1].
+    #[arg(long)]
+    pub lr: Option<f32>,
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
-    #[arg(long, default_value_t = 3e-4)]
-    pub weight_decay: f32,
+    /// Nesterov momentum [darts: off; nb201: on]; `--nesterov false` turns it off.
+    #[arg(long)]
+    pub nesterov: Option<bool>,
+    /// [darts: 3e-4; nb201: 5e-4].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
     #[arg(long, default_value_t = 5.0)]
     pub grad_clip: f32,
-    /// Weight of the auxiliary head's loss (0 disables the head).
-    #[arg(long, default_value_t = 0.4)]
-    pub auxiliary_weight: f32,
-    /// Drop-path probability, ramped linearly from 0 over the epochs.
-    #[arg(long, default_value_t = 0.2)]
-    pub drop_path: f32,
+    /// Weight of the auxiliary head's loss, 0 disables the head [darts: 0.4; nb201: 0, it has
+    /// none].
+    #[arg(long)]
+    pub auxiliary_weight: Option<f32>,
+    /// Drop-path probability, ramped linearly from 0 over the epochs [darts: 0.2; nb201: 0].
+    #[arg(long)]
+    pub drop_path: Option<f32>,
     /// Cutout length (0 = off), on top of the dataset's standard augmentation: random crop
     /// after zero padding (4 pixels on CIFAR-10 and folders, 2 on MNIST and Fashion-MNIST, 1 on
     /// the built-in set) and horizontal flip (not on MNIST's digits).
@@ -331,6 +364,25 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum Nb201Command {
+    /// Print a cell's row of the NAS-Bench-201 table (accuracies in %, params, FLOPs) and its
+    /// ranks by cifar10_test and cifar10_valid.
+    Lookup(Nb201LookupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Nb201LookupArgs {
+    /// An arch index (0..=15624), or an arch string such as
+    /// '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'.
+    pub arch: String,
+    /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
+    #[arg(long)]
+    pub benchmark: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn run_fetch(a: FetchArgs) -> Result<()> {
     let root = crate::data::data_dir_to_fill(a.data_dir.as_deref())?;
     let from_env = std::env::var(fetch::MIRROR_ENV)
@@ -379,17 +431,37 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     let builtin = a.data.dataset == DatasetKind::Builtin;
-    let primitives = match &a.primitives {
-        Some(list) => parse_primitive_list(list)?,
-        None => DARTS_PRIMITIVES.to_vec(),
+    let nb201 = a.space == Space::Nb201;
+    let primitives = match (&a.primitives, a.space) {
+        (Some(_), Space::Nb201) => {
+            return Err(Error::InvalidArgument(
+                "--space nb201 searches the benchmark's own 5 ops; drop --primitives".into(),
+            ))
+        }
+        (Some(list), Space::Darts) => parse_primitive_list(list)?,
+        (None, Space::Darts) => DARTS_PRIMITIVES.to_vec(),
+        (None, Space::Nb201) => NB201_PRIMITIVES.to_vec(),
+    };
+    if a.benchmark.is_some() && !nb201 {
+        return Err(Error::InvalidArgument(
+            "--benchmark scores NAS-Bench-201 cells; it needs --space nb201".into(),
+        ));
+    }
+    let layers = match (nb201, builtin) {
+        (false, false) => 8,
+        (false, true) => 5,
+        (true, false) => 5,
+        (true, true) => 2,
     };
     let cfg = SearchConfig {
+        space: a.space,
+        benchmark: a.benchmark.clone(),
         data: a.data.spec(),
         data_files: Vec::new(),
         epochs: a.epochs.unwrap_or(if builtin { 3 } else { 50 }),
         batch_size: a.batch_size.unwrap_or(64),
         channels: a.channels.unwrap_or(if builtin { 8 } else { 16 }),
-        layers: a.layers.unwrap_or(if builtin { 5 } else { 8 }),
+        layers: a.layers.unwrap_or(layers),
         order: if a.order == 2 {
             Order::Second
         } else {
@@ -489,28 +561,7 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
             true,
         ),
         None => {
-            let builtin = a.data.dataset == DatasetKind::Builtin;
-            let cfg = TrainConfig {
-                data: a.data.spec(),
-                data_files: Vec::new(),
-                genotype: Genotype::load(&a.genotype)?,
-                genotype_source: a.genotype.clone(),
-                epochs: a.epochs.unwrap_or(if builtin { 10 } else { 600 }),
-                batch_size: a.batch_size,
-                channels: a.channels.unwrap_or(if builtin { 8 } else { 36 }),
-                layers: a.layers.unwrap_or(if builtin { 5 } else { 20 }),
-                lr: a.lr,
-                momentum: a.momentum,
-                weight_decay: a.weight_decay,
-                grad_clip: a.grad_clip,
-                auxiliary_weight: a.auxiliary_weight,
-                drop_path: a.drop_path,
-                cutout: a.cutout,
-                seed: a.seed,
-                eval_every_epoch: a.eval_every_epoch,
-                max_steps: a.max_steps,
-                device: crate::Device::Cpu,
-            };
+            let cfg = train_config(&a)?;
             cfg.validate()?;
             (cfg, a.out.clone(), false)
         }
@@ -531,6 +582,75 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
         );
         Ok(())
     }
+}
+
+/// The training run the flags describe, with the chosen space's recipe for what they leave out.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let builtin = a.data.dataset == DatasetKind::Builtin;
+    let space = a.space.unwrap_or(if a.arch.is_some() {
+        Space::Nb201
+    } else {
+        Space::Darts
+    });
+    let source = match space {
+        Space::Darts if a.arch.is_some() => {
+            return Err(Error::InvalidArgument(
+                "--arch names a NAS-Bench-201 cell; use --genotype with --space darts".into(),
+            ))
+        }
+        Space::Darts => a.genotype.clone().unwrap_or_else(|| "DARTS_V2".into()),
+        Space::Nb201 => a
+            .arch
+            .clone()
+            .or(a.genotype.clone())
+            .unwrap_or_else(|| crate::nas::space::NB201_BEST.into()),
+    };
+    let genotype = Arch::load(&source)?;
+    if genotype.space() != space {
+        return Err(Error::InvalidArgument(format!(
+            "'{source}' is a {:?} architecture, but the space is {space:?}; pass --space {}",
+            genotype.space(),
+            format!("{:?}", genotype.space()).to_lowercase()
+        )));
+    }
+    let nb201 = space == Space::Nb201;
+    fn pick<T>(nb201: bool, darts: T, nb201_value: T) -> T {
+        if nb201 {
+            nb201_value
+        } else {
+            darts
+        }
+    }
+    let pick_n = |d: usize, n: usize| pick(nb201, d, n);
+    let pick_f = |d: f32, n: f32| pick(nb201, d, n);
+    Ok(TrainConfig {
+        data: a.data.spec(),
+        data_files: Vec::new(),
+        genotype,
+        genotype_source: source,
+        epochs: a
+            .epochs
+            .unwrap_or(if builtin { 10 } else { pick_n(600, 200) }),
+        batch_size: a.batch_size.unwrap_or(pick_n(96, 256)),
+        channels: a
+            .channels
+            .unwrap_or(if builtin { 8 } else { pick_n(36, 16) }),
+        layers: a
+            .layers
+            .unwrap_or(if builtin { pick_n(5, 2) } else { pick_n(20, 5) }),
+        lr: a.lr.unwrap_or(pick_f(0.025, 0.1)),
+        momentum: a.momentum,
+        nesterov: a.nesterov.unwrap_or(nb201),
+        weight_decay: a.weight_decay.unwrap_or(pick_f(3e-4, 5e-4)),
+        grad_clip: a.grad_clip,
+        auxiliary_weight: a.auxiliary_weight.unwrap_or(pick_f(0.4, 0.0)),
+        drop_path: a.drop_path.unwrap_or(pick_f(0.2, 0.0)),
+        cutout: a.cutout,
+        seed: a.seed,
+        eval_every_epoch: a.eval_every_epoch,
+        max_steps: a.max_steps,
+        device: crate::Device::Cpu,
+    })
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
@@ -587,6 +707,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
+        Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)

@@ -12,6 +12,7 @@
 //! assert_eq!(grads.get(&x).unwrap().to_vec(), vec![0.0, 4.0, 6.0]);
 //! ```
 
+pub mod bench201;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -14,7 +14,7 @@ use crate::checkpoint;
 use crate::data::{self, source, Batch, DataSpec, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::nas::network::{Network, NetworkSpec};
-use crate::nas::Genotype;
+use crate::nas::space::Arch;
 use crate::nn::{Ctx, Module};
 use crate::ops;
 use crate::optim::{clip_finite_grad_norm, cosine_lr, ensure_finite_loss, Optimizer, Sgd};
@@ -129,7 +129,8 @@ pub struct TrainConfig {
     /// recorded have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_files: Vec<PathBuf>,
-    pub genotype: Genotype,
+    /// A DARTS genotype or a NAS-Bench-201 cell (its string in JSON).
+    pub genotype: Arch,
     /// Where the genotype came from (a built-in name or a file), for the record.
     pub genotype_source: String,
     pub epochs: usize,
@@ -138,6 +139,9 @@ pub struct TrainConfig {
     pub layers: usize,
     pub lr: f32,
     pub momentum: f32,
+    /// Nesterov momentum (NAS-Bench-201's recipe; configs from before it have none).
+    #[serde(default)]
+    pub nesterov: bool,
     pub weight_decay: f32,
     pub grad_clip: f32,
     pub auxiliary_weight: f32,
@@ -160,7 +164,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         use crate::validate as v;
         v::data(&self.data)?;
-        self.genotype.validate(self.genotype.normal.len() / 2)?;
+        self.genotype.validate()?;
         v::count("epochs", self.epochs)?;
         v::count("batch-size", self.batch_size)?;
         v::count("channels", self.channels)?;
@@ -289,7 +293,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     let params = net.param_count_without_auxiliary();
     let macs = count_macs(&mut net, &train)?;
     crate::nn::to_device(&mut net, cfg.device)?;
-    let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
+    let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)?;
     let mut state = TrainState {
         epochs_done: 0,
         seconds: 0.0,

@@ -6,10 +6,9 @@
 
 use rand::Rng;
 
-use super::genotype::Genotype;
 use super::operations::Op;
-use super::space::darts;
 use super::space::skeleton::{self, Backbone};
+use super::space::{darts, nb201, Arch};
 use crate::error::{Error, Result};
 use crate::nn::{Ctx, Module};
 use crate::tensor::Tensor;
@@ -24,7 +23,8 @@ pub struct NetworkSpec {
     /// Height (= width) of the input images; sizes the auxiliary head's pooling.
     pub image_size: usize,
     pub auxiliary: bool,
-    pub genotype: Genotype,
+    /// A DARTS genotype (`layers` cells in all) or a NAS-Bench-201 cell (`layers` per stage).
+    pub genotype: Arch,
 }
 
 /// The network trained from scratch on a found genotype.
@@ -37,29 +37,44 @@ pub struct Network {
 
 impl Network {
     pub fn new(spec: NetworkSpec, rng: &mut impl Rng) -> Result<Self> {
-        let steps = spec.genotype.normal.len() / 2;
-        spec.genotype.validate(steps)?;
+        spec.genotype.validate()?;
+        let bad = |msg: &str| Err(Error::InvalidArgument(format!("network: {msg}")));
         if spec.channels == 0 || spec.layers == 0 || spec.num_classes == 0 || spec.in_channels == 0
         {
-            return Err(Error::InvalidArgument(
-                "network: channels, layers, classes and input channels must be positive".into(),
-            ));
+            return bad("channels, layers, classes and input channels must be positive");
         }
-        if spec.channels % 2 != 0 {
-            return Err(Error::InvalidArgument(
-                "network: channels must be even (FactorizedReduce halves them)".into(),
-            ));
-        }
-        let body = darts::backbone(
-            spec.channels,
-            spec.layers,
-            3,
-            spec.in_channels,
-            spec.num_classes,
-            spec.auxiliary.then_some(spec.image_size),
-            rng,
-            |shape, rng| darts::eval_cell(&spec.genotype, shape, rng),
-        )?;
+        let body = match &spec.genotype {
+            Arch::Darts(g) => {
+                if spec.channels % 2 != 0 {
+                    return bad("channels must be even (FactorizedReduce halves them)");
+                }
+                darts::backbone(
+                    spec.channels,
+                    spec.layers,
+                    3,
+                    spec.in_channels,
+                    spec.num_classes,
+                    spec.auxiliary.then_some(spec.image_size),
+                    rng,
+                    |shape, rng| darts::eval_cell(g, shape, rng),
+                )?
+            }
+            Arch::Nb201(a) => {
+                if spec.auxiliary {
+                    return bad(
+                        "the NAS-Bench-201 network has no auxiliary head; use --auxiliary-weight 0",
+                    );
+                }
+                nb201::backbone(
+                    spec.channels,
+                    spec.layers,
+                    spec.in_channels,
+                    spec.num_classes,
+                    rng,
+                    |c, rng| nb201::eval_cell(a, c, rng),
+                )?
+            }
+        };
         Ok(Network {
             spec,
             body,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::architect::{Architect, Batch, Order};
 use super::genotype::Genotype;
 use super::primitives::Primitive;
+use super::space::{nb201, Arch, Space};
 use super::supernet::{Network, SearchSpec};
+use crate::bench201::Bench201;
 use crate::checkpoint;
 use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
 use crate::error::{Error, Result};
@@ -24,6 +26,9 @@ use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 /// Everything that defines a search run; saved as `config.json` in the run folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SearchConfig {
+    /// The search space (configs written before there was a choice are DARTS).
+    #[serde(default)]
+    pub space: Space,
     pub data: DataSpec,
     /// The data files the run read, filled in when it starts (configs written before this was
     /// recorded have none).
@@ -46,6 +51,10 @@ pub struct SearchConfig {
     pub arch_weight_decay: f32,
     /// Stop each epoch after this many steps (quick experiments and tests); `None` = full epoch.
     pub max_steps: Option<usize>,
+    /// The NAS-Bench-201 table that scores the found cell (`--space nb201`); `None`: the one in
+    /// the datasets folder when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<PathBuf>,
     /// Where to compute (`--device`): a choice of this process, not part of the saved run.
     #[serde(skip, default)]
     pub device: crate::Device,
@@ -83,7 +92,9 @@ impl SearchConfig {
 /// What a finished search reports (`--json` prints it).
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchResult {
-    pub genotype: Genotype,
+    pub space: Space,
+    /// The DARTS genotype, or the NAS-Bench-201 arch string.
+    pub genotype: Arch,
     pub genotype_text: String,
     pub val_accuracy: f32,
     pub val_loss: f32,
@@ -92,6 +103,14 @@ pub struct SearchResult {
     pub seconds: f64,
     pub params: usize,
     pub out: Option<PathBuf>,
+    /// NAS-Bench-201: the found cell's accuracies in the table (%), and its rank by
+    /// `cifar10_test` among the 15,625 (1 = best).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark_valid: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark_test: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark_rank: Option<usize>,
 }
 
 /// One line of `search.jsonl`.
@@ -104,8 +123,10 @@ struct EpochLog {
     val_loss: f32,
     val_accuracy: f32,
     alphas_normal: Vec<Vec<f32>>,
+    /// Empty in a space without reduction cells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     alphas_reduce: Vec<Vec<f32>>,
-    genotype: Genotype,
+    genotype: Arch,
     genotype_text: String,
     seconds: f64,
 }
@@ -136,8 +157,13 @@ fn rows(v: &[f32], n_ops: usize) -> Vec<Vec<f32>> {
 impl Run {
     fn new(cfg: SearchConfig, in_channels: usize, num_classes: usize) -> Result<Run> {
         let mut rng = crate::rng(cfg.seed);
-        let mut spec = SearchSpec::darts(cfg.channels, cfg.layers, in_channels, num_classes);
-        spec.primitives = cfg.primitives.clone();
+        let spec = match cfg.space {
+            Space::Darts => SearchSpec {
+                primitives: cfg.primitives.clone(),
+                ..SearchSpec::darts(cfg.channels, cfg.layers, in_channels, num_classes)
+            },
+            Space::Nb201 => SearchSpec::nb201(cfg.channels, cfg.layers, in_channels, num_classes),
+        };
         let mut net = Network::new(spec, &mut rng)?;
         crate::nn::to_device(&mut net, cfg.device)?;
         crate::nn::to_device(&mut net.alphas, cfg.device)?;
@@ -187,10 +213,16 @@ impl Run {
         Ok(())
     }
 
-    fn genotype(&self) -> Result<Genotype> {
+    /// The architecture the alphas choose now.
+    fn genotype(&self) -> Result<Arch> {
         let (wn, wr) = self.net.alphas.softmaxed()?;
         let s = &self.net.spec;
-        Genotype::derive(&wn, &wr, &s.primitives, s.steps, s.multiplier)
+        Ok(match s.space {
+            Space::Darts => {
+                Genotype::derive(&wn, &wr, &s.primitives, s.steps, s.multiplier)?.into()
+            }
+            Space::Nb201 => nb201::derive(&wn)?.into(),
+        })
     }
 }
 
@@ -224,6 +256,8 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 /// Runs (or, with `resume`, continues) a search. `out` receives the run folder's files.
 pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<SearchResult> {
     cfg.validate()?;
+    // Read (and check) the table before the search, not after it.
+    let bench = benchmark_table(&cfg)?;
     let splits = data::load(&cfg.data, cfg.seed)?;
     let cfg = SearchConfig {
         data_files: source::files_to_record(&cfg.data_files, &splits.files, resume),
@@ -363,6 +397,24 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         last = Some((log.train_accuracy, val_loss, val_acc));
     }
     let genotype = run.genotype()?;
+    let scores = match (&bench, &genotype) {
+        (Some(table), Arch::Nb201(arch)) => {
+            let index = table.index_of(arch)?;
+            let row = table.row(index)?;
+            let score = |c: &str| {
+                row.get(c)
+                    .ok_or_else(|| Error::data(table.path(), format!("no {c} column")))
+            };
+            let (valid, test) = (score("cifar10_valid")?, score("cifar10_test")?);
+            let rank = table.rank(index, "cifar10_test")?;
+            eprintln!(
+                "NAS-Bench-201: {arch} is index {index}: cifar10_valid {valid:.2}%, cifar10_test {test:.2}% (rank {rank} of {})",
+                table.len()
+            );
+            (Some(valid), Some(test), Some(rank))
+        }
+        _ => (None, None, None),
+    };
     let (train_accuracy, val_loss, val_accuracy) = match last {
         Some(v) => v,
         None => {
@@ -373,6 +425,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         }
     };
     Ok(SearchResult {
+        space: cfg.space,
         genotype_text: genotype.to_string(),
         genotype,
         val_accuracy,
@@ -382,5 +435,27 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         seconds: run.seconds,
         params,
         out: out.map(Path::to_path_buf),
+        benchmark_valid: scores.0,
+        benchmark_test: scores.1,
+        benchmark_rank: scores.2,
     })
+}
+
+/// The NAS-Bench-201 table a search in that space is scored with: `--benchmark`, else the one in
+/// the datasets folder when it is there (without it the search runs unscored, and says so).
+fn benchmark_table(cfg: &SearchConfig) -> Result<Option<Bench201>> {
+    if cfg.space != Space::Nb201 {
+        return Ok(None);
+    }
+    let path = match &cfg.benchmark {
+        Some(p) => p.clone(),
+        None => match Bench201::default_path() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("note: the found cell will not be scored: {e}");
+                return Ok(None);
+            }
+        },
+    };
+    Bench201::load(path).map(Some)
 }

@@ -71,7 +71,7 @@ impl SearchSpec {
     pub fn edges(&self) -> usize {
         match self.space {
             Space::Darts => (0..self.steps).map(|i| 2 + i).sum(),
-            Space::Nb201 => nb201::EDGES,
+            Space::Nb201 => nb201::EDGES.len(),
         }
     }
 
