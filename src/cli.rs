@@ -608,9 +608,9 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let genotype = Arch::load(&source)?;
     if genotype.space() != space {
         return Err(Error::InvalidArgument(format!(
-            "'{source}' is a {:?} architecture, but the space is {space:?}; pass --space {}",
+            "'{source}' is a {} architecture, but the space is {space}; pass --space {}",
             genotype.space(),
-            format!("{:?}", genotype.space()).to_lowercase()
+            genotype.space()
         )));
     }
     let nb201 = space == Space::Nb201;

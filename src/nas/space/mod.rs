@@ -77,6 +77,16 @@ impl Arch {
     }
 }
 
+/// The `--space` value: `darts` or `nb201`.
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Space::Darts => "darts",
+            Space::Nb201 => "nb201",
+        })
+    }
+}
+
 impl From<Genotype> for Arch {
     fn from(g: Genotype) -> Arch {
         Arch::Darts(g)
