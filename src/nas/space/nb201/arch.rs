@@ -319,6 +319,10 @@ mod tests {
         for (i, op) in Nb201Op::ALL.into_iter().enumerate() {
             assert_eq!(op.index(), i);
             assert_eq!(op.name().parse::<Nb201Op>().unwrap(), op);
+            // `Primitive::from` indexes NB201_PRIMITIVES (the supernet's alpha columns) by
+            // position: the two lists must name the same op at each position.
+            let primitive = crate::nas::primitives::Primitive::from(op);
+            assert_eq!(primitive.name(), op.name());
         }
     }
 
