@@ -9,6 +9,7 @@ use darts::data::{DataSpec, DatasetKind};
 use darts::nas::architect::Order;
 use darts::nas::primitives::DARTS_PRIMITIVES;
 use darts::nas::search::{self, SearchConfig};
+use darts::nas::space::Space;
 use darts::train::{self, TrainConfig};
 
 fn main() -> darts::Result<()> {
@@ -20,6 +21,7 @@ fn main() -> darts::Result<()> {
         dir: None,
     };
     let search_cfg = SearchConfig {
+        space: Space::Darts,
         data: data.clone(),
         data_files: Vec::new(),
         epochs: 3,
@@ -38,6 +40,7 @@ fn main() -> darts::Result<()> {
         arch_lr: 3e-4,
         arch_weight_decay: 1e-3,
         max_steps: Some(20),
+        benchmark: None,
         device: darts::Device::Cpu,
     };
     let search_dir = root.join("search");
@@ -55,6 +58,7 @@ fn main() -> darts::Result<()> {
         layers: 5,
         lr: 0.025,
         momentum: 0.9,
+        nesterov: false,
         weight_decay: 3e-4,
         grad_clip: 5.0,
         auxiliary_weight: 0.4,

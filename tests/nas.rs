@@ -232,7 +232,7 @@ fn eval_net(
         in_channels,
         image_size: image,
         auxiliary: true,
-        genotype: darts::nas::Genotype::named("DARTS_V2").unwrap(),
+        genotype: darts::nas::Genotype::named("DARTS_V2").unwrap().into(),
     };
     darts::nas::network::Network::new(spec, &mut rng(0)).unwrap()
 }

@@ -118,6 +118,8 @@ mod containers {
     use crate::nn::Module;
 
     /// A list of children named `0`, `1`, ... under the list's name, like `torch.nn.ModuleList`.
+    /// By index, because an iterator would differ between the two visitors.
+    #[allow(clippy::needless_range_loop)]
     impl<M: Module> Module for Vec<M> {
         crate::visitors!(|m, prefix, f| {
             for i in 0..m.len() {

@@ -98,7 +98,11 @@ pub fn backbone<E: Edge, R: Rng>(
     let mut c = channels;
     for stage in 0..3 {
         if stage > 0 {
-            blocks.push(Block::Residual(ResidualBlock::new(c, 2 * c, rng)?));
+            blocks.push(Block::Residual(Box::new(ResidualBlock::new(
+                c,
+                2 * c,
+                rng,
+            )?)));
             c *= 2;
         }
         for _ in 0..n {

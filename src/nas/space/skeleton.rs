@@ -272,7 +272,7 @@ impl<E: Edge> Module for Cell<E> {
 /// A block of the backbone: a cell, or NAS-Bench-201's residual reduction between stages.
 pub enum Block<E> {
     Cell(Cell<E>),
-    Residual(ResidualBlock),
+    Residual(Box<ResidualBlock>),
 }
 
 impl<E: Edge> Module for Block<E> {
