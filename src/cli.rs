@@ -38,7 +38,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
     Report(ReportArgs),
-    /// Benchmarks (search step timing).
+    /// Benchmarks (search step timing, memory estimate).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Inspect genotypes.
@@ -259,6 +259,17 @@ pub struct ReportArgs {
 pub enum BenchCommand {
     /// Median seconds per search step (first and second order) for configs T and S.
     Search(BenchSearchArgs),
+    /// The memory check's estimate against the peak memory of short real search and training
+    /// runs on the built-in dataset.
+    Memory(BenchMemoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMemoryArgs {
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -377,7 +388,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
+/// The search config that `darts search` flags describe (the built-in dataset's smaller
+/// defaults included), validated.
+pub(crate) fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     let builtin = a.data.dataset == DatasetKind::Builtin;
     let primitives = match &a.primitives {
         Some(list) => parse_primitive_list(list)?,
@@ -405,6 +418,35 @@ fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
         grad_clip: a.grad_clip,
         arch_lr: a.arch_lr,
         arch_weight_decay: a.arch_weight_decay,
+        max_steps: a.max_steps,
+        device: crate::Device::Cpu,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The training config that `darts train` flags describe (the built-in dataset's smaller
+/// defaults included), validated.
+pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let builtin = a.data.dataset == DatasetKind::Builtin;
+    let cfg = TrainConfig {
+        data: a.data.spec(),
+        data_files: Vec::new(),
+        genotype: Genotype::load(&a.genotype)?,
+        genotype_source: a.genotype.clone(),
+        epochs: a.epochs.unwrap_or(if builtin { 10 } else { 600 }),
+        batch_size: a.batch_size,
+        channels: a.channels.unwrap_or(if builtin { 8 } else { 36 }),
+        layers: a.layers.unwrap_or(if builtin { 5 } else { 20 }),
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        grad_clip: a.grad_clip,
+        auxiliary_weight: a.auxiliary_weight,
+        drop_path: a.drop_path,
+        cutout: a.cutout,
+        seed: a.seed,
+        eval_every_epoch: a.eval_every_epoch,
         max_steps: a.max_steps,
         device: crate::Device::Cpu,
     };
@@ -488,32 +530,7 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
             Some(dir.clone()),
             true,
         ),
-        None => {
-            let builtin = a.data.dataset == DatasetKind::Builtin;
-            let cfg = TrainConfig {
-                data: a.data.spec(),
-                data_files: Vec::new(),
-                genotype: Genotype::load(&a.genotype)?,
-                genotype_source: a.genotype.clone(),
-                epochs: a.epochs.unwrap_or(if builtin { 10 } else { 600 }),
-                batch_size: a.batch_size,
-                channels: a.channels.unwrap_or(if builtin { 8 } else { 36 }),
-                layers: a.layers.unwrap_or(if builtin { 5 } else { 20 }),
-                lr: a.lr,
-                momentum: a.momentum,
-                weight_decay: a.weight_decay,
-                grad_clip: a.grad_clip,
-                auxiliary_weight: a.auxiliary_weight,
-                drop_path: a.drop_path,
-                cutout: a.cutout,
-                seed: a.seed,
-                eval_every_epoch: a.eval_every_epoch,
-                max_steps: a.max_steps,
-                device: crate::Device::Cpu,
-            };
-            cfg.validate()?;
-            (cfg, a.out.clone(), false)
-        }
+        None => (train_config(&a)?, a.out.clone(), false),
     };
     cfg.device = device;
     let result = crate::train::run(cfg, out.as_deref(), resume)?;
@@ -590,6 +607,10 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)
+        }
+        Command::Bench(BenchCommand::Memory(a)) => {
+            set_threads(a.threads)?;
+            crate::memory_bench::run_cli(&a)
         }
         Command::Genotype(GenotypeCommand::Show {
             genotype,
