@@ -68,32 +68,78 @@ impl Estimate {
     }
 }
 
-/// How to measure one network family at any width: `params(c)` builds it at `c` channels and
-/// counts its parameters; `peak(c, b)` builds it at `c`, takes the run's steps on a random
-/// batch of `b` images and returns the peak bytes of tensor storage (from [`step_peak`]'s
-/// counters); `copies` is how many weight-sized tensors per parameter a step holds at once.
+/// How to measure one network family at any size: `params(c, l)` builds it with `c` channels
+/// and `l` cells and counts its parameters; `peak(c, l, b)` builds it so, takes the run's step
+/// on a random batch of `b` images and returns the peak bytes of tensor storage (measured
+/// with [`step_peak`]); `copies` is how many weight-sized tensors per parameter a step holds
+/// at once.
 pub struct Probe<P, S> {
     pub params: P,
     pub peak: S,
     pub copies: f64,
 }
 
-/// Extrapolates the probe's measurements to `channels` and `batch_size` on images of `shape`.
+/// Networks deeper than this are probed at two smaller depths (see [`at_depth`]).
+const MAX_PROBED_LAYERS: usize = 11;
+
+/// Extrapolates the probe's measurements to `channels`, `layers` and `batch_size` on images
+/// of `shape`.
 pub fn estimate<P, S>(
     probe: &Probe<P, S>,
     channels: usize,
+    layers: usize,
     batch_size: usize,
     shape: &ImageShape,
 ) -> Result<Estimate>
 where
-    P: Fn(usize) -> Result<usize>,
-    S: Fn(usize, usize) -> Result<usize>,
+    P: Fn(usize, usize) -> Result<usize>,
+    S: Fn(usize, usize, usize) -> Result<usize>,
 {
     let start = std::time::Instant::now();
+    let (weights, activations) = at_depth(layers, |l| fit(probe, channels, l, batch_size))?;
+    Ok(Estimate {
+        weights: weights.max(0.0),
+        activations: ACTIVATION_MARGIN * activations.max(0.0),
+        batch_size,
+        height: shape.height,
+        width: shape.width,
+        probe_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `f(layers)`, or for a deep network its extrapolation from two shallow ones. The two
+/// reduction cells (at ⌊L/3⌋ and ⌊2L/3⌋) split the cells into three stages, and three more
+/// layers of the same L mod 3 add one cell to each stage, identical to the stage's other
+/// cells past its first two: so the cost is affine in ⌊L/3⌋, and probes at 6 + L mod 3 and
+/// 9 + L mod 3 layers (where every stage already has those first cells) give it at any depth.
+/// Probing at the full depth would cost as much as the run's own step.
+fn at_depth(layers: usize, f: impl Fn(usize) -> Result<(f64, f64)>) -> Result<(f64, f64)> {
+    if layers <= MAX_PROBED_LAYERS {
+        return f(layers);
+    }
+    let shallow = 6 + layers % 3;
+    let (w0, a0) = f(shallow)?;
+    let (w1, a1) = f(shallow + 3)?;
+    let thirds = ((layers - shallow) / 3) as f64;
+    Ok((w0 + thirds * (w1 - w0), a0 + thirds * (a1 - a0)))
+}
+
+/// (weights, activations) at `layers` cells: the parameter count is exactly quadratic in the
+/// channels, the activations bilinear in channels and batch.
+fn fit<P, S>(
+    probe: &Probe<P, S>,
+    channels: usize,
+    layers: usize,
+    batch: usize,
+) -> Result<(f64, f64)>
+where
+    P: Fn(usize, usize) -> Result<usize>,
+    S: Fn(usize, usize, usize) -> Result<usize>,
+{
     let [c0, c1, c2] = PROBE_CHANNELS.map(|c| c as f64);
     let p = PROBE_CHANNELS
         .iter()
-        .map(|&c| (probe.params)(c).map(|n| n as f64))
+        .map(|&c| (probe.params)(c, layers).map(|n| n as f64))
         .collect::<Result<Vec<_>>>()?;
     // Lagrange's quadratic through the three exact counts.
     let params = |c: f64| {
@@ -106,24 +152,17 @@ where
     let mut a = [[0.0; 2]; 2];
     for (i, &c) in PROBE_CHANNELS[..2].iter().enumerate() {
         for (j, &b) in PROBE_BATCHES.iter().enumerate() {
-            a[i][j] = (probe.peak)(c, b)? as f64 - weights(c as f64);
+            a[i][j] = (probe.peak)(c, layers, b)? as f64 - weights(c as f64);
         }
     }
     // Bilinear in (C, B) through the four probes.
-    let (c, b) = (channels as f64, batch_size as f64);
+    let (c, b) = (channels as f64, batch as f64);
     let (u, v) = ((c - c0) / (c1 - c0), (b - b0) / (b1 - b0));
     let activations = a[0][0] * (1.0 - u) * (1.0 - v)
         + a[1][0] * u * (1.0 - v)
         + a[0][1] * (1.0 - u) * v
         + a[1][1] * u * v;
-    Ok(Estimate {
-        weights: weights(c).max(0.0),
-        activations: ACTIVATION_MARGIN * activations.max(0.0),
-        batch_size,
-        height: shape.height,
-        width: shape.width,
-        probe_seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok((weights(c), activations))
 }
 
 /// Peak bytes of host tensor storage while `f` runs, above what was alive before it. The
@@ -212,8 +251,9 @@ pub fn check(command: &'static str, need: &Estimate, limit: &Limit) -> Result<()
     if need.total() <= limit.bytes {
         return Ok(());
     }
+    // Activations grow with batch, width and depth; weights with width (squared) and depth.
     let lower = if need.activations > need.weights {
-        "--batch-size or --channels"
+        "--batch-size, --channels or --layers"
     } else {
         "--channels or --layers"
     };
@@ -308,18 +348,23 @@ mod tests {
 
     #[test]
     fn fits_quadratic_weights_and_bilinear_activations_exactly() {
-        // A made-up family: 5c² + 7c + 11 parameters, 3 copies, activations 100·b·c + 40·c + 9.
-        let params = |c: usize| 5 * c * c + 7 * c + 11;
+        // A made-up family: (5c² + 7c + 11)·(⌊l/3⌋ + 2) parameters (affine in ⌊l/3⌋ within
+        // one residue), 3 copies, activations (100·b·c + 40·c + 9)·l.
+        let params = |c: usize, l: usize| (5 * c * c + 7 * c + 11) * (l / 3 + 2);
+        let act = |c: usize, l: usize, b: usize| (100 * b * c + 40 * c + 9) * l;
         let probe = Probe {
-            params: |c| Ok(params(c)),
-            peak: |c, b| Ok(3 * 4 * params(c) + 100 * b * c + 40 * c + 9),
+            params: |c, l| Ok(params(c, l)),
+            peak: |c, l, b| Ok(3 * 4 * params(c, l) + act(c, l, b)),
             copies: 3.0,
         };
-        let e = estimate(&probe, 1000, 64, &SHAPE).unwrap();
-        assert_eq!(e.weights, (12 * params(1000)) as f64);
-        let activations = (100 * 64 * 1000 + 40 * 1000 + 9) as f64;
-        assert!((e.activations - ACTIVATION_MARGIN * activations).abs() < 1e-3);
-        assert_eq!((e.batch_size, e.height, e.width), (64, 16, 16));
+        for layers in [5, 20, 1000, 1001, 1002] {
+            let e = estimate(&probe, 1000, layers, 64, &SHAPE).unwrap();
+            let weights = (12 * params(1000, layers)) as f64;
+            assert!((e.weights / weights - 1.0).abs() < 1e-9, "{layers}");
+            let activations = ACTIVATION_MARGIN * act(1000, layers, 64) as f64;
+            assert!((e.activations / activations - 1.0).abs() < 1e-9, "{layers}");
+            assert_eq!((e.batch_size, e.height, e.width), (64, 16, 16));
+        }
     }
 
     #[test]
@@ -341,8 +386,8 @@ mod tests {
         assert!(
             msg.starts_with(
                 "darts search needs about 32.0 GiB (weights 2.0 GiB, activations 30.0 GiB for \
-                 --batch-size 100000 at 16×16) but 23.3 GiB are available; lower --batch-size \
-                 or --channels"
+                 --batch-size 100000 at 16×16) but 23.3 GiB are available; lower --batch-size, \
+                 --channels or --layers"
             ),
             "{msg}"
         );

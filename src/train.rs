@@ -266,19 +266,21 @@ fn train_step(
     Ok((logits, value))
 }
 
-/// Peak bytes of tensor storage while the network of `cfg`, at `channels` and `batch_size`,
-/// is built on the CPU and takes one training step, with the optimiser state of a later step
+/// Peak bytes of tensor storage while the network of `cfg`, at `channels`, `layers` and
+/// `batch_size`, is built on the CPU and takes one training step, with the optimiser state of a later step
 /// and the run's largest drop-path probability, on random images of `shape`: the memory
 /// check's probe.
 fn probe_peak(
     cfg: &TrainConfig,
     shape: &ImageShape,
     channels: usize,
+    layers: usize,
     batch_size: usize,
 ) -> Result<usize> {
     memory::step_peak(|| {
         let cfg = TrainConfig {
             channels,
+            layers,
             batch_size,
             ..cfg.clone()
         };
@@ -302,20 +304,21 @@ fn probe_peak(
 
 /// What training `cfg` on images of `shape` needs in memory (see `memory.rs`).
 pub fn memory_estimate(cfg: &TrainConfig, shape: &ImageShape) -> Result<memory::Estimate> {
-    let params = |channels| {
+    let params = |channels, layers| {
         let cfg = TrainConfig {
             channels,
+            layers,
             ..cfg.clone()
         };
         Ok(crate::nn::param_count(&build_network(&cfg, shape)?))
     };
     let probe = memory::Probe {
         params,
-        peak: |c, b| probe_peak(cfg, shape, c, b),
+        peak: |c, l, b| probe_peak(cfg, shape, c, l, b),
         // Weights, gradient and momentum.
         copies: 3.0,
     };
-    memory::estimate(&probe, cfg.channels, cfg.batch_size, shape)
+    memory::estimate(&probe, cfg.channels, cfg.layers, cfg.batch_size, shape)
 }
 
 /// Multiply-adds of one forward pass of `net` on one image of `ds`'s size.

@@ -30,8 +30,8 @@ fn json_result(out: &Output, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON results")
 }
 
-/// Estimate / measured peak of a short run of `args`.
-fn estimate_over_peak(args: &[&str]) -> (f64, f64) {
+/// The estimate and measured peak of a short run of `args`, and its results.
+fn estimate_and_peak(args: &[&str]) -> (f64, f64, serde_json::Value) {
     let out = darts()
         .args(args)
         .args(["--threads", "2", "--json"])
@@ -40,12 +40,12 @@ fn estimate_over_peak(args: &[&str]) -> (f64, f64) {
     let r = json_result(&out, args);
     let e = &r["memory_estimate"];
     let estimate = e["weights"].as_f64().unwrap() + e["activations"].as_f64().unwrap();
-    (estimate, r["peak_memory"].as_f64().unwrap())
+    (estimate, r["peak_memory"].as_f64().unwrap(), r)
 }
 
 #[test]
 fn the_estimate_is_close_to_the_peak_of_real_runs() {
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 5] = [
         &[
             "search",
             "--channels",
@@ -86,6 +86,16 @@ fn the_estimate_is_close_to_the_peak_of_real_runs() {
             "--auxiliary-weight",
             "0",
         ],
+        // Deeper than the probes: extrapolated from 8 and 11 layers.
+        &[
+            "train",
+            "--channels",
+            "8",
+            "--layers",
+            "14",
+            "--batch-size",
+            "32",
+        ],
     ];
     for case in cases {
         // Train: the second epoch has drop-path on (it ramps from 0).
@@ -95,7 +105,7 @@ fn the_estimate_is_close_to_the_peak_of_real_runs() {
             &["--epochs", "2", "--max-steps", "1"]
         };
         let args: Vec<&str> = case.iter().chain(short).copied().collect();
-        let (estimate, peak) = estimate_over_peak(&args);
+        let (estimate, peak, _) = estimate_and_peak(&args);
         // A real step at these sizes holds tens of MiB; far less means nothing was measured.
         assert!(peak > 8e6, "darts {}: peak {peak} bytes", args.join(" "));
         let ratio = estimate / peak;
@@ -105,6 +115,34 @@ fn the_estimate_is_close_to_the_peak_of_real_runs() {
             args.join(" ")
         );
     }
+}
+
+#[test]
+fn a_deep_network_is_probed_shallow_and_its_weights_come_out_exact() {
+    // 14 layers are probed at 8 and 11; the first-order search holds 3 copies (weights,
+    // gradient, momentum) of 4 bytes per parameter.
+    let args = [
+        "search",
+        "--channels",
+        "6",
+        "--layers",
+        "14",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+    ];
+    let (estimate, peak, r) = estimate_and_peak(&args);
+    let weights = r["memory_estimate"]["weights"].as_f64().unwrap();
+    let params = r["params"].as_f64().unwrap();
+    assert!(
+        (weights / (12.0 * params) - 1.0).abs() < 1e-9,
+        "{weights} vs {params} params"
+    );
+    let ratio = estimate / peak;
+    assert!((0.8..=1.5).contains(&ratio), "ratio {ratio:.3}");
 }
 
 #[test]
@@ -185,7 +223,7 @@ fn runs_too_large_for_the_machine_are_one_line_errors() {
         &[
             "darts search needs about ",
             "for --batch-size 2500 at 16×16",
-            "lower --batch-size or --channels",
+            "lower --batch-size, --channels or --layers",
         ],
         limit,
     );

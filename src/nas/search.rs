@@ -247,18 +247,20 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
 }
 
-/// Peak bytes of tensor storage while a search of `cfg`, at `channels` and `batch_size`, is
-/// built on the CPU and takes one step, with the optimiser state of a later step, on random
+/// Peak bytes of tensor storage while a search of `cfg`, at `channels`, `layers` and
+/// `batch_size`, is built on the CPU and takes one step, with the optimiser state of a later step, on random
 /// images of `shape`: the memory check's probe.
 fn probe_peak(
     cfg: &SearchConfig,
     shape: &ImageShape,
     channels: usize,
+    layers: usize,
     batch_size: usize,
 ) -> Result<usize> {
     memory::step_peak(|| {
         let cfg = SearchConfig {
             channels,
+            layers,
             batch_size,
             device: crate::Device::Cpu,
             ..cfg.clone()
@@ -289,9 +291,10 @@ fn probe_peak(
 
 /// What a search of `cfg` on images of `shape` needs in memory (see `memory.rs`).
 pub fn memory_estimate(cfg: &SearchConfig, shape: &ImageShape) -> Result<memory::Estimate> {
-    let params = |channels| {
+    let params = |channels, layers| {
         let cfg = SearchConfig {
             channels,
+            layers,
             device: crate::Device::Cpu,
             ..cfg.clone()
         };
@@ -301,7 +304,7 @@ pub fn memory_estimate(cfg: &SearchConfig, shape: &ImageShape) -> Result<memory:
     };
     let probe = memory::Probe {
         params,
-        peak: |c, b| probe_peak(cfg, shape, c, b),
+        peak: |c, l, b| probe_peak(cfg, shape, c, l, b),
         // Weights, gradient and momentum; the unrolled step adds the weights before it (w0),
         // and the training gradient it keeps while taking the validation gradient.
         copies: match cfg.order {
@@ -309,7 +312,7 @@ pub fn memory_estimate(cfg: &SearchConfig, shape: &ImageShape) -> Result<memory:
             Order::Second => 5.0,
         },
     };
-    memory::estimate(&probe, cfg.channels, cfg.batch_size, shape)
+    memory::estimate(&probe, cfg.channels, cfg.layers, cfg.batch_size, shape)
 }
 
 /// Runs (or, with `resume`, continues) a search. `out` receives the run folder's files.
@@ -321,11 +324,16 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         ..cfg
     };
     let split = data::search_split(splits.train.len(), cfg.train_portion as f64)?;
+    let part = if cfg.train_portion == 0.5 {
+        "half"
+    } else {
+        "part"
+    };
     data::split::check_batch_size(
         cfg.batch_size,
         &[
-            ("weights half", split.weights.len()),
-            ("architecture half", split.arch.len()),
+            (&format!("weights {part}"), split.weights.len()),
+            (&format!("architecture {part}"), split.arch.len()),
         ],
     )?;
     let ds = Arc::new(splits.train);
