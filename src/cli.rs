@@ -39,7 +39,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
     Report(ReportArgs),
-    /// Benchmarks (search step timing).
+    /// Benchmarks (search step timing, memory estimate).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Inspect genotypes.
@@ -292,6 +292,17 @@ pub struct ReportArgs {
 pub enum BenchCommand {
     /// Median seconds per search step (first and second order) for configs T and S.
     Search(BenchSearchArgs),
+    /// The memory check's estimate against the peak memory of short real search and training
+    /// runs on the built-in dataset.
+    Memory(BenchMemoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMemoryArgs {
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -429,7 +440,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
+/// The search config that `darts search` flags describe (the built-in dataset's smaller
+/// defaults included), validated.
+pub(crate) fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
     let builtin = a.data.dataset == DatasetKind::Builtin;
     let nb201 = a.space == Space::Nb201;
     let primitives = match (&a.primitives, a.space) {
@@ -560,11 +573,7 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
             Some(dir.clone()),
             true,
         ),
-        None => {
-            let cfg = train_config(&a)?;
-            cfg.validate()?;
-            (cfg, a.out.clone(), false)
-        }
+        None => (train_config(&a)?, a.out.clone(), false),
     };
     cfg.device = device;
     let result = crate::train::run(cfg, out.as_deref(), resume)?;
@@ -584,8 +593,9 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
     }
 }
 
-/// The training run the flags describe, with the chosen space's recipe for what they leave out.
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+/// The training config that `darts train` flags describe, with the chosen space's recipe (and
+/// the built-in dataset's smaller defaults) for what they leave out, validated.
+pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let builtin = a.data.dataset == DatasetKind::Builtin;
     let space = a.space.unwrap_or(if a.arch.is_some() {
         Space::Nb201
@@ -623,7 +633,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     let pick_n = |d: usize, n: usize| pick(nb201, d, n);
     let pick_f = |d: f32, n: f32| pick(nb201, d, n);
-    Ok(TrainConfig {
+    let cfg = TrainConfig {
         data: a.data.spec(),
         data_files: Vec::new(),
         genotype,
@@ -650,7 +660,9 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         eval_every_epoch: a.eval_every_epoch,
         max_steps: a.max_steps,
         device: crate::Device::Cpu,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
@@ -711,6 +723,10 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)
+        }
+        Command::Bench(BenchCommand::Memory(a)) => {
+            set_threads(a.threads)?;
+            crate::memory_bench::run_cli(&a)
         }
         Command::Genotype(GenotypeCommand::Show {
             genotype,

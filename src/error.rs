@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::memory::human;
+
 /// Everything that can go wrong in darts, as a value: the library never panics on user input.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,6 +52,30 @@ pub enum Error {
     /// Training produced NaN or infinity.
     #[error("numerical divergence: {0}; lower the learning rate or check the input data")]
     NonFinite(String),
+    /// A run that would need more memory than the machine has, found before allocating it.
+    #[error(
+        "darts {command} needs about {} (weights {}, activations {} for --batch-size \
+         {batch_size} at {height}×{width}) but {} {limit_what}; lower {lower} (or set \
+         DARTS_SKIP_MEMORY_CHECK=1 to run anyway)",
+        human(*need),
+        human(*weights),
+        human(*activations),
+        human(*limit)
+    )]
+    OutOfMemory {
+        command: &'static str,
+        need: f64,
+        weights: f64,
+        activations: f64,
+        batch_size: usize,
+        height: usize,
+        width: usize,
+        limit: f64,
+        /// "are available" or "are free on the GPU".
+        limit_what: &'static str,
+        /// The flags that shrink the larger part of the estimate.
+        lower: &'static str,
+    },
     /// An operation needs a device that is not available or not supported for it.
     #[error("{op}: {msg}")]
     Device { op: &'static str, msg: String },

@@ -51,7 +51,7 @@ pub fn load_trained(
     }
     crate::validate::data(&cfg.data)?;
     let splits = data::load(&cfg.data, cfg.seed)?;
-    let mut net = build_network(&cfg, &splits.train)?;
+    let mut net = build_network(&cfg, &splits.train.shape())?;
     let weights_path = run.join(MODEL_WEIGHTS);
     let (tensors, _) = checkpoint::load(&weights_path)?;
     let mut expected = BTreeSet::new();

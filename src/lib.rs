@@ -19,6 +19,8 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod memory;
+pub mod memory_bench;
 pub mod nas;
 pub mod nn;
 pub mod ops;

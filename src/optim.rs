@@ -128,6 +128,25 @@ impl Sgd {
             momentum_buffers: BTreeMap::new(),
         })
     }
+
+    /// Zero momentum buffers for the weights of `model` that have none: the state of every
+    /// step after the first (whose `buf = d` equals `μ·0 + d`), so that a memory probe sees it
+    /// in one step.
+    pub fn init_momentum(&mut self, model: &dyn Module) -> Result<()> {
+        let mut result = Ok(());
+        model.visit("", &mut |name, t, kind| {
+            let missing = !self.momentum_buffers.contains_key(name);
+            if kind == ParamKind::Weight && missing && result.is_ok() {
+                match t.zeros_like() {
+                    Ok(z) => {
+                        self.momentum_buffers.insert(name.to_string(), z);
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+        });
+        result
+    }
 }
 
 impl Optimizer for Sgd {

@@ -11,8 +11,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::data::{self, source, Batch, DataSpec, Dataset, Loader, LoaderConfig, Normalize};
+use crate::data::{
+    self, source, Batch, DataSpec, Dataset, ImageShape, Loader, LoaderConfig, Normalize,
+};
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::nas::network::{Network, NetworkSpec};
 use crate::nas::space::Arch;
 use crate::nn::{Ctx, Module};
@@ -192,6 +195,10 @@ pub struct TrainResult {
     pub epochs: usize,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// What the memory check estimated (`None` when skipped), in bytes.
+    pub memory_estimate: Option<memory::Estimate>,
+    /// The run's peak bytes of tensor storage (on a GPU, of its memory pool).
+    pub peak_memory: Option<f64>,
     pub out: Option<PathBuf>,
 }
 
@@ -224,23 +231,98 @@ pub const MODEL_CONFIG: &str = "config.json";
 const TRAIN_STATE: &str = "train_state.safetensors";
 
 /// Builds the evaluation network a training config describes, for a dataset's shape.
-pub fn build_network(cfg: &TrainConfig, ds: &Dataset) -> Result<Network> {
-    if ds.height != ds.width {
+pub fn build_network(cfg: &TrainConfig, shape: &ImageShape) -> Result<Network> {
+    if shape.height != shape.width {
         return Err(Error::InvalidArgument(format!(
             "square images expected, got {}×{}",
-            ds.height, ds.width
+            shape.height, shape.width
         )));
     }
     let spec = NetworkSpec {
         channels: cfg.channels,
         layers: cfg.layers,
-        num_classes: ds.num_classes,
-        in_channels: ds.channels,
-        image_size: ds.height,
+        num_classes: shape.num_classes,
+        in_channels: shape.channels,
+        image_size: shape.height,
         auxiliary: cfg.auxiliary_weight > 0.0,
         genotype: cfg.genotype.clone(),
     };
     Network::new(spec, &mut crate::rng(cfg.seed))
+}
+
+/// One training step: forward (with the auxiliary head's loss when the network has one),
+/// backward, clip, SGD; returns the logits and the loss.
+fn train_step(
+    net: &mut Network,
+    sgd: &mut Sgd,
+    cfg: &TrainConfig,
+    images: &Tensor,
+    labels: &[usize],
+    ctx: &mut Ctx,
+) -> Result<(Tensor, f32)> {
+    let (logits, aux) = net.forward(images, ctx)?;
+    let mut loss = ops::cross_entropy(&logits, labels)?;
+    if let Some(aux) = aux {
+        let aux_loss = ops::cross_entropy(&aux, labels)?;
+        loss = ops::add(&loss, &ops::scale(&aux_loss, cfg.auxiliary_weight)?)?;
+    }
+    let value = sgd_step(net, &loss, sgd, cfg.grad_clip)?;
+    Ok((logits, value))
+}
+
+/// Peak bytes of tensor storage while the network of `cfg`, at `channels`, `layers` and
+/// `batch_size`, is built on the CPU and takes one training step, with the optimiser state of a later step
+/// and the run's largest drop-path probability, on random images of `shape`: the memory
+/// check's probe.
+fn probe_peak(
+    cfg: &TrainConfig,
+    shape: &ImageShape,
+    channels: usize,
+    layers: usize,
+    batch_size: usize,
+) -> Result<usize> {
+    memory::step_peak(|| {
+        let cfg = TrainConfig {
+            channels,
+            layers,
+            batch_size,
+            ..cfg.clone()
+        };
+        let mut net = build_network(&cfg, shape)?;
+        net.drop_path_prob = cfg.drop_path;
+        let mut sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, false)?;
+        let mut rng = crate::rng(cfg.seed);
+        let (x, y) = memory::random_batch(shape, batch_size, &mut rng);
+        sgd.init_momentum(&net)?;
+        train_step(
+            &mut net,
+            &mut sgd,
+            &cfg,
+            &x,
+            &y,
+            &mut Ctx::new(true, cfg.seed),
+        )?;
+        Ok(())
+    })
+}
+
+/// What training `cfg` on images of `shape` needs in memory (see `memory.rs`).
+pub fn memory_estimate(cfg: &TrainConfig, shape: &ImageShape) -> Result<memory::Estimate> {
+    let params = |channels, layers| {
+        let cfg = TrainConfig {
+            channels,
+            layers,
+            ..cfg.clone()
+        };
+        Ok(crate::nn::param_count(&build_network(&cfg, shape)?))
+    };
+    let probe = memory::Probe {
+        params,
+        peak: |c, l, b| probe_peak(cfg, shape, c, l, b),
+        // Weights, gradient and momentum.
+        copies: 3.0,
+    };
+    memory::estimate(&probe, cfg.channels, cfg.layers, cfg.batch_size, shape)
 }
 
 /// Multiply-adds of one forward pass of `net` on one image of `ds`'s size.
@@ -287,9 +369,14 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         data_files: source::files_to_record(&cfg.data_files, &splits.files, resume),
         ..cfg
     };
+    data::split::check_batch_size(cfg.batch_size, &[("training set", splits.train.len())])?;
+    let memory_estimate = memory::check_run("train", cfg.device, || {
+        memory_estimate(&cfg, &splits.train.shape())
+    })?;
+    let peak = memory::PeakMeter::start(cfg.device)?;
     let train = Arc::new(splits.train);
     let test = Arc::new(splits.test);
-    let mut net = build_network(&cfg, &train)?;
+    let mut net = build_network(&cfg, &train.shape())?;
     let params = net.param_count_without_auxiliary();
     let macs = count_macs(&mut net, &train)?;
     crate::nn::to_device(&mut net, cfg.device)?;
@@ -354,18 +441,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             // Cosine annealing to zero, per step.
             lr = cosine_lr(cfg.lr, 0.0, epoch * steps + step, total_steps);
             sgd.set_lr(lr)?;
-            let (logits, aux) = net.forward(&batch.images_on(cfg.device)?, &mut ctx)?;
-            let mut loss = ops::cross_entropy(&logits, &batch.labels)?;
-            if let Some(aux) = aux {
-                loss = ops::add(
-                    &loss,
-                    &ops::scale(
-                        &ops::cross_entropy(&aux, &batch.labels)?,
-                        cfg.auxiliary_weight,
-                    )?,
-                )?;
-            }
-            let value = sgd_step(&mut net, &loss, &mut sgd, cfg.grad_clip)?;
+            let images = batch.images_on(cfg.device)?;
+            let (logits, value) =
+                train_step(&mut net, &mut sgd, &cfg, &images, &batch.labels, &mut ctx)?;
             meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }
@@ -431,6 +509,8 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         epochs: state.epochs_done,
         seconds: state.seconds,
         images_per_second: state.images as f64 / state.seconds.max(1e-9),
+        memory_estimate,
+        peak_memory: peak.peak(),
         out: out.map(Path::to_path_buf),
     };
     if let Some(dir) = out {

@@ -71,7 +71,26 @@ pub struct Dataset {
     pub class_names: Vec<String>,
 }
 
+/// What a network needs to know of a dataset to be built: its image and class shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub num_classes: usize,
+}
+
 impl Dataset {
+    /// The image and class shape, without the images.
+    pub fn shape(&self) -> ImageShape {
+        ImageShape {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

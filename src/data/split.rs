@@ -44,6 +44,33 @@ pub fn search_split(n: usize, train_portion: f64) -> Result<SearchSplit> {
     })
 }
 
+/// Checks that a batch fits in every part of the data that batches are drawn from, named for
+/// the error (`("weights half", 2500)`): a larger batch would be cut to the part's size
+/// silently, so it is an error that says which size is possible.
+///
+/// ```
+/// use darts::data::split::check_batch_size;
+/// assert!(check_batch_size(64, &[("training set", 5000)]).is_ok());
+/// let e = check_batch_size(6000, &[("training set", 5000)]).unwrap_err();
+/// assert!(e.to_string().contains("use --batch-size 5000 or less"));
+/// ```
+pub fn check_batch_size(batch_size: usize, parts: &[(&str, usize)]) -> Result<()> {
+    let Some(smallest) = parts.iter().map(|p| p.1).min() else {
+        return Ok(());
+    };
+    if batch_size <= smallest {
+        return Ok(());
+    }
+    let sizes: Vec<String> = parts
+        .iter()
+        .map(|(name, n)| format!("the {name} has {n} images"))
+        .collect();
+    Err(Error::InvalidArgument(format!(
+        "--batch-size {batch_size} is larger than the data: {}; use --batch-size {smallest} or less",
+        sizes.join(" and ")
+    )))
+}
+
 /// A copy of the samples at `indices`, in that order.
 pub fn subset(data: &Dataset, indices: &[usize]) -> Result<Dataset> {
     let size = data.channels * data.height * data.width;
@@ -133,6 +160,20 @@ mod tests {
         assert!(search_split(1, 0.5).is_err());
         assert!(search_split(10, 1.0).is_err());
         assert!(search_split(10, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_part_names_both_parts() {
+        let parts = [("weights half", 2500), ("architecture half", 2400)];
+        assert!(check_batch_size(2400, &parts).is_ok());
+        assert_eq!(
+            check_batch_size(100_000_000, &parts)
+                .unwrap_err()
+                .to_string(),
+            "invalid argument: --batch-size 100000000 is larger than the data: the weights half \
+             has 2500 images and the architecture half has 2400 images; use --batch-size 2400 or \
+             less"
+        );
     }
 
     #[test]

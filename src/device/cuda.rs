@@ -294,6 +294,18 @@ impl Gpu {
         }
     }
 
+    /// Free device memory in bytes (`cuMemGetInfo`); `None` under the emulator, whose device
+    /// memory is host memory.
+    pub fn free_memory(&self) -> Result<Option<usize>> {
+        match &self.backend {
+            Backend::Driver(d) => d
+                .free_bytes()
+                .map(Some)
+                .map_err(|e| dev_err("mem_get_info", e)),
+            Backend::Emulator(_) => Ok(None),
+        }
+    }
+
     /// Peak bytes allocated from the device's memory pool since the last reset.
     pub fn peak_memory(&self) -> Option<usize> {
         match &self.backend {

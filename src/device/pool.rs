@@ -9,8 +9,12 @@
 //! Small buffers go straight to the allocator (cheap there), and the pool holds at most
 //! [`MAX_POOLED`] elements, freeing anything beyond, so it never keeps more than a bounded
 //! amount of memory that the program no longer uses.
+//!
+//! [`live_bytes`] and [`peak_bytes`] count the host tensor storage alive now and at most since
+//! [`reset_peak`]: the memory check (`memory.rs`) measures its probe steps with them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Buffers shorter than this are not pooled.
@@ -83,12 +87,37 @@ pub fn give(v: Vec<f32>) {
     });
 }
 
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn count_new(len: usize) {
+    let bytes = 4 * len;
+    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+/// Bytes of host tensor storage alive now, in this process (all threads).
+pub fn live_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The most bytes of host tensor storage alive at once since the last [`reset_peak`].
+pub fn peak_bytes() -> usize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts a new peak measurement from what is alive now.
+pub fn reset_peak() {
+    PEAK.store(live_bytes(), Ordering::Relaxed);
+}
+
 /// Host storage of a tensor: a buffer that goes back to the pool when dropped.
 #[derive(Debug)]
 pub struct Buffer(Vec<f32>);
 
 impl Buffer {
     pub fn new(v: Vec<f32>) -> Buffer {
+        count_new(v.len());
         Buffer(v)
     }
     pub fn as_slice(&self) -> &[f32] {
@@ -103,12 +132,13 @@ impl Clone for Buffer {
     fn clone(&self) -> Buffer {
         let mut v = take(self.0.len());
         v.copy_from_slice(&self.0);
-        Buffer(v)
+        Buffer::new(v)
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
+        LIVE.fetch_sub(4 * self.0.len(), Ordering::Relaxed);
         give(std::mem::take(&mut self.0));
     }
 }
@@ -126,5 +156,15 @@ mod tests {
         assert!(v.iter().all(|&x| x == 0.0));
         assert_eq!(take_full(n + 1, 2.0), vec![2.0; n + 1]);
         assert_eq!(take(5).len(), 5);
+    }
+
+    #[test]
+    fn counts_live_and_peak_tensor_bytes() {
+        // Other tests allocate concurrently: only this test's own buffers are certain.
+        let n = 1 << 20;
+        let a = Buffer::new(vec![0.0; n]);
+        let b = a.clone();
+        assert!(live_bytes() >= 8 * n && peak_bytes() >= 8 * n);
+        drop((a, b));
     }
 }

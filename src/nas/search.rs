@@ -16,11 +16,13 @@ use super::space::{nb201, Arch, Space};
 use super::supernet::{Network, SearchSpec};
 use crate::bench201::Bench201;
 use crate::checkpoint;
-use crate::data::{self, source, Batches, DataSpec, Loader, LoaderConfig};
+use crate::data::{self, source, Batches, DataSpec, ImageShape, Loader, LoaderConfig};
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::nn::{param_count, set_trainable, Ctx};
 use crate::optim::{cosine_lr, Optimizer, Sgd};
 use crate::progress::Progress;
+use crate::tensor::Tensor;
 use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
@@ -102,6 +104,10 @@ pub struct SearchResult {
     pub epochs: usize,
     pub seconds: f64,
     pub params: usize,
+    /// What the memory check estimated (`None` when skipped), in bytes.
+    pub memory_estimate: Option<memory::Estimate>,
+    /// The run's peak bytes of tensor storage (on a GPU, of its memory pool).
+    pub peak_memory: Option<f64>,
     pub out: Option<PathBuf>,
     /// NAS-Bench-201: the found cell's accuracies in the table (%), and its rank by
     /// `cifar10_test` among the 15,625 (1 = best).
@@ -176,6 +182,26 @@ impl Run {
             epochs_done: 0,
             seconds: 0.0,
         })
+    }
+
+    /// One search step: the architecture step on `val`, then the weight step on `train`;
+    /// returns the weight step's logits and loss.
+    fn step(
+        &mut self,
+        train: &Batch,
+        val: &Batch,
+        lr: f32,
+        grad_clip: f32,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, f32)> {
+        self.architect
+            .step(&mut self.net, train, val, lr, &self.sgd, ctx)?;
+        // The weight step differentiates the weights only.
+        set_trainable(&mut self.net.alphas, false);
+        let logits = self.net.forward(train.images, ctx)?;
+        let loss = crate::ops::cross_entropy(&logits, train.labels)?;
+        let value = sgd_step(&mut self.net, &loss, &mut self.sgd, grad_clip)?;
+        Ok((logits, value))
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -253,6 +279,74 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))
 }
 
+/// Peak bytes of tensor storage while a search of `cfg`, at `channels`, `layers` and
+/// `batch_size`, is built on the CPU and takes one step, with the optimiser state of a later step, on random
+/// images of `shape`: the memory check's probe.
+fn probe_peak(
+    cfg: &SearchConfig,
+    shape: &ImageShape,
+    channels: usize,
+    layers: usize,
+    batch_size: usize,
+) -> Result<usize> {
+    memory::step_peak(|| {
+        let cfg = SearchConfig {
+            channels,
+            layers,
+            batch_size,
+            device: crate::Device::Cpu,
+            ..cfg.clone()
+        };
+        let mut run = Run::new(cfg.clone(), shape.channels, shape.num_classes)?;
+        let mut rng = crate::rng(cfg.seed);
+        let (x, y) = memory::random_batch(shape, batch_size, &mut rng);
+        let (xv, yv) = memory::random_batch(shape, batch_size, &mut rng);
+        let train = Batch {
+            images: &x,
+            labels: &y,
+        };
+        let val = Batch {
+            images: &xv,
+            labels: &yv,
+        };
+        run.sgd.init_momentum(&run.net)?;
+        run.step(
+            &train,
+            &val,
+            cfg.lr,
+            cfg.grad_clip,
+            &mut Ctx::new(true, cfg.seed),
+        )?;
+        Ok(())
+    })
+}
+
+/// What a search of `cfg` on images of `shape` needs in memory (see `memory.rs`).
+pub fn memory_estimate(cfg: &SearchConfig, shape: &ImageShape) -> Result<memory::Estimate> {
+    let params = |channels, layers| {
+        let cfg = SearchConfig {
+            channels,
+            layers,
+            device: crate::Device::Cpu,
+            ..cfg.clone()
+        };
+        Ok(param_count(
+            &Run::new(cfg, shape.channels, shape.num_classes)?.net,
+        ))
+    };
+    let probe = memory::Probe {
+        params,
+        peak: |c, l, b| probe_peak(cfg, shape, c, l, b),
+        // Weights, gradient and momentum; the unrolled step adds the weights before it (w0),
+        // and the training gradient it keeps while taking the validation gradient.
+        copies: match cfg.order {
+            Order::First => 3.0,
+            Order::Second => 5.0,
+        },
+    };
+    memory::estimate(&probe, cfg.channels, cfg.layers, cfg.batch_size, shape)
+}
+
 /// Runs (or, with `resume`, continues) a search. `out` receives the run folder's files.
 pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<SearchResult> {
     cfg.validate()?;
@@ -264,7 +358,22 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         ..cfg
     };
     let split = data::search_split(splits.train.len(), cfg.train_portion as f64)?;
+    let part = if cfg.train_portion == 0.5 {
+        "half"
+    } else {
+        "part"
+    };
+    data::split::check_batch_size(
+        cfg.batch_size,
+        &[
+            (&format!("weights {part}"), split.weights.len()),
+            (&format!("architecture {part}"), split.arch.len()),
+        ],
+    )?;
     let ds = Arc::new(splits.train);
+    let memory_estimate =
+        memory::check_run("search", cfg.device, || memory_estimate(&cfg, &ds.shape()))?;
+    let peak = memory::PeakMeter::start(cfg.device)?;
     let mut run = Run::new(cfg.clone(), ds.channels, ds.num_classes)?;
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -332,13 +441,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
                 images: &val_images,
                 labels: &val.labels,
             };
-            run.architect
-                .step(&mut run.net, &train, &valb, lr, &run.sgd, &mut ctx)?;
-            // The weight step differentiates the weights only.
-            set_trainable(&mut run.net.alphas, false);
-            let logits = run.net.forward(&images, &mut ctx)?;
-            let loss = crate::ops::cross_entropy(&logits, &batch.labels)?;
-            let value = sgd_step(&mut run.net, &loss, &mut run.sgd, cfg.grad_clip)?;
+            let (logits, value) = run.step(&train, &valb, lr, cfg.grad_clip, &mut ctx)?;
             meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }
@@ -434,6 +537,8 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         epochs: run.epochs_done,
         seconds: run.seconds,
         params,
+        memory_estimate,
+        peak_memory: peak.peak(),
         out: out.map(Path::to_path_buf),
         benchmark_valid: scores.0,
         benchmark_test: scores.1,

@@ -102,6 +102,10 @@ impl Driver {
         }
     }
 
+    pub fn free_bytes(&self) -> Result<usize, cudarc::driver::DriverError> {
+        self.ctx.mem_get_info().map(|(free, _total)| free)
+    }
+
     pub fn alloc(&self, n: usize) -> Result<CudaSlice<f32>, cudarc::driver::DriverError> {
         // Every launcher writes all of its outputs; zeroing here would be a second pass.
         unsafe { self.stream.alloc::<f32>(n.max(1)) }
