@@ -3,6 +3,7 @@
 pub mod architect;
 pub mod bench;
 pub mod genotype;
+pub mod margins;
 pub mod network;
 pub mod operations;
 pub mod primitives;

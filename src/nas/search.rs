@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::architect::{Architect, Batch, Order};
 use super::genotype::Genotype;
+use super::margins::{self, EdgeMargin};
 use super::primitives::Primitive;
 use super::space::{nb201, Arch, Space};
 use super::supernet::{Network, SearchSpec};
@@ -108,6 +109,10 @@ pub struct SearchResult {
     pub memory_estimate: Option<memory::Estimate>,
     /// The run's peak bytes of tensor storage (on a GPU, of its memory pool).
     pub peak_memory: Option<f64>,
+    /// How decided the final alphas are: per edge, the leading op's weight and its margin.
+    pub alpha_margins: Vec<EdgeMargin>,
+    /// The alphas are still nearly uniform: the genotype is an argmax over noise.
+    pub nearly_uniform: bool,
     pub out: Option<PathBuf>,
     /// NAS-Bench-201: the found cell's accuracies in the table (%), and its rank by
     /// `cifar10_test` among the 15,625 (1 = best).
@@ -500,6 +505,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         last = Some((log.train_accuracy, val_loss, val_acc));
     }
     let genotype = run.genotype()?;
+    let (alpha_margins, nearly_uniform) = summarise_alphas(&run)?;
     let scores = match (&bench, &genotype) {
         (Some(table), Arch::Nb201(arch)) => {
             let index = table.index_of(arch)?;
@@ -540,10 +546,40 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         memory_estimate,
         peak_memory: peak.peak(),
         out: out.map(Path::to_path_buf),
+        alpha_margins,
+        nearly_uniform,
         benchmark_valid: scores.0,
         benchmark_test: scores.1,
         benchmark_rank: scores.2,
     })
+}
+
+/// Per-edge margins of the final alphas, printed as the run's summary; and the warning when they
+/// are still nearly uniform.
+fn summarise_alphas(run: &Run) -> Result<(Vec<EdgeMargin>, bool)> {
+    let (wn, wr) = run.net.alphas.softmaxed()?;
+    let spec = &run.net.spec;
+    // DARTS genotypes never keep `none`; NAS-Bench-201 cells may.
+    let skip_none = spec.space == Space::Darts;
+    let mut all = margins::margins("normal", &wn, &spec.primitives, skip_none);
+    all.extend(margins::margins("reduce", &wr, &spec.primitives, skip_none));
+    eprintln!("alphas (kept op, its weight, margin over the runner-up):");
+    for m in &all {
+        eprintln!(
+            "  {} edge {:>2}: {:<13} {:.3}  +{:.3} over {}",
+            m.cell, m.edge, m.op, m.weight, m.margin, m.runner_up
+        );
+    }
+    let uniform = margins::nearly_uniform(&wn, spec.primitives.len());
+    if uniform {
+        eprintln!(
+            "warning: the alphas are still nearly uniform (on most normal edges no op reaches \
+             {}x uniform), so the genotype is an argmax over noise; search longer (--epochs) or \
+             with a larger --arch-lr",
+            margins::DECIDED_FACTOR
+        );
+    }
+    Ok((all, uniform))
 }
 
 /// The NAS-Bench-201 table a search in that space is scored with: `--benchmark`, else the one in
