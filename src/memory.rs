@@ -39,8 +39,8 @@ const PROBE_CHANNELS: [usize; 3] = [2, 4, 6];
 const PROBE_BATCHES: [usize; 2] = [2, 4];
 
 /// The fit is exact at the probes, but the moment of a step's peak moves with its size: with
-/// the auxiliary head, the fitted activations fell 4–8% short at batches of 64–96 (BENCHMARKS.md).
-/// They get this factor on top, so that the estimate errs high.
+/// the auxiliary head, the fitted activations fell 4–8% short at batches of 64–96
+/// (BENCHMARKS.md). They get this factor on top, so that the estimate errs high.
 const ACTIVATION_MARGIN: f64 = 1.1;
 
 /// True when [`SKIP_ENV`] asks to skip the check.

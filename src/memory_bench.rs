@@ -90,7 +90,8 @@ pub fn run_cli(a: &BenchMemoryArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let cpu = cpu_model();
     if a.json {
-        let v = serde_json::json!({ "cpu": cpu, "threads": rayon::current_num_threads(), "rows": rows });
+        let threads = rayon::current_num_threads();
+        let v = serde_json::json!({ "cpu": cpu, "threads": threads, "rows": rows });
         println!("{v}");
         return Ok(());
     }

@@ -271,9 +271,9 @@ fn train_step(
 }
 
 /// Peak bytes of tensor storage while the network of `cfg`, at `channels`, `layers` and
-/// `batch_size`, is built on the CPU and takes one training step, with the optimiser state of a later step
-/// and the run's largest drop-path probability, on random images of `shape`: the memory
-/// check's probe.
+/// `batch_size`, is built on the CPU and takes one training step, with the optimiser state of
+/// a later step and the run's largest drop-path probability, on random images of `shape`: the
+/// memory check's probe.
 fn probe_peak(
     cfg: &TrainConfig,
     shape: &ImageShape,

@@ -235,12 +235,18 @@ fn a_batch_larger_than_the_data_is_an_error_before_any_work() {
     let limit = Duration::from_secs(5);
     fails_at_once(
         &["search", "--batch-size", "100000000"],
-        &["--batch-size 100000000 is larger than the data: the weights half has 2500 images and the architecture half has 2500 images; use --batch-size 2500 or less"],
+        &[
+            "--batch-size 100000000 is larger than the data: the weights half has 2500 images \
+           and the architecture half has 2500 images; use --batch-size 2500 or less",
+        ],
         limit,
     );
     fails_at_once(
         &["train", "--batch-size", "100000000"],
-        &["--batch-size 100000000 is larger than the data: the training set has 5000 images; use --batch-size 5000 or less"],
+        &[
+            "--batch-size 100000000 is larger than the data: the training set has 5000 images; \
+           use --batch-size 5000 or less",
+        ],
         limit,
     );
 }

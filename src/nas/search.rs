@@ -285,8 +285,8 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 }
 
 /// Peak bytes of tensor storage while a search of `cfg`, at `channels`, `layers` and
-/// `batch_size`, is built on the CPU and takes one step, with the optimiser state of a later step, on random
-/// images of `shape`: the memory check's probe.
+/// `batch_size`, is built on the CPU and takes one step, with the optimiser state of a later
+/// step, on random images of `shape`: the memory check's probe.
 fn probe_peak(
     cfg: &SearchConfig,
     shape: &ImageShape,
