@@ -11,9 +11,9 @@ use crate::data::fetch::{self, FetchName};
 use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
 use crate::nas::architect::Order;
-use crate::nas::genotype::Genotype;
 use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES, NB201_PRIMITIVES};
 use crate::nas::search::{self, SearchConfig};
+use crate::nas::space::nb201::EDGES;
 use crate::nas::space::{Arch, Space};
 use crate::train::TrainConfig;
 
@@ -42,7 +42,7 @@ pub enum Command {
     /// Benchmarks (search step timing, memory estimate).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Inspect genotypes.
+    /// Inspect architectures: DARTS genotypes and NAS-Bench-201 cells.
     #[command(subcommand)]
     Genotype(GenotypeCommand),
     /// Get datasets.
@@ -339,12 +339,18 @@ pub struct BenchSearchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum GenotypeCommand {
-    /// Print a genotype (a built-in name such as DARTS_V2, or a JSON / DARTS-text file).
+    /// Print an architecture: a DARTS genotype or a NAS-Bench-201 cell.
+    ///
+    /// A DARTS genotype is a built-in name such as DARTS_V2, or a JSON / DARTS-text file; a
+    /// NAS-Bench-201 cell is its `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` string, or a file
+    /// holding one (e.g. an nb201 search's genotype.json), and prints with one line per edge.
     Show {
+        /// The genotype or NAS-Bench-201 cell.
         genotype: String,
-        /// Also draw both cells into this SVG file.
+        /// Also draw it into this SVG file (both DARTS cells, or the NAS-Bench-201 DAG).
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Print it as JSON (a genotype object, or the NAS-Bench-201 string).
         #[arg(long)]
         json: bool,
     },
@@ -733,20 +739,21 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             svg,
             json,
         }) => {
-            let g = Genotype::load(&genotype)?;
-            g.validate(g.normal.len() / 2)?;
+            let arch = Arch::load(&genotype)?;
+            arch.validate()?;
             if let Some(path) = svg {
-                crate::checkpoint::write_atomic(
-                    &path,
-                    crate::report::genotype_svg(&g)?.as_bytes(),
-                )?;
+                crate::checkpoint::write_atomic(&path, crate::report::arch_svg(&arch)?.as_bytes())?;
             }
             if json {
-                print_json(&g)
-            } else {
-                println!("{g}");
-                Ok(())
+                return print_json(&arch);
             }
+            println!("{arch}");
+            if let Arch::Nb201(a) = arch {
+                for (&(from, to), op) in EDGES.iter().zip(a.ops) {
+                    println!("  {to}←{from}  {op}");
+                }
+            }
+            Ok(())
         }
     }
 }

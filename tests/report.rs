@@ -4,9 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use darts::nas::primitives::{Primitive, DARTS_PRIMITIVES};
+use std::process::{Command, Stdio};
+
+use darts::nas::primitives::{Primitive, DARTS_PRIMITIVES, NB201_PRIMITIVES};
+use darts::nas::space::nb201::{Nb201Arch, Nb201Op};
+use darts::nas::space::Arch;
 use darts::nas::Genotype;
-use darts::report::{cell_svg, genotype_svg, report_html, write_report};
+use darts::report::{arch_svg, cell_svg, genotype_svg, nb201_cell_svg, report_html, write_report};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -337,4 +341,336 @@ fn report_killed_before_the_first_epoch() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in {text}");
     }
+}
+
+/// A cell with two absent (`none`) edges, so drawings must tell kept and absent edges apart.
+const NB201_CELL: &str =
+    "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|";
+
+/// An NB201 search log as `darts search --space nb201` writes it: one 6×5 alpha matrix, no
+/// reduce matrix, the genotype as its benchmark string. Each edge's weights drift towards the
+/// op `target` has there, so the last epochs derive `target`.
+fn nb201_lines(epochs: usize, target: &Nb201Arch) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut logits = vec![vec![0.0; 5]; 6];
+    (1..=epochs)
+        .map(|epoch| {
+            for (row, op) in logits.iter_mut().zip(target.ops) {
+                for (c, l) in row.iter_mut().enumerate() {
+                    let pull = if c == op.index() { 0.08 } else { 0.0 };
+                    *l += pull + rng.random_range(-0.01..0.01);
+                }
+            }
+            let alphas: Vec<Vec<f64>> = logits.iter().map(|r| softmax(r)).collect();
+            let mut ops = [Nb201Op::None; 6];
+            for (op, row) in ops.iter_mut().zip(&alphas) {
+                let best = (0..5).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+                *op = Nb201Op::ALL[best];
+            }
+            let arch = Nb201Arch { ops }.to_string();
+            json!({"epoch": epoch, "lr": 0.025, "train_loss": 2.0 / epoch as f64,
+                   "train_accuracy": 0.1 * epoch as f64, "val_loss": 2.1 / epoch as f64,
+                   "val_accuracy": 0.09 * epoch as f64, "alphas_normal": alphas,
+                   "genotype": arch, "genotype_text": arch, "seconds": 1.5})
+            .to_string()
+        })
+        .collect()
+}
+
+fn nb201_config() -> serde_json::Value {
+    let names: Vec<&str> = NB201_PRIMITIVES.iter().map(|p| p.name()).collect();
+    json!({"space": "nb201", "epochs": 12, "primitives": names})
+}
+
+/// The drawing of an NB201 cell: (nodes, labelled edges, dashed `none` edges, labels' text).
+fn dag_parts(svg: &roxmltree::Node) -> (usize, usize, usize, Vec<String>) {
+    let nodes = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("rx") == Some("6"))
+        .count();
+    let labels = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("rx") == Some("3"))
+        .count();
+    let dashed = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("path") && n.attribute("stroke-dasharray").is_some())
+        .count();
+    let text = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(str::to_string))
+        .collect();
+    (nodes, labels, dashed, text)
+}
+
+/// The `<svg>` elements of an HTML page or SVG file whose text contains `title`.
+fn svgs_titled(doc: &roxmltree::Document, title: &str) -> usize {
+    doc.descendants()
+        .filter(|n| n.has_tag_name("svg"))
+        .filter(|n| n.descendants().any(|t| t.text() == Some(title)))
+        .count()
+}
+
+fn parse(html: &str) -> roxmltree::Document<'_> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    roxmltree::Document::parse_with_options(html, options).unwrap()
+}
+
+#[test]
+fn report_nb201_search_run() {
+    let dir = fresh_dir("nb201-search");
+    let target: Nb201Arch = NB201_CELL.parse().unwrap();
+    std::fs::write(
+        dir.join("search.jsonl"),
+        nb201_lines(12, &target).join("\n") + "\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), nb201_config().to_string()).unwrap();
+    let html = report_html(&dir).unwrap();
+    let (svgs, text) = check_page(&html);
+    // the cell, 3 curves, 1 heatmap, 1 evolution: no reduction cell anywhere
+    assert_eq!(svgs, 6);
+    for needle in [
+        "search run",
+        "cell, epoch 12",
+        "1←0",
+        "3←2",
+        "From search.jsonl, epoch 12.",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+    assert!(!text.contains("reduction cell"), "{text}");
+    assert!(text.contains(NB201_CELL), "the cell's string is shown");
+
+    let doc = parse(&html);
+    let dag = doc
+        .descendants()
+        .find(|n| {
+            n.has_tag_name("svg")
+                && n.descendants()
+                    .any(|t| t.text() == Some("NAS-Bench-201 cell"))
+        })
+        .expect("the page draws the NB201 cell");
+    let (nodes, labelled, dashed, labels) = dag_parts(&dag);
+    assert_eq!(
+        (nodes, labelled, dashed),
+        (4, 4, 2),
+        "4 nodes, 4 op edges, 2 none edges"
+    );
+    for op in [
+        "nor_conv_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "nor_conv_1x1",
+        "input",
+        "output",
+    ] {
+        assert!(labels.iter().any(|l| l == op), "no {op:?} in {labels:?}");
+    }
+    // The heatmap outlines the one kept op of each of the 6 edges.
+    let outlined = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("stroke") == Some("#e8175d"))
+        .count();
+    assert_eq!(outlined, 6);
+
+    // Without config.json the space comes from the logged cells, the primitives from the space.
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    assert_eq!(check_page(&report_html(&dir).unwrap()).0, 6);
+}
+
+#[test]
+fn report_nb201_alphas_must_fit_the_cell() {
+    let dir = fresh_dir("nb201-bad");
+    let target: Nb201Arch = NB201_CELL.parse().unwrap();
+    std::fs::write(dir.join("config.json"), nb201_config().to_string()).unwrap();
+    let mut line: serde_json::Value = serde_json::from_str(&nb201_lines(1, &target)[0]).unwrap();
+    line["alphas_reduce"] = line["alphas_normal"].clone();
+    std::fs::write(dir.join("search.jsonl"), format!("{line}\n")).unwrap();
+    let e = report_html(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "line 1: alphas_reduce is logged, but a NAS-Bench-201 search has no reduction cell"
+        ),
+        "{e}"
+    );
+
+    line.as_object_mut().unwrap().remove("alphas_reduce");
+    line["alphas_normal"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!([0.2, 0.2, 0.2, 0.2, 0.2]));
+    std::fs::write(dir.join("search.jsonl"), format!("{line}\n")).unwrap();
+    let e = report_html(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("alphas_normal has 7 rows, but the NAS-Bench-201 cell has 6 edges"),
+        "{e}"
+    );
+
+    line["alphas_normal"].as_array_mut().unwrap().pop();
+    line["genotype"] = json!("|nor_conv_3x3~0|+|");
+    std::fs::write(dir.join("search.jsonl"), format!("{line}\n")).unwrap();
+    let e = report_html(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("search.jsonl: line 1: ") && e.contains("expected 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nb201_cell_drawings() {
+    let arch: Nb201Arch = NB201_CELL.parse().unwrap();
+    let alone = nb201_cell_svg(&arch);
+    let doc = roxmltree::Document::parse(&alone).unwrap();
+    let (nodes, labelled, dashed, _) = dag_parts(&doc.root_element());
+    assert_eq!((nodes, labelled, dashed), (4, 4, 2));
+    // Every edge an op: 6 labels, none dashed; no two labels or nodes overlap.
+    let all = Nb201Arch::uniform(Nb201Op::NorConv3x3);
+    let svg = nb201_cell_svg(&all);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let (_, labelled, dashed, _) = dag_parts(&doc.root_element());
+    assert_eq!((labelled, dashed), (6, 0));
+    let b = boxes(&svg);
+    assert_eq!(b.len(), 10);
+    for (i, p) in b.iter().enumerate() {
+        for q in &b[i + 1..] {
+            let apart =
+                p.0 + p.2 <= q.0 || q.0 + q.2 <= p.0 || p.1 + p.3 <= q.1 || q.1 + q.3 <= p.1;
+            assert!(apart, "{p:?} overlaps {q:?}");
+        }
+    }
+    // With the legend, for either space.
+    let figure = arch_svg(&Arch::Nb201(arch)).unwrap();
+    let doc = roxmltree::Document::parse(&figure).unwrap();
+    assert_eq!(svgs_titled(&doc, "NAS-Bench-201 cell"), 1);
+    assert!(figure.contains("none (no edge)"));
+    let v2 = Genotype::named("DARTS_V2").unwrap();
+    assert_eq!(
+        arch_svg(&Arch::Darts(v2.clone())).unwrap(),
+        genotype_svg(&v2).unwrap()
+    );
+}
+
+fn darts() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_darts"));
+    c.stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn genotype_show_nb201() {
+    let dir = fresh_dir("nb201-show");
+    let svg = dir.join("cell.svg");
+    let out = darts()
+        .args([
+            "genotype",
+            "show",
+            NB201_CELL,
+            "--svg",
+            svg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], NB201_CELL);
+    assert_eq!(lines.len(), 7, "the string and one line per edge: {stdout}");
+    assert_eq!(lines[1].trim(), "1←0  nor_conv_3x3");
+    assert_eq!(lines[6].trim(), "3←2  none");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&drawn).unwrap();
+    let (nodes, labelled, dashed, _) = dag_parts(&doc.root_element());
+    assert_eq!((nodes, labelled, dashed), (4, 4, 2));
+
+    // --json is the string as JSON, and a file holding it (a search's genotype.json) reads too.
+    let out = darts()
+        .args(["genotype", "show", NB201_CELL, "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json, json!(NB201_CELL));
+    let file = dir.join("genotype.json");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let out = darts()
+        .args(["genotype", "show", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(NB201_CELL));
+
+    // A malformed string: one line on stderr, exit code 1, nothing drawn.
+    let bad = dir.join("bad.svg");
+    let out = darts()
+        .args([
+            "genotype",
+            "show",
+            "|nor_conv_3x3~0|+|conv_9x9~0|",
+            "--svg",
+            bad.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("NB201") && !err.contains("panicked"), "{err}");
+    assert!(!bad.exists());
+}
+
+/// A real `darts search --space nb201` run folder reports: the files the search writes are the
+/// ones the report reads.
+#[test]
+fn report_of_a_real_nb201_search() {
+    let dir = fresh_dir("nb201-real");
+    let run = dir.join("run");
+    let out = darts()
+        .args([
+            "search",
+            "--space",
+            "nb201",
+            "--epochs",
+            "2",
+            "--max-steps",
+            "2",
+        ])
+        .args(["--threads", "2", "--out", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = dir.join("report.html");
+    let out = darts()
+        .args([
+            "report",
+            run.to_str().unwrap(),
+            "--out",
+            page.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let (svgs, text) = check_page(&html);
+    assert_eq!(svgs, 6, "{text}");
+    assert!(
+        text.contains("From genotype.json.") && text.contains("3←2"),
+        "{text}"
+    );
+    assert!(!text.contains("could not be read"), "{text}");
+    assert_eq!(svgs_titled(&parse(&html), "NAS-Bench-201 cell"), 1);
 }

@@ -2,7 +2,8 @@
 //! and small multiples of how each edge's weights moved over the epochs.
 
 use super::chart::{line_chart, Chart, Series, Ticks};
-use super::svg::{alpha_edges, document, edge_svg, esc, op_colour, px, MONO};
+use super::edges::Edge;
+use super::svg::{document, esc, op_colour, px, MONO};
 use crate::nas::primitives::Primitive;
 
 const CELL_W: f64 = 60.0;
@@ -10,14 +11,15 @@ const CELL_H: f64 = 20.0;
 const NODE_GAP: f64 = 6.0;
 const ROW_LABEL_W: f64 = 74.0;
 
-/// Heatmap of one cell's softmaxed alphas: a row per edge (grouped by node), a column per op,
+/// Heatmap of one cell's softmaxed alphas: a row per edge of `edges` (grouped by the node it
+/// goes into), a column per op,
 /// each cell coloured on a scale from the smallest to the largest weight and printed. `kept` lists the
 /// (row, column) pairs the genotype kept; they are outlined.
 pub(crate) fn heatmap(
     title: &str,
     alphas: &[Vec<f64>],
     primitives: &[Primitive],
-    steps: usize,
+    edges: &[Edge],
     kept: &[(usize, usize)],
 ) -> String {
     // Scaled from the smallest weight, not from 0: early in a search all weights sit near
@@ -31,8 +33,7 @@ pub(crate) fn heatmap(
         });
     let span = (vmax - vmin).max(1e-9);
     let top = 62.0;
-    let edges = alpha_edges(steps);
-    let row_y = |r: usize| top + r as f64 * CELL_H + edges[r].0 as f64 * NODE_GAP;
+    let row_y = |r: usize| top + r as f64 * CELL_H + edges[r].group as f64 * NODE_GAP;
     let grid_w = CELL_W * primitives.len() as f64;
     let grid_h = row_y(edges.len() - 1) + CELL_H - top;
 
@@ -57,14 +58,14 @@ pub(crate) fn heatmap(
             colour = op_colour(op)
         );
     }
-    for (r, (row, &(node, from))) in alphas.iter().zip(&edges).enumerate() {
+    for (r, (row, edge)) in alphas.iter().zip(edges).enumerate() {
         let y = row_y(r);
         out += &format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" dominant-baseline=\"central\" font-size=\"12\" \
              fill=\"#333\">{}</text>",
             px(ROW_LABEL_W - 8.0),
             px(y + CELL_H / 2.0),
-            edge_svg(from, node)
+            edge.label
         );
         for (c, &v) in row.iter().enumerate() {
             let x = ROW_LABEL_W + c as f64 * CELL_W;
@@ -137,15 +138,15 @@ fn blues(t: f64) -> String {
 /// One cell's alphas at one epoch: (epoch, rows of softmaxed weights).
 pub(crate) type AlphaSnapshot<'a> = (usize, &'a [Vec<f64>]);
 
-/// Small multiples of the weights over the epochs: one chart per edge, a row of charts per node
-/// (node `i` has `i + 2` incoming edges), one line per op, all on one y scale so the charts
+/// Small multiples of the weights over the epochs: one chart per edge of `edges`, a row of
+/// charts per node they go into, one line per op, all on one y scale so the charts
 /// compare. Edges the genotype kept (`kept`, as for [`heatmap`]) get a dark frame and the kept
 /// op's name in their title.
 pub(crate) fn evolution(
     title: &str,
     history: &[AlphaSnapshot],
     primitives: &[Primitive],
-    steps: usize,
+    edges: &[Edge],
     kept: &[(usize, usize)],
 ) -> String {
     let (cw, ch, gap) = (228.0, 140.0, 12.0);
@@ -163,7 +164,7 @@ pub(crate) fn evolution(
         "<text x=\"4\" y=\"17\" font-size=\"14\" font-weight=\"bold\" fill=\"#222\">{}</text>",
         esc(title)
     );
-    for (row, &(node, from)) in alpha_edges(steps).iter().enumerate() {
+    for (row, edge) in edges.iter().enumerate() {
         let series: Vec<Series> = primitives
             .iter()
             .enumerate()
@@ -184,7 +185,7 @@ pub(crate) fn evolution(
             .map(|&op| format!(" · <tspan fill=\"{}\">{}</tspan>", op_colour(op), op.name()))
             .collect();
         let chart = Chart {
-            title: &format!("{}{kept_ops}", edge_svg(from, node)),
+            title: &format!("{}{kept_ops}", edge.label),
             x_label: "",
             y_label: "",
             width: cw,
@@ -196,13 +197,14 @@ pub(crate) fn evolution(
         };
         out += &format!(
             "<g transform=\"translate({},{})\">{}</g>",
-            px(from as f64 * (cw + gap)),
-            px(top + node as f64 * (ch + gap)),
+            px(edge.from as f64 * (cw + gap)),
+            px(top + edge.group as f64 * (ch + gap)),
             line_chart(&chart, &series)
         );
     }
-    let width = (steps + 1) as f64 * (cw + gap);
-    document(width, top + steps as f64 * (ch + gap), &out)
+    let extent = |at: fn(&Edge) -> usize| edges.iter().map(at).max().map_or(0, |m| m + 1) as f64;
+    let (cols, rows) = (extent(|e| e.from), extent(|e| e.group));
+    document(cols * (cw + gap), top + rows * (ch + gap), &out)
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! its own just before its target, so labels and long edges take space like nodes do and nothing
 //! is drawn on top of anything else.
 
-use super::layout::{Kind, Layout, LABEL_H, LABEL_SIZE};
-use super::svg::{document, esc, mono_width, op_colour, px, state_svg, subscript_svg, GREY, MONO};
+use super::layout::{Kind, Layout};
+use super::svg::{
+    document, esc, legend_svg, op_colour, px, state_svg, subscript_svg, GREY, LABEL_H, LABEL_SIZE,
+    MARGIN, MONO,
+};
 use crate::error::{Error, Result};
 use crate::nas::genotype::{validate_cell, validate_concat};
 use crate::nas::primitives::Primitive;
@@ -19,7 +22,6 @@ const GAP_OUT: f64 = 24.0;
 const GAP_IN: f64 = 30.0;
 const ARROW: f64 = 7.0;
 const TITLE_H: f64 = 26.0;
-const MARGIN: f64 = 10.0;
 
 /// One cell of `genotype` (the reduction cell if `reduce`) as a self-contained SVG document
 /// titled "normal cell" or "reduction cell".
@@ -46,7 +48,7 @@ pub fn genotype_svg(genotype: &Genotype) -> Result<String> {
     let gap = 30.0;
     let width = normal.width + gap + reduce.width;
     let cells_h = normal.height.max(reduce.height);
-    let (legend, legend_h) = legend(&ops_used(genotype), width);
+    let (legend, legend_h) = legend_svg(&legend_entries(genotype), width);
     let body = format!(
         "{}<g transform=\"translate({},0)\">{}</g><g transform=\"translate(0,{})\">{legend}</g>",
         normal.body,
@@ -57,8 +59,9 @@ pub fn genotype_svg(genotype: &Genotype) -> Result<String> {
     Ok(document(width, cells_h + legend_h, &body))
 }
 
-/// The ops a genotype uses, each once, in the DARTS order (the order of every legend).
-pub(crate) fn ops_used(genotype: &Genotype) -> Vec<Primitive> {
+/// The legend of a genotype's drawings as (name, colour, dashed): the ops it uses, each once,
+/// in the DARTS order, then the grey concat edge.
+pub(crate) fn legend_entries(genotype: &Genotype) -> Vec<(&'static str, &'static str, bool)> {
     let mut ops: Vec<Primitive> = genotype
         .normal
         .iter()
@@ -68,39 +71,10 @@ pub(crate) fn ops_used(genotype: &Genotype) -> Vec<Primitive> {
     // Declaration order is the DARTS order, the NB201-only ops after it.
     ops.sort();
     ops.dedup();
-    ops
-}
-
-/// A row (wrapping) of coloured line swatches naming `ops`, then the grey concat edge.
-fn legend(ops: &[Primitive], width: f64) -> (String, f64) {
-    let entries: Vec<(String, &str)> = ops
-        .iter()
-        .map(|&op| (op.name().to_string(), op_colour(op)))
-        .chain([("concat into output".to_string(), GREY)])
-        .collect();
-    let (mut x, mut y, row_h) = (MARGIN, 14.0, 20.0);
-    let mut out = String::new();
-    for (name, colour) in entries {
-        let w = 26.0 + mono_width(&name, LABEL_SIZE) + 18.0;
-        if x + w > width && x > MARGIN {
-            x = MARGIN;
-            y += row_h;
-        }
-        out += &format!(
-            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{colour}\" stroke-width=\"2.5\"/>\
-             <text x=\"{}\" y=\"{}\" font-family=\"{MONO}\" font-size=\"{LABEL_SIZE}\" \
-             dominant-baseline=\"central\" fill=\"#333\">{}</text>",
-            px(x),
-            px(y),
-            px(x + 20.0),
-            px(y),
-            px(x + 26.0),
-            px(y),
-            esc(&name)
-        );
-        x += w;
-    }
-    (out, y + 14.0)
+    ops.into_iter()
+        .map(|op| (op.name(), op_colour(op), false))
+        .chain([("concat into output", GREY, false)])
+        .collect()
 }
 
 /// A laid-out cell: the SVG body (no `<svg>` wrapper) and its size.

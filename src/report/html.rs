@@ -4,11 +4,15 @@
 use serde_json::Value;
 
 use super::alphas::{evolution, heatmap, AlphaSnapshot};
-use super::cell::ops_used;
+use super::cell;
 use super::chart::{line_chart, Chart, Series};
+use super::edges::Edges;
 use super::log::{SearchEpoch, TrainEpoch};
-use super::svg::{alpha_edges, document, esc, op_colour, GREY};
-use super::{cell_svg, Run, Search};
+use super::nb201;
+use super::svg::{document, esc, op_colour};
+use super::{cell_svg, nb201_cell_svg, Run, Search};
+use crate::nas::space::nb201::Nb201Arch;
+use crate::nas::space::Arch;
 use crate::nas::{Genotype, Primitive};
 
 const STYLE: &str = "\
@@ -252,28 +256,41 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn genotype_section(genotype: Option<&(Genotype, String)>) -> String {
-    let Some((g, source)) = genotype else {
-        return section(
+fn genotype_section(genotype: Option<&(Arch, String)>) -> String {
+    match genotype {
+        None => section(
             "Genotype",
             "<p class=\"note\">No genotype yet: no genotype.json and no epoch that logged one.</p>",
-        );
-    };
+        ),
+        Some((Arch::Darts(g), source)) => darts_genotype(g, source),
+        Some((Arch::Nb201(a), source)) => nb201_genotype(a, source),
+    }
+}
+
+fn nb201_genotype(arch: &Nb201Arch, source: &str) -> String {
+    section(
+        "Genotype",
+        &format!(
+            "{}{}<p class=\"note\">From {}. Node 0 is the cell's input, node 3 its output; \
+             each node sums its incoming edges, each labelled with its op. Dashed grey: `none`, \
+             no edge.</p><pre>{}</pre>",
+            nb201_cell_svg(arch),
+            legend(&nb201::legend_entries(arch)),
+            esc(source),
+            esc(&arch.to_string())
+        ),
+    )
+}
+
+fn darts_genotype(g: &Genotype, source: &str) -> String {
     // The cells as separate drawings that wrap onto two rows when a deep cell makes them too
     // wide to share one, instead of one `genotype_svg` scaled down until its labels are tiny.
     let cells = [false, true].map(|reduce| cell_svg(g, reduce));
     let drawing = match cells {
-        [Ok(normal), Ok(reduce)] => {
-            let mut entries: Vec<(&str, &str, bool)> = ops_used(g)
-                .into_iter()
-                .map(|op| (op.name(), op_colour(op), false))
-                .collect();
-            entries.push(("concat into output", GREY, false));
-            format!(
-                "<div class=\"row\">{normal}{reduce}</div>{}",
-                legend(&entries)
-            )
-        }
+        [Ok(normal), Ok(reduce)] => format!(
+            "<div class=\"row\">{normal}{reduce}</div>{}",
+            legend(&cell::legend_entries(g))
+        ),
         [Err(e), _] | [_, Err(e)] => format!(
             "<p class=\"error\">cannot draw the genotype: {}</p>",
             esc(&e.to_string())
@@ -385,24 +402,36 @@ fn train_curves(epochs: &[TrainEpoch]) -> String {
     )
 }
 
-/// The (row, column) of each alpha the genotype's cell kept, where its op is searched over.
-fn kept(cell: &[(Primitive, usize)], search: &Search) -> Vec<(usize, usize)> {
-    let Some(steps) = search.steps.filter(|&s| 2 * s == cell.len()) else {
-        return Vec::new();
-    };
-    let edges = alpha_edges(steps);
-    cell.iter()
-        .enumerate()
-        .filter_map(|(p, &(op, input))| {
-            let row = edges.iter().position(|&e| e == (p / 2, input))?;
-            let col = search.primitives.iter().position(|&q| q == op)?;
-            Some((row, col))
-        })
-        .collect()
+/// The (row, column) of each alpha that `arch` kept (its reduction cell's if `reduce`), where
+/// its op is searched over and its cell has the searched shape.
+fn kept(arch: &Arch, reduce: bool, search: &Search) -> Vec<(usize, usize)> {
+    let col = |op: Primitive| search.primitives.iter().position(|&q| q == op);
+    match (arch, search.edges) {
+        (Arch::Darts(g), Some(edges @ Edges::Darts(steps))) => {
+            let cell = if reduce { &g.reduce } else { &g.normal };
+            if 2 * steps != cell.len() {
+                return Vec::new();
+            }
+            let rows = edges.rows();
+            cell.iter()
+                .enumerate()
+                .filter_map(|(p, &(op, input))| {
+                    let row = rows
+                        .iter()
+                        .position(|e| (e.group, e.from) == (p / 2, input))?;
+                    Some((row, col(op)?))
+                })
+                .collect()
+        }
+        (Arch::Nb201(a), Some(Edges::Nb201)) => (a.ops.iter().enumerate())
+            .filter_map(|(row, &op)| Some((row, col(op.into())?)))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn alpha_sections(search: &Search) -> String {
-    let Some(steps) = search.steps else {
+    let Some(edges) = search.edges else {
         return section(
             "Architecture weights",
             "<p class=\"note\">No epoch logged alphas.</p>",
@@ -422,9 +451,23 @@ fn alpha_sections(search: &Search) -> String {
             })
             .collect()
     };
+    // The cells, and the phrases that say what a row of the drawings is.
+    let (names, into, per): (&[(bool, &str)], _, _) = match edges {
+        Edges::Darts(_) => (
+            &[(false, "normal cell"), (true, "reduction cell")],
+            "an intermediate node",
+            "intermediate node",
+        ),
+        Edges::Nb201 => (
+            &[(false, "cell")],
+            "node j from node i (j←i)",
+            "node the edges go into",
+        ),
+    };
+    let rows = edges.rows();
     let mut maps = String::new();
     let mut moves = String::new();
-    for (reduce, name) in [(false, "normal cell"), (true, "reduction cell")] {
+    for &(reduce, name) in names {
         let history = cells(reduce);
         let Some(&(epoch, last)) = history.last() else {
             continue;
@@ -435,17 +478,15 @@ fn alpha_sections(search: &Search) -> String {
             .iter()
             .find(|e| e.epoch == epoch)
             .and_then(|e| e.genotype.as_ref());
-        let kept_pairs = genotype.map_or(Vec::new(), |g| {
-            kept(if reduce { &g.reduce } else { &g.normal }, search)
-        });
+        let kept_pairs = genotype.map_or(Vec::new(), |a| kept(a, reduce, search));
         maps += &heatmap(
             &format!("{name}, epoch {epoch}"),
             last,
             &search.primitives,
-            steps,
+            &rows,
             &kept_pairs,
         );
-        moves += &evolution(name, &history, &search.primitives, steps, &kept_pairs);
+        moves += &evolution(name, &history, &search.primitives, &rows, &kept_pairs);
     }
     let entries: Vec<(&str, &str, bool)> = search
         .primitives
@@ -456,15 +497,15 @@ fn alpha_sections(search: &Search) -> String {
     section(
         "Final architecture weights (softmax of α)",
         &format!(
-            "<div class=\"row\">{maps}</div><p class=\"note\">Each row is an edge into an \
-             intermediate node, each column an op; colour runs from the smallest to the largest \
+            "<div class=\"row\">{maps}</div><p class=\"note\">Each row is an edge into \
+             {into}, each column an op; colour runs from the smallest to the largest \
              weight of the cell. Outlined: the (edge, op) pairs the genotype of that epoch kept.</p>"
         ),
     ) + &section(
         "Architecture weights over the epochs",
         &format!(
             "{legend}{moves}<p class=\"note\">One chart per edge, a row \
-             per intermediate node, one line per op, all on one scale. Framed: edges the genotype \
+             per {per}, one line per op, all on one scale. Framed: edges the genotype \
              kept, with the op it kept named in the title.</p>"
         ),
     )

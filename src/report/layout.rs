@@ -2,11 +2,9 @@
 //! a waypoint wherever an edge crosses a column, crossings reduced by barycentre sweeps, and
 //! heights placed by isotonic regression, so labels and edges get room like nodes do.
 
-use super::svg::mono_width;
+use super::svg::{mono_width, LABEL_H, LABEL_SIZE};
 use crate::nas::primitives::Primitive;
 
-pub(super) const LABEL_SIZE: f64 = 11.0;
-pub(super) const LABEL_H: f64 = 16.0;
 const NODE_MIN_H: f64 = 32.0;
 /// Vertical room per edge on a node's side, so arrowheads into one node do not overlap.
 const PORT_GAP: f64 = 9.0;

@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::nas::space::Arch;
 use crate::nas::Genotype;
 
 /// One epoch of a search run. Metrics are optional so a log missing one (or holding `null`, which
@@ -22,9 +24,26 @@ pub(crate) struct SearchEpoch {
     pub val_accuracy: Option<f64>,
     /// Softmaxed weights, a row per edge, a column per primitive.
     pub alphas_normal: Option<Vec<Vec<f64>>>,
+    /// Absent in a NAS-Bench-201 search, whose cell has no reduction cell.
     pub alphas_reduce: Option<Vec<Vec<f64>>>,
-    pub genotype: Option<Genotype>,
+    #[serde(default, deserialize_with = "arch")]
+    pub genotype: Option<Arch>,
     pub seconds: Option<f64>,
+}
+
+/// A logged architecture: a DARTS genotype object or a NAS-Bench-201 string. Read by its JSON
+/// type rather than as an untagged [`Arch`], so a bad one is reported by what is wrong with it.
+fn arch<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Arch>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(|a| Some(Arch::Nb201(a)))
+            .map_err(D::Error::custom),
+        Some(v) => Genotype::deserialize(v)
+            .map(|g| Some(Arch::Darts(g)))
+            .map_err(D::Error::custom),
+    }
 }
 
 /// One epoch of a training run.

@@ -5,14 +5,18 @@
 //! the genotype derived so far), `config.json` and `genotype.json`; a training folder holds
 //! `train.jsonl`, `genotype.json` and maybe `results.json`. The page shows the run's final
 //! numbers, the cells as graphs, the final alphas as heatmaps, how the alphas moved, and the
-//! loss, accuracy and learning-rate curves.
+//! loss, accuracy and learning-rate curves. Runs in either search space read: a DARTS genotype
+//! has a normal and a reduction cell and is logged as an object; a NAS-Bench-201 cell is one
+//! 4-node DAG, logged as its benchmark string, with one 6-row alpha matrix.
 
 mod alphas;
 mod cell;
 mod chart;
+mod edges;
 mod html;
 mod layout;
 mod log;
+mod nb201;
 mod svg;
 
 use std::path::Path;
@@ -20,12 +24,14 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use cell::{cell_svg, genotype_svg};
+pub use nb201::{nb201_cell_svg, nb201_svg};
 
 use crate::error::{Error, Result};
-use crate::nas::primitives::{parse_primitive_list, Primitive, DARTS_PRIMITIVES};
-use crate::nas::Genotype;
+use crate::nas::primitives::{parse_primitive_list, Primitive, DARTS_PRIMITIVES, NB201_PRIMITIVES};
+use crate::nas::space::nb201::EDGES;
+use crate::nas::space::{Arch, Space};
+use edges::Edges;
 use log::{SearchEpoch, TrainEpoch};
-use svg::steps_for_edges;
 
 /// Writes the report on the run in `run_dir` to `out` as one HTML file, creating `out`'s folder
 /// if needed. See [`report_html`].
@@ -42,18 +48,29 @@ pub fn write_report(run_dir: &Path, out: &Path) -> Result<()> {
 /// A folder with neither `search.jsonl` nor `train.jsonl` is an [`Error::Data`]; so is a log
 /// line that is not valid JSON, except a cut-short last line (a killed run), which is left out
 /// with a warning shown on the page. Alphas whose shape does not fit the run's primitives (from
-/// `config.json`, else the eight DARTS ones) are an error naming the line.
+/// `config.json`, else those of its search space) or its cell are an error naming the line.
 pub fn report_html(run_dir: &Path) -> Result<String> {
     Ok(html::render(&Run::load(run_dir)?))
 }
 
-/// A search log whose alphas have been checked against the primitives.
+/// An architecture drawn as one self-contained SVG document: both cells of a DARTS genotype
+/// ([`genotype_svg`]) or the NAS-Bench-201 cell ([`nb201_svg`]), above a legend of their ops.
+/// An invalid genotype is an error as for [`cell_svg`].
+pub fn arch_svg(arch: &Arch) -> Result<String> {
+    match arch {
+        Arch::Darts(g) => genotype_svg(g),
+        Arch::Nb201(a) => Ok(nb201_svg(a)),
+    }
+}
+
+/// A search log whose alphas have been checked against the primitives and the search space.
 pub(crate) struct Search {
     pub epochs: Vec<SearchEpoch>,
     /// The alphas' column order.
     pub primitives: Vec<Primitive>,
-    /// Intermediate nodes per cell, from the alphas' row count; `None` if no epoch has alphas.
-    pub steps: Option<usize>,
+    /// The edges the alpha rows weigh (for DARTS, the node count comes from the row count);
+    /// `None` if no epoch has alphas.
+    pub edges: Option<Edges>,
 }
 
 /// Everything the report shows, read from a run folder.
@@ -61,8 +78,8 @@ pub(crate) struct Run {
     pub name: String,
     pub search: Option<Search>,
     pub train: Option<Vec<TrainEpoch>>,
-    /// The genotype to draw and where it came from.
-    pub genotype: Option<(Genotype, String)>,
+    /// The architecture to draw and where it came from.
+    pub genotype: Option<(Arch, String)>,
     pub config: Option<Value>,
     pub results: Option<Value>,
     pub warnings: Vec<String>,
@@ -91,8 +108,10 @@ impl Run {
         let search = if search_log.is_file() {
             let log = log::read::<SearchEpoch>(&search_log)?;
             warnings.extend(log.warnings);
-            let primitives = primitives(config.as_ref(), &dir.join("config.json"))?;
-            Some(Search::new(log.entries, primitives, &search_log)?)
+            let config_file = dir.join("config.json");
+            let space = space(config.as_ref(), &log.entries, &config_file)?;
+            let primitives = primitives(config.as_ref(), space, &config_file)?;
+            Some(Search::new(log.entries, primitives, space, &search_log)?)
         } else {
             None
         };
@@ -107,7 +126,7 @@ impl Run {
         let genotype_file = dir.join("genotype.json");
         let mut genotype = None;
         if genotype_file.is_file() {
-            match Genotype::load(&genotype_file.to_string_lossy()) {
+            match Arch::load(&genotype_file.to_string_lossy()) {
                 Ok(g) => genotype = Some((g, "genotype.json".to_string())),
                 Err(e) => warnings.push(format!("genotype.json could not be read: {e}")),
             }
@@ -140,14 +159,16 @@ impl Run {
 }
 
 impl Search {
-    /// Checks every epoch's alphas: one column per primitive, a row count that some number of
-    /// steps gives (`steps (steps + 3) / 2`), the same for both cells and all epochs.
+    /// Checks every epoch's alphas: one column per primitive; for DARTS a row count that some
+    /// number of steps gives (`steps (steps + 3) / 2`), the same for both cells and all epochs;
+    /// for NAS-Bench-201 a row per edge of its cell and no reduction cell.
     fn new(
         entries: Vec<(usize, SearchEpoch)>,
         primitives: Vec<Primitive>,
+        space: Space,
         path: &Path,
     ) -> Result<Search> {
-        let mut steps = None;
+        let mut edges = None;
         for (line, e) in &entries {
             let cells = [
                 ("alphas_normal", &e.alphas_normal),
@@ -166,37 +187,67 @@ impl Search {
                         names(&primitives)
                     ));
                 }
-                let Some(s) = steps_for_edges(rows.len()) else {
+                if space == Space::Nb201 {
+                    if field == "alphas_reduce" {
+                        return bad("is logged, but a NAS-Bench-201 search has no reduction \
+                                    cell; config.json's `space` says nb201"
+                            .into());
+                    }
+                    if rows.len() != EDGES.len() {
+                        return bad(format!(
+                            "has {} rows, but the NAS-Bench-201 cell has {} edges",
+                            rows.len(),
+                            EDGES.len()
+                        ));
+                    }
+                    edges = Some(Edges::Nb201);
+                    continue;
+                }
+                let Some(Edges::Darts(s)) = Edges::darts(rows.len()) else {
                     return bad(format!(
                         "has {} rows; a cell with n intermediate nodes has n (n + 3) / 2 edges \
                          (14 for 4 nodes)",
                         rows.len()
                     ));
                 };
-                match steps {
-                    Some(prev) if prev != s => {
+                match edges {
+                    Some(Edges::Darts(prev)) if prev != s => {
                         return bad(format!(
                             "has {} rows ({s} nodes) but earlier alphas had {prev} nodes",
                             rows.len()
                         ))
                     }
-                    _ => steps = Some(s),
+                    _ => edges = Some(Edges::Darts(s)),
                 }
             }
         }
         Ok(Search {
             epochs: entries.into_iter().map(|e| e.1).collect(),
             primitives,
-            steps,
+            edges,
         })
     }
 }
 
+/// The search space of a search run: `config.json`'s `space`, else that of the architectures
+/// the log holds (an older run's config has no `space`), else DARTS.
+fn space(config: Option<&Value>, entries: &[(usize, SearchEpoch)], path: &Path) -> Result<Space> {
+    if let Some(space) = config.and_then(|c| c.get("space")) {
+        return serde_json::from_value(space.clone())
+            .map_err(|e| Error::data(path, format!("`space`: {e}")));
+    }
+    let logged = entries.iter().rev().find_map(|e| e.1.genotype.as_ref());
+    Ok(logged.map_or(Space::Darts, Arch::space))
+}
+
 /// The alpha column order: `config.json`'s `primitives` (an array of names, or one
-/// comma-separated string), else the DARTS search space.
-fn primitives(config: Option<&Value>, path: &Path) -> Result<Vec<Primitive>> {
+/// comma-separated string), else the search space's.
+fn primitives(config: Option<&Value>, space: Space, path: &Path) -> Result<Vec<Primitive>> {
     let Some(list) = config.and_then(|c| c.get("primitives")) else {
-        return Ok(DARTS_PRIMITIVES.to_vec());
+        return Ok(match space {
+            Space::Darts => DARTS_PRIMITIVES.to_vec(),
+            Space::Nb201 => NB201_PRIMITIVES.to_vec(),
+        });
     };
     let text = match list {
         Value::String(s) => s.clone(),

@@ -12,6 +12,13 @@ pub(crate) const SANS: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
 /// Colour of the unlabelled concat edges into c_{k} and of neutral chart ink.
 pub(crate) const GREY: &str = "#9a9a9a";
 
+/// Room around a drawing's contents.
+pub(crate) const MARGIN: f64 = 10.0;
+/// Font size of the op names on edges and in legends.
+pub(crate) const LABEL_SIZE: f64 = 11.0;
+/// Height of the white box behind an op name on an edge.
+pub(crate) const LABEL_H: f64 = 16.0;
+
 /// Escapes text for use inside XML/HTML element content and attribute values.
 pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -56,6 +63,39 @@ pub(crate) fn document(width: f64, height: f64, body: &str) -> String {
     )
 }
 
+/// A legend for a drawing `width` wide: a row (wrapping) of (name, colour, dashed) line
+/// swatches. Returns the SVG fragment and its height.
+pub(crate) fn legend_svg(entries: &[(&str, &str, bool)], width: f64) -> (String, f64) {
+    let (mut x, mut y, row_h) = (MARGIN, 14.0, 20.0);
+    let mut out = String::new();
+    for &(name, colour, dashed) in entries {
+        let w = 26.0 + mono_width(name, LABEL_SIZE) + 18.0;
+        if x + w > width && x > MARGIN {
+            x = MARGIN;
+            y += row_h;
+        }
+        let dash = if dashed {
+            " stroke-dasharray=\"5 3\""
+        } else {
+            ""
+        };
+        out += &format!(
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{colour}\" stroke-width=\"2.5\"{dash}/>\
+             <text x=\"{}\" y=\"{}\" font-family=\"{MONO}\" font-size=\"{LABEL_SIZE}\" \
+             dominant-baseline=\"central\" fill=\"#333\">{}</text>",
+            px(x),
+            px(y),
+            px(x + 20.0),
+            px(y),
+            px(x + 26.0),
+            px(y),
+            esc(name)
+        );
+        x += w;
+    }
+    (out, y + 14.0)
+}
+
 /// A coordinate with one decimal: enough for screen pixels, and keeps the files small.
 pub(crate) fn px(x: f64) -> String {
     format!("{x:.1}")
@@ -87,42 +127,13 @@ pub(crate) fn state_svg(s: usize) -> String {
     }
 }
 
-/// SVG text content naming the edge from state `from` into intermediate node `node`.
-pub(crate) fn edge_svg(from: usize, node: usize) -> String {
-    format!("{} → {node}", state_svg(from))
-}
-
-/// The (node, input state) of each alpha row, in the order the supernet stores them: node 0's
-/// edges from states 0 and 1, node 1's from 0, 1, 2, and so on.
-pub(crate) fn alpha_edges(steps: usize) -> Vec<(usize, usize)> {
-    (0..steps)
-        .flat_map(|node| (0..node + 2).map(move |from| (node, from)))
-        .collect()
-}
-
-/// The number of intermediate nodes whose cell has `edges` alpha rows, if any does
-/// (`edges = steps (steps + 3) / 2`).
-pub(crate) fn steps_for_edges(edges: usize) -> Option<usize> {
-    (1..=edges).find(|&s| s * (s + 3) / 2 == edges)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn escaping_and_edges() {
+    fn escaping() {
         assert_eq!(esc("<a & 'b'>"), "&lt;a &amp; &#39;b&#39;&gt;");
         assert_eq!(esc("\""), "&quot;");
-        assert_eq!(alpha_edges(2), [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
-        assert_eq!(alpha_edges(4).len(), 14);
-        assert_eq!(steps_for_edges(14), Some(4));
-        assert_eq!(steps_for_edges(2), Some(1));
-        assert_eq!(steps_for_edges(13), None);
-        assert!(
-            edge_svg(1, 2).starts_with("c<tspan")
-                && edge_svg(1, 2).ends_with("k-1</tspan><tspan dy=\"-0.3em\"></tspan> → 2")
-        );
-        assert_eq!(edge_svg(3, 2), "1 → 2");
     }
 }
