@@ -630,15 +630,9 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         )));
     }
     let nb201 = space == Space::Nb201;
-    fn pick<T>(nb201: bool, darts: T, nb201_value: T) -> T {
-        if nb201 {
-            nb201_value
-        } else {
-            darts
-        }
-    }
-    let pick_n = |d: usize, n: usize| pick(nb201, d, n);
-    let pick_f = |d: f32, n: f32| pick(nb201, d, n);
+    // The DARTS value, or NAS-Bench-201's.
+    let pick = |darts: f32, nb201_value: f32| if nb201 { nb201_value } else { darts };
+    let pick_n = |darts: usize, nb201_value: usize| if nb201 { nb201_value } else { darts };
     let cfg = TrainConfig {
         data: a.data.spec(),
         data_files: Vec::new(),
@@ -654,13 +648,13 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         layers: a
             .layers
             .unwrap_or(if builtin { pick_n(5, 2) } else { pick_n(20, 5) }),
-        lr: a.lr.unwrap_or(pick_f(0.025, 0.1)),
+        lr: a.lr.unwrap_or(pick(0.025, 0.1)),
         momentum: a.momentum,
         nesterov: a.nesterov.unwrap_or(nb201),
-        weight_decay: a.weight_decay.unwrap_or(pick_f(3e-4, 5e-4)),
+        weight_decay: a.weight_decay.unwrap_or(pick(3e-4, 5e-4)),
         grad_clip: a.grad_clip,
-        auxiliary_weight: a.auxiliary_weight.unwrap_or(pick_f(0.4, 0.0)),
-        drop_path: a.drop_path.unwrap_or(pick_f(0.2, 0.0)),
+        auxiliary_weight: a.auxiliary_weight.unwrap_or(pick(0.4, 0.0)),
+        drop_path: a.drop_path.unwrap_or(pick(0.2, 0.0)),
         cutout: a.cutout,
         seed: a.seed,
         eval_every_epoch: a.eval_every_epoch,

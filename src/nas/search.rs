@@ -509,12 +509,9 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     let scores = match (&bench, &genotype) {
         (Some(table), Arch::Nb201(arch)) => {
             let index = table.index_of(arch)?;
-            let row = table.row(index)?;
-            let score = |c: &str| {
-                row.get(c)
-                    .ok_or_else(|| Error::data(table.path(), format!("no {c} column")))
-            };
-            let (valid, test) = (score("cifar10_valid")?, score("cifar10_test")?);
+            // Both are required columns: the table does not load without them.
+            let valid = table.value(index, "cifar10_valid")?;
+            let test = table.value(index, "cifar10_test")?;
             let rank = table.rank(index, "cifar10_test")?;
             eprintln!(
                 "NAS-Bench-201: {arch} is index {index}: cifar10_valid {valid:.2}%, cifar10_test {test:.2}% (rank {rank} of {})",
