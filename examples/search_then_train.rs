@@ -6,8 +6,6 @@
 use std::path::PathBuf;
 
 use darts::data::{DataSpec, DatasetKind};
-use darts::nas::architect::Order;
-use darts::nas::primitives::DARTS_PRIMITIVES;
 use darts::nas::search::{self, SearchConfig};
 use darts::nas::space::Space;
 use darts::train::{self, TrainConfig};
@@ -20,29 +18,8 @@ fn main() -> darts::Result<()> {
         kind: DatasetKind::Builtin,
         dir: None,
     };
-    let search_cfg = SearchConfig {
-        space: Space::Darts,
-        data: data.clone(),
-        data_files: Vec::new(),
-        epochs: 3,
-        batch_size: 64,
-        channels: 8,
-        layers: 5,
-        order: Order::First,
-        seed: 2,
-        primitives: DARTS_PRIMITIVES.to_vec(),
-        train_portion: 0.5,
-        lr: 0.025,
-        lr_min: 0.001,
-        momentum: 0.9,
-        weight_decay: 3e-4,
-        grad_clip: 5.0,
-        arch_lr: 3e-4,
-        arch_weight_decay: 1e-3,
-        max_steps: Some(20),
-        benchmark: None,
-        device: darts::Device::Cpu,
-    };
+    // The built-in dataset's default search, as `darts search` runs it.
+    let search_cfg = SearchConfig::recipe(Space::Darts, data.clone());
     let search_dir = root.join("search");
     let found = search::run(search_cfg, Some(&search_dir), false)?;
     eprintln!("found: {}", found.genotype_text);

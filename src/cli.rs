@@ -11,7 +11,7 @@ use crate::data::fetch::{self, FetchName};
 use crate::data::{DataSpec, DatasetKind};
 use crate::error::{Error, Result};
 use crate::nas::architect::Order;
-use crate::nas::primitives::{parse_primitive_list, DARTS_PRIMITIVES, NB201_PRIMITIVES};
+use crate::nas::primitives::parse_primitive_list;
 use crate::nas::search::{self, SearchConfig};
 use crate::nas::space::nb201::EDGES;
 use crate::nas::space::{Arch, Space};
@@ -115,7 +115,11 @@ pub struct SearchArgs {
     /// about two minutes on two cores].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Batch size [default: 64].
+    /// Epochs at the start that train the weights only, the alphas frozen [default: 0; 1 on
+    /// the built-in dataset, unless --epochs is 1].
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Batch size [default: 64; 32 on the built-in dataset].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Initial channels C [default: 16; 8 on the built-in dataset].
@@ -125,12 +129,12 @@ pub struct SearchArgs {
     /// (2 on the built-in dataset)].
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Architecture gradient: 1 = first order, 2 = second order (unrolled).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub order: u8,
-    /// Random seed (weights, alphas, data order, augmentation).
-    #[arg(long, default_value_t = 2)]
-    pub seed: u64,
+    /// Architecture gradient: 1 = first order, 2 = second order (unrolled) [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub order: Option<u8>,
+    /// Random seed (weights, alphas, data order, augmentation) [default: 2].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Worker threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -138,25 +142,37 @@ pub struct SearchArgs {
     /// its own 5].
     #[arg(long)]
     pub primitives: Option<String>,
-    /// Fraction of the training set that trains weights; the rest trains the alphas.
-    #[arg(long, default_value_t = 0.5)]
-    pub train_portion: f32,
-    /// Weight learning rate (cosine-annealed to --lr-min).
-    #[arg(long, default_value_t = 0.025)]
-    pub lr: f32,
-    #[arg(long, default_value_t = 0.001)]
-    pub lr_min: f32,
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f32,
-    #[arg(long, default_value_t = 3e-4)]
-    pub weight_decay: f32,
-    #[arg(long, default_value_t = 5.0)]
-    pub grad_clip: f32,
-    /// Architecture (alpha) learning rate for Adam.
-    #[arg(long, default_value_t = 3e-4)]
-    pub arch_lr: f32,
-    #[arg(long, default_value_t = 1e-3)]
-    pub arch_weight_decay: f32,
+    /// Fraction of the training set that trains weights; the rest trains the alphas
+    /// [default: 0.5].
+    #[arg(long)]
+    pub train_portion: Option<f32>,
+    /// Weight learning rate, cosine-annealed to --lr-min [default: 0.025].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// [default: 0.001]
+    #[arg(long)]
+    pub lr_min: Option<f32>,
+    /// [default: 0.9]
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// [default: 3e-4]
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// [default: 5]
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    /// Architecture (alpha) learning rate for Adam [default: 3e-4, the paper's; 0.03 on the
+    /// built-in dataset, whose short search would leave 3e-4 alphas uniform].
+    #[arg(long)]
+    pub arch_lr: Option<f32>,
+    /// [default: 1e-3]
+    #[arg(long)]
+    pub arch_weight_decay: Option<f32>,
+    /// Softmax temperature of the alphas at the end of the search, annealed geometrically from
+    /// 1 over the epochs after the warm-up, which sharpens the supernet's mixture towards the
+    /// cell it derives [default: 1, the paper's fixed softmax; 0.2 on the built-in dataset].
+    #[arg(long)]
+    pub arch_temperature: Option<f32>,
     /// Stop each epoch after this many steps (quick experiments).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -339,6 +355,25 @@ pub struct BenchSearchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum GenotypeCommand {
+    /// Draw architectures uniformly at random from a space, one per line: the random baseline
+    /// that a search has to beat (DARTS: 4-node cells over the 7 ops besides none, two distinct
+    /// inputs per node; nb201: one of the 15,625 cells).
+    Random {
+        #[arg(long, value_enum, default_value_t = Space::Darts)]
+        space: Space,
+        /// How many to draw.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write each as DIR/random-<i>.json, which `darts train --genotype` (or `--arch`)
+        /// reads.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print {"archs": [...]} as the last stdout line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an architecture: a DARTS genotype or a NAS-Bench-201 cell.
     ///
     /// A DARTS genotype is a built-in name such as DARTS_V2, or a JSON / DARTS-text file; a
@@ -449,8 +484,7 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 /// The search config that `darts search` flags describe (the built-in dataset's smaller
 /// defaults included), validated.
 pub(crate) fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
-    let builtin = a.data.dataset == DatasetKind::Builtin;
-    let nb201 = a.space == Space::Nb201;
+    let r = SearchConfig::recipe(a.space, a.data.spec());
     let primitives = match (&a.primitives, a.space) {
         (Some(_), Space::Nb201) => {
             return Err(Error::InvalidArgument(
@@ -458,46 +492,41 @@ pub(crate) fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
             ))
         }
         (Some(list), Space::Darts) => parse_primitive_list(list)?,
-        (None, Space::Darts) => DARTS_PRIMITIVES.to_vec(),
-        (None, Space::Nb201) => NB201_PRIMITIVES.to_vec(),
+        (None, _) => r.primitives.clone(),
     };
-    if a.benchmark.is_some() && !nb201 {
+    if a.benchmark.is_some() && a.space != Space::Nb201 {
         return Err(Error::InvalidArgument(
             "--benchmark scores NAS-Bench-201 cells; it needs --space nb201".into(),
         ));
     }
-    let layers = match (nb201, builtin) {
-        (false, false) => 8,
-        (false, true) => 5,
-        (true, false) => 5,
-        (true, true) => 2,
-    };
+    let epochs = a.epochs.unwrap_or(r.epochs);
     let cfg = SearchConfig {
-        space: a.space,
         benchmark: a.benchmark.clone(),
-        data: a.data.spec(),
-        data_files: Vec::new(),
-        epochs: a.epochs.unwrap_or(if builtin { 3 } else { 50 }),
-        batch_size: a.batch_size.unwrap_or(64),
-        channels: a.channels.unwrap_or(if builtin { 8 } else { 16 }),
-        layers: a.layers.unwrap_or(layers),
-        order: if a.order == 2 {
-            Order::Second
-        } else {
-            Order::First
+        epochs,
+        // A shorter search keeps at least one epoch that trains the alphas.
+        warmup_epochs: (a.warmup_epochs)
+            .unwrap_or_else(|| r.warmup_epochs.min(epochs.saturating_sub(1))),
+        batch_size: a.batch_size.unwrap_or(r.batch_size),
+        channels: a.channels.unwrap_or(r.channels),
+        layers: a.layers.unwrap_or(r.layers),
+        order: match a.order {
+            Some(2) => Order::Second,
+            Some(_) => Order::First,
+            None => r.order,
         },
-        seed: a.seed,
+        seed: a.seed.unwrap_or(r.seed),
         primitives,
-        train_portion: a.train_portion,
-        lr: a.lr,
-        lr_min: a.lr_min,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
-        grad_clip: a.grad_clip,
-        arch_lr: a.arch_lr,
-        arch_weight_decay: a.arch_weight_decay,
+        train_portion: a.train_portion.unwrap_or(r.train_portion),
+        lr: a.lr.unwrap_or(r.lr),
+        lr_min: a.lr_min.unwrap_or(r.lr_min),
+        momentum: a.momentum.unwrap_or(r.momentum),
+        weight_decay: a.weight_decay.unwrap_or(r.weight_decay),
+        grad_clip: a.grad_clip.unwrap_or(r.grad_clip),
+        arch_lr: a.arch_lr.unwrap_or(r.arch_lr),
+        arch_weight_decay: a.arch_weight_decay.unwrap_or(r.arch_weight_decay),
+        arch_temperature: a.arch_temperature.unwrap_or(r.arch_temperature),
         max_steps: a.max_steps,
-        device: crate::Device::Cpu,
+        ..r
     };
     cfg.validate()?;
     Ok(cfg)
@@ -727,6 +756,32 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Bench(BenchCommand::Memory(a)) => {
             set_threads(a.threads)?;
             crate::memory_bench::run_cli(&a)
+        }
+        Command::Genotype(GenotypeCommand::Random {
+            space,
+            count,
+            seed,
+            out,
+            json,
+        }) => {
+            crate::validate::count("count", count)?;
+            let archs = crate::nas::space::random_archs(space, count, seed)?;
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            for (i, arch) in archs.iter().enumerate() {
+                println!("{arch}");
+                if let Some(dir) = &out {
+                    let text = serde_json::to_string_pretty(arch)
+                        .map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))?;
+                    let path = dir.join(format!("random-{i}.json"));
+                    crate::checkpoint::write_atomic(&path, text.as_bytes())?;
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({ "archs": archs }))?;
+            }
+            Ok(())
         }
         Command::Genotype(GenotypeCommand::Show {
             genotype,

@@ -201,7 +201,7 @@ fn runs_too_large_for_the_machine_are_one_line_errors() {
         &[
             "darts search needs about ",
             " TiB (weights ",
-            "for --batch-size 64 at 16×16) but ",
+            "for --batch-size 32 at 16×16) but ",
             " are available; lower --channels or --layers",
         ],
         limit,

@@ -8,6 +8,7 @@ mod text;
 use std::collections::HashSet;
 use std::path::Path;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::primitives::Primitive;
@@ -134,6 +135,41 @@ impl Genotype {
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         parse_message(&text).map_err(|msg| Error::data(path, msg))
+    }
+
+    /// A genotype drawn uniformly from the DARTS space of `steps`-node cells over `primitives`
+    /// (`none` left out, as a genotype never keeps it): per node two distinct inputs from the
+    /// earlier states and an op for each, for both cells; all intermediate nodes concatenated.
+    /// The random baseline that a search has to beat.
+    pub fn random(steps: usize, primitives: &[Primitive], rng: &mut impl Rng) -> Result<Genotype> {
+        let ops: Vec<Primitive> = (primitives.iter().copied())
+            .filter(|&op| op != Primitive::None)
+            .collect();
+        if ops.is_empty() || steps == 0 {
+            return Err(Error::InvalidArgument(
+                "a random genotype needs at least one op besides none and one node".into(),
+            ));
+        }
+        let mut cell = || -> Vec<(Primitive, usize)> {
+            (0..steps)
+                .flat_map(|node| {
+                    let inputs = rand::seq::index::sample(rng, node + 2, 2);
+                    inputs
+                        .into_iter()
+                        .map(|input| (ops[rng.random_range(0..ops.len())], input))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let normal = cell();
+        let reduce = cell();
+        let concat: Vec<usize> = (2..steps + 2).collect();
+        Ok(Genotype {
+            normal,
+            normal_concat: concat.clone(),
+            reduce,
+            reduce_concat: concat,
+        })
     }
 
     /// Checks that the genotype describes cells with `steps` intermediate nodes: two pairs per

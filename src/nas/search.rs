@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use super::architect::{Architect, Batch, Order};
 use super::genotype::Genotype;
 use super::margins::{self, EdgeMargin};
-use super::primitives::Primitive;
+use super::primitives::{Primitive, DARTS_PRIMITIVES, NB201_PRIMITIVES};
 use super::space::{nb201, Arch, Space};
 use super::supernet::{Network, SearchSpec};
 use crate::bench201::Bench201;
 use crate::checkpoint;
-use crate::data::{self, source, Batches, DataSpec, ImageShape, Loader, LoaderConfig};
+use crate::data::{self, source, Batches, DataSpec, DatasetKind, ImageShape, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::nn::{param_count, set_trainable, Ctx};
@@ -25,6 +25,17 @@ use crate::optim::{cosine_lr, Optimizer, Sgd};
 use crate::progress::Progress;
 use crate::tensor::Tensor;
 use crate::train::{append_line, evaluate, sgd_step, truncate_lines, Meter};
+
+fn one() -> f32 {
+    1.0
+}
+
+/// The built-in dataset's short search (see [`SearchConfig::recipe`]).
+const BUILTIN_EPOCHS: usize = 3;
+const BUILTIN_WARMUP: usize = 1;
+const BUILTIN_ARCH_LR: f32 = 0.03;
+const BUILTIN_TEMPERATURE: f32 = 0.2;
+const BUILTIN_BATCH_SIZE: usize = 32;
 
 /// Everything that defines a search run; saved as `config.json` in the run folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +63,18 @@ pub struct SearchConfig {
     pub grad_clip: f32,
     pub arch_lr: f32,
     pub arch_weight_decay: f32,
+    /// The softmax temperature of the alphas at the end of the search: it anneals
+    /// geometrically from 1 over the search epochs (after the warm-up), step by step, so the
+    /// supernet's mixture sharpens towards the discrete cell that will be derived from it (as in
+    /// ASAP, Noy et al. 2020, and SNAS). 1 = the paper's fixed softmax (configs written
+    /// before this have 1).
+    #[serde(default = "one")]
+    pub arch_temperature: f32,
+    /// Epochs at the start that train the weights only, the alphas frozen: an untrained
+    /// supernet favours the parameter-free ops, so alphas stepped from epoch 1 of a short search
+    /// learn that bias rather than which op helps (configs written before this have none).
+    #[serde(default)]
+    pub warmup_epochs: usize,
     /// Stop each epoch after this many steps (quick experiments and tests); `None` = full epoch.
     pub max_steps: Option<usize>,
     /// The NAS-Bench-201 table that scores the found cell (`--space nb201`); `None`: the one in
@@ -64,6 +87,54 @@ pub struct SearchConfig {
 }
 
 impl SearchConfig {
+    /// The default search of `space` on `data`: the DARTS paper's recipe (50 epochs, 8 cells at
+    /// C=16, batch 64, Adam 3e-4 for the alphas), which NAS-Bench-201 also uses at N=5; on the
+    /// built-in dataset a 3-epoch search that still decides: 5 cells at C=8, batch 32, one
+    /// weight-only warm-up epoch, arch lr 0.03 and the softmax temperature annealed to 0.2, so
+    /// that every normal edge's op reaches 2x uniform in under three minutes on two cores
+    /// (each choice measured in BENCHMARKS.md).
+    pub fn recipe(space: Space, data: DataSpec) -> SearchConfig {
+        let builtin = data.kind == DatasetKind::Builtin;
+        let (layers, primitives) = match space {
+            Space::Darts => (if builtin { 5 } else { 8 }, DARTS_PRIMITIVES.to_vec()),
+            Space::Nb201 => (if builtin { 2 } else { 5 }, NB201_PRIMITIVES.to_vec()),
+        };
+        SearchConfig {
+            space,
+            data,
+            data_files: Vec::new(),
+            epochs: if builtin { BUILTIN_EPOCHS } else { 50 },
+            batch_size: if builtin { BUILTIN_BATCH_SIZE } else { 64 },
+            channels: if builtin { 8 } else { 16 },
+            layers,
+            order: Order::First,
+            seed: 2,
+            primitives,
+            train_portion: 0.5,
+            lr: 0.025,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            arch_lr: if builtin { BUILTIN_ARCH_LR } else { 3e-4 },
+            arch_weight_decay: 1e-3,
+            warmup_epochs: if builtin { BUILTIN_WARMUP } else { 0 },
+            arch_temperature: if builtin { BUILTIN_TEMPERATURE } else { 1.0 },
+            max_steps: None,
+            benchmark: None,
+            device: crate::Device::Cpu,
+        }
+    }
+
+    /// The alphas' softmax temperature `progress` (0..=1) of the way through `epoch`: 1 in the
+    /// warm-up, then `arch_temperature^p` where `p` is the fraction of the search epochs done.
+    pub fn temperature_at(&self, epoch: usize, progress: f32) -> f32 {
+        let searched = epoch as f32 + progress - self.warmup_epochs as f32;
+        let span = (self.epochs - self.warmup_epochs).max(1) as f32;
+        self.arch_temperature
+            .powf((searched / span).clamp(0.0, 1.0))
+    }
+
     /// Every value a search needs in range; called by [`run`], so flags and a resumed
     /// `config.json` are checked alike.
     pub fn validate(&self) -> Result<()> {
@@ -88,6 +159,18 @@ impl SearchConfig {
         v::non_negative("weight-decay", self.weight_decay)?;
         v::positive("grad-clip", self.grad_clip)?;
         v::positive("arch-lr", self.arch_lr)?;
+        if self.warmup_epochs >= self.epochs {
+            return Err(Error::InvalidArgument(format!(
+                "--warmup-epochs ({}) must be below --epochs ({}), or the alphas never train",
+                self.warmup_epochs, self.epochs
+            )));
+        }
+        if !(self.arch_temperature > 0.0 && self.arch_temperature <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--arch-temperature must be in (0, 1] (got {})",
+                self.arch_temperature
+            )));
+        }
         v::non_negative("arch-weight-decay", self.arch_weight_decay)
     }
 }
@@ -133,6 +216,9 @@ struct EpochLog {
     train_accuracy: f32,
     val_loss: f32,
     val_accuracy: f32,
+    /// The softmax temperature the logged alphas are softmaxed at (the epoch's last).
+    #[serde(default = "one")]
+    arch_temperature: f32,
     alphas_normal: Vec<Vec<f32>>,
     /// Empty in a space without reduction cells.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -189,18 +275,20 @@ impl Run {
         })
     }
 
-    /// One search step: the architecture step on `val`, then the weight step on `train`;
-    /// returns the weight step's logits and loss.
+    /// One search step: the architecture step on `val` (`None` in a warm-up epoch), then the
+    /// weight step on `train`; returns the weight step's logits and loss.
     fn step(
         &mut self,
         train: &Batch,
-        val: &Batch,
+        val: Option<&Batch>,
         lr: f32,
         grad_clip: f32,
         ctx: &mut Ctx,
     ) -> Result<(Tensor, f32)> {
-        self.architect
-            .step(&mut self.net, train, val, lr, &self.sgd, ctx)?;
+        if let Some(val) = val {
+            self.architect
+                .step(&mut self.net, train, val, lr, &self.sgd, ctx)?;
+        }
         // The weight step differentiates the weights only.
         set_trainable(&mut self.net.alphas, false);
         let logits = self.net.forward(train.images, ctx)?;
@@ -317,7 +405,7 @@ fn probe_peak(
         run.sgd.init_momentum(&run.net)?;
         run.step(
             &train,
-            &val,
+            Some(&val),
             cfg.lr,
             cfg.grad_clip,
             &mut Ctx::new(true, cfg.seed),
@@ -413,6 +501,8 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     };
     let train_loader = loader(split.weights, cfg.seed)?;
     let val_loader = loader(split.arch, data::seed::derive(cfg.seed, 1))?;
+    // The temperature is a function of the schedule: a resumed run picks it up where it was.
+    run.net.alphas.temperature = cfg.temperature_at(run.epochs_done, 0.0);
     let params = param_count(&run.net);
     let mut last = None;
     for epoch in run.epochs_done..cfg.epochs {
@@ -424,7 +514,16 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             .num_batches()
             .min(cfg.max_steps.unwrap_or(usize::MAX));
         let mut bar = Progress::new(
-            format!("search {}/{}", epoch + 1, cfg.epochs),
+            format!(
+                "{} {}/{}",
+                if epoch < cfg.warmup_epochs {
+                    "warm-up"
+                } else {
+                    "search"
+                },
+                epoch + 1,
+                cfg.epochs
+            ),
             steps,
             cfg.batch_size,
         );
@@ -435,18 +534,25 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             round: 0,
             batches: None,
         };
+        let warmup = epoch < cfg.warmup_epochs;
         for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
-            let val = val_batches.next_batch()?;
-            let (images, val_images) = (batch.images_on(cfg.device)?, val.images_on(cfg.device)?);
+            run.net.alphas.temperature =
+                cfg.temperature_at(epoch, (step + 1) as f32 / steps as f32);
+            let images = batch.images_on(cfg.device)?;
             let train = Batch {
                 images: &images,
                 labels: &batch.labels,
             };
-            let valb = Batch {
-                images: &val_images,
-                labels: &val.labels,
-            };
-            let (logits, value) = run.step(&train, &valb, lr, cfg.grad_clip, &mut ctx)?;
+            let val = (!warmup).then(|| val_batches.next_batch()).transpose()?;
+            let val_images = val.as_ref().map(|v| v.images_on(cfg.device)).transpose()?;
+            let valb = val
+                .as_ref()
+                .zip(val_images.as_ref())
+                .map(|(v, images)| Batch {
+                    images,
+                    labels: &v.labels,
+                });
+            let (logits, value) = run.step(&train, valb.as_ref(), lr, cfg.grad_clip, &mut ctx)?;
             meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }
@@ -471,6 +577,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             train_accuracy: meter.accuracy(),
             val_loss,
             val_accuracy: val_acc,
+            arch_temperature: run.net.alphas.temperature,
             alphas_normal: rows(&wn, n_ops),
             alphas_reduce: rows(&wr, n_ops),
             genotype_text: genotype.to_string(),

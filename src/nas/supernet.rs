@@ -36,6 +36,9 @@ pub struct SearchSpec {
     pub space: Space,
 }
 
+/// Intermediate nodes of a DARTS cell, all of them concatenated into its output.
+pub const DARTS_STEPS: usize = 4;
+
 impl SearchSpec {
     /// The paper's search network for `channels`, `layers` and the dataset's shape.
     pub fn darts(channels: usize, layers: usize, in_channels: usize, num_classes: usize) -> Self {
@@ -44,8 +47,8 @@ impl SearchSpec {
             layers,
             num_classes,
             in_channels,
-            steps: 4,
-            multiplier: 4,
+            steps: DARTS_STEPS,
+            multiplier: DARTS_STEPS,
             stem_multiplier: 3,
             primitives: super::primitives::DARTS_PRIMITIVES.to_vec(),
             space: Space::Darts,
@@ -115,6 +118,10 @@ pub struct Alphas {
     pub normal: Tensor,
     /// `None` in a space without reduction cells.
     pub reduce: Option<Tensor>,
+    /// The softmax temperature τ: the mixing weights are softmax(α / τ). 1 in the paper; a
+    /// search may anneal it (`SearchConfig::arch_temperature`). Not a parameter: the search
+    /// sets it from its schedule before every step, so a checkpoint need not hold it.
+    pub temperature: f32,
 }
 
 impl Alphas {
@@ -122,7 +129,25 @@ impl Alphas {
         let mut draw = || Tensor::randn(&[edges, n_ops], 1e-3, rng).requires_grad();
         let normal = draw();
         let reduce = (cell_types > 1).then(draw);
-        Alphas { normal, reduce }
+        Alphas {
+            normal,
+            reduce,
+            temperature: 1.0,
+        }
+    }
+
+    /// The mixing weights of each matrix: the row-wise softmax(α / τ), in the graph.
+    pub fn weights(&self) -> Result<Vec<Tensor>> {
+        (self.matrices().into_iter())
+            .map(|a| {
+                // τ = 1 skips the scale, so the paper's search stays bit for bit as it was.
+                if self.temperature == 1.0 {
+                    ops::softmax(a)
+                } else {
+                    ops::softmax(&ops::scale(a, 1.0 / self.temperature)?)
+                }
+            })
+            .collect()
     }
 
     /// The matrices in cell-type order (normal, then reduce).
@@ -130,15 +155,16 @@ impl Alphas {
         std::iter::once(&self.normal).chain(&self.reduce).collect()
     }
 
-    /// Row-wise softmax of each matrix, as plain host vectors (for genotypes and logs); the
-    /// reduction one is empty in a space without reduction cells.
+    /// The mixing weights ([`Alphas::weights`]) as plain host vectors (for genotypes and
+    /// logs); the reduction one is empty in a space without reduction cells.
     pub fn softmaxed(&self) -> Result<(Vec<f32>, Vec<f32>)> {
         crate::no_grad(|| {
-            let reduce = match &self.reduce {
-                Some(r) => ops::softmax(r)?.try_to_vec()?,
-                None => Vec::new(),
-            };
-            Ok((ops::softmax(&self.normal)?.try_to_vec()?, reduce))
+            let mut host = (self.weights()?.iter())
+                .map(Tensor::try_to_vec)
+                .collect::<Result<Vec<_>>>()?
+                .into_iter();
+            let normal = host.next().unwrap_or_default();
+            Ok((normal, host.next().unwrap_or_default()))
         })
     }
 }
@@ -191,12 +217,7 @@ impl Network {
 
     /// Logits `[N, classes]` for images `[N, C, H, W]`.
     pub fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let weights = self
-            .alphas
-            .matrices()
-            .into_iter()
-            .map(ops::softmax)
-            .collect::<Result<Vec<_>>>()?;
+        let weights = self.alphas.weights()?;
         Ok(self.body.forward(x, &weights, 0.0, ctx)?.0)
     }
 

@@ -10,17 +10,20 @@ const CELL_W: f64 = 60.0;
 const CELL_H: f64 = 20.0;
 const NODE_GAP: f64 = 6.0;
 const ROW_LABEL_W: f64 = 74.0;
+const MARGIN_W: f64 = 52.0;
 
 /// Heatmap of one cell's softmaxed alphas: a row per edge of `edges` (grouped by the node it
-/// goes into), a column per op,
-/// each cell coloured on a scale from the smallest to the largest weight and printed. `kept` lists the
-/// (row, column) pairs the genotype kept; they are outlined.
+/// goes into), a column per op, each cell coloured on a scale from the smallest to the largest
+/// weight and printed, and a last column with each row's margin (the leading op's weight over
+/// the runner-up's; `None` where a row has no runner-up). `kept` lists the (row, column) pairs
+/// the genotype kept; they are outlined.
 pub(crate) fn heatmap(
     title: &str,
     alphas: &[Vec<f64>],
     primitives: &[Primitive],
     edges: &[Edge],
     kept: &[(usize, usize)],
+    margins: &[Option<f64>],
 ) -> String {
     // Scaled from the smallest weight, not from 0: early in a search all weights sit near
     // 1 / ops and a scale from 0 would paint them one flat colour. The printed values and the
@@ -83,6 +86,20 @@ pub(crate) fn heatmap(
             );
         }
     }
+    out += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10.5\" fill=\"#444\">margin</text>",
+        px(ROW_LABEL_W + grid_w + MARGIN_W / 2.0),
+        px(top - 10.0)
+    );
+    for (r, m) in margins.iter().enumerate() {
+        let Some(m) = m else { continue };
+        out += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" dominant-baseline=\"central\" \
+             font-size=\"11\" fill=\"#333\">+{m:.3}</text>",
+            px(ROW_LABEL_W + grid_w + MARGIN_W / 2.0),
+            px(row_y(r) + CELL_H / 2.0)
+        );
+    }
     for &(r, c) in kept {
         out += &format!(
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#e8175d\" \
@@ -94,7 +111,7 @@ pub(crate) fn heatmap(
         );
     }
     // Colour bar: stacked bands rather than a gradient, which would need a document-unique id.
-    let bar_x = ROW_LABEL_W + grid_w + 18.0;
+    let bar_x = ROW_LABEL_W + grid_w + MARGIN_W + 18.0;
     let bands = 48;
     for i in 0..bands {
         let band_h = grid_h / bands as f64;

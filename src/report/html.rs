@@ -13,7 +13,7 @@ use super::svg::{document, esc, op_colour};
 use super::{cell_svg, nb201_cell_svg, Run, Search};
 use crate::nas::space::nb201::Nb201Arch;
 use crate::nas::space::Arch;
-use crate::nas::{Genotype, Primitive};
+use crate::nas::{margins, Genotype, Primitive};
 
 const STYLE: &str = "\
 body{margin:0;background:#f3f4f6;color:#222;font:14px/1.45 'DejaVu Sans',Helvetica,Arial,sans-serif}\
@@ -465,6 +465,7 @@ fn alpha_sections(search: &Search) -> String {
         ),
     };
     let rows = edges.rows();
+    let mut warning = String::new();
     let mut maps = String::new();
     let mut moves = String::new();
     for &(reduce, name) in names {
@@ -479,12 +480,33 @@ fn alpha_sections(search: &Search) -> String {
             .find(|e| e.epoch == epoch)
             .and_then(|e| e.genotype.as_ref());
         let kept_pairs = genotype.map_or(Vec::new(), |a| kept(a, reduce, search));
+        let flat: Vec<f32> = last.iter().flatten().map(|&v| v as f32).collect();
+        // DARTS genotypes never keep `none`, so its margin is over the best other op.
+        let skip_none = matches!(edges, Edges::Darts(_));
+        let leading = margins::margins("", &flat, &search.primitives, skip_none);
+        let row_margins: Vec<Option<f64>> = (0..last.len())
+            .map(|r| {
+                leading
+                    .iter()
+                    .find(|m| m.edge == r)
+                    .map(|m| m.margin as f64)
+            })
+            .collect();
+        if !reduce && margins::nearly_uniform(&flat, search.primitives.len()) {
+            warning = format!(
+                "<div class=\"warn\">⚠ The alphas are still nearly uniform: on most edges of the \
+                 {name} no op reaches {}× the uniform weight, so the genotype is an argmax over \
+                 noise. Search longer (--epochs) or with a larger --arch-lr.</div>",
+                margins::DECIDED_FACTOR
+            );
+        }
         maps += &heatmap(
             &format!("{name}, epoch {epoch}"),
             last,
             &search.primitives,
             &rows,
             &kept_pairs,
+            &row_margins,
         );
         moves += &evolution(name, &history, &search.primitives, &rows, &kept_pairs);
     }
@@ -494,12 +516,18 @@ fn alpha_sections(search: &Search) -> String {
         .map(|&op| (op.name(), op_colour(op), op == Primitive::None))
         .collect();
     let legend = legend(&entries);
+    let none = if matches!(edges, Edges::Darts(_)) {
+        " (none left out: DARTS genotypes never keep it)"
+    } else {
+        ""
+    };
     section(
         "Final architecture weights (softmax of α)",
         &format!(
-            "<div class=\"row\">{maps}</div><p class=\"note\">Each row is an edge into \
-             {into}, each column an op; colour runs from the smallest to the largest \
-             weight of the cell. Outlined: the (edge, op) pairs the genotype of that epoch kept.</p>"
+            "{warning}<div class=\"row\">{maps}</div><p class=\"note\">Each row is an edge \
+             into {into}, each column an op; colour runs from the smallest to the largest \
+             weight of the cell. Outlined: the (edge, op) pairs the genotype of that epoch kept. \
+             Margin: the leading op's weight minus the runner-up's{none}.</p>"
         ),
     ) + &section(
         "Architecture weights over the epochs",

@@ -5,10 +5,13 @@ pub mod darts;
 pub mod nb201;
 pub mod skeleton;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::nas::genotype::Genotype;
+use crate::nas::primitives::DARTS_PRIMITIVES;
+use crate::nas::supernet::DARTS_STEPS;
 use nb201::Nb201Arch;
 
 /// Which search space a run searches or trains in.
@@ -107,4 +110,21 @@ impl std::fmt::Display for Arch {
             Arch::Nb201(a) => a.fmt(f),
         }
     }
+}
+
+/// `count` architectures drawn uniformly from `space` with `seed`: DARTS genotypes of the
+/// paper's 4-node cells over its primitives, or NAS-Bench-201 cells.
+pub fn random_archs(space: Space, count: usize, seed: u64) -> Result<Vec<Arch>> {
+    let mut rng = crate::rng(seed);
+    (0..count)
+        .map(|_| match space {
+            Space::Darts => Ok(Genotype::random(DARTS_STEPS, &DARTS_PRIMITIVES, &mut rng)?.into()),
+            Space::Nb201 => {
+                let code = rng.random_range(0..nb201::NUM_CELLS);
+                Ok(Arch::Nb201(
+                    Nb201Arch::all().nth(code).expect("code < NUM_CELLS"),
+                ))
+            }
+        })
+        .collect()
 }
