@@ -76,6 +76,12 @@ pub enum Error {
         /// The flags that shrink the larger part of the estimate.
         lower: &'static str,
     },
+    /// A size or index too large for the CUDA kernels, which count with 32-bit `int`s.
+    #[error(
+        "CUDA kernel argument {what} = {value} is outside the kernels' 32-bit int range; use a \
+         smaller batch or model"
+    )]
+    KernelArg { what: &'static str, value: String },
     /// An operation needs a device that is not available or not supported for it.
     #[error("{op}: {msg}")]
     Device { op: &'static str, msg: String },

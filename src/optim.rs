@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::device::cuda::{Arg, Launch};
+use crate::device::cuda::{kernels, Arg, Launch};
+use crate::device::Storage;
 use crate::error::{Error, Result};
 use crate::nn::{Module, ParamKind};
 use crate::tape::{no_grad, Grads};
@@ -76,7 +77,7 @@ fn slot<'a>(
 
 /// The GPU buffers of tensors that a fused update writes in place.
 fn in_place(t: &mut Tensor) -> Result<u64> {
-    Ok(t.gpu_buf_mut()?.expect("caller checked the device").ptr())
+    Ok(t.cuda_buf_mut("optimizer step")?.ptr())
 }
 
 fn check_hyper(op: &str, lr: f32, weight_decay: f32) -> Result<()> {
@@ -167,28 +168,31 @@ impl Optimizer for Sgd {
                 fresh = f;
                 buf = Some(b);
             }
-            if let Some(gb) = g.gpu_buf() {
-                let gpu = crate::device::cuda::gpu()?;
-                let n = p.numel();
-                let pp = in_place(p)?;
-                let bp = match buf {
-                    Some(b) => in_place(b)?,
-                    None => pp, // not read with μ = 0
-                };
-                let args = [
-                    Arg::Ptr(pp),
-                    gb.arg(),
-                    Arg::Ptr(bp),
-                    Arg::F32(lr),
-                    Arg::F32(mu),
-                    Arg::F32(wd),
-                    Arg::I32(nesterov as i32),
-                    Arg::I32(fresh as i32),
-                    Arg::I32(n as i32),
-                ];
-                return gpu.launch("optim", "sgd_step_f32", Launch::elems(n), &args);
-            }
-            let (p, g) = (p.data_mut(), g.data());
+            let g = match g.storage() {
+                Storage::Cpu(g) => g.as_slice(),
+                Storage::Cuda(gb) => {
+                    let gpu = crate::device::cuda::gpu()?;
+                    let n = p.numel();
+                    let pp = in_place(p)?;
+                    let bp = match buf {
+                        Some(b) => in_place(b)?,
+                        None => pp, // not read with μ = 0
+                    };
+                    let args = [
+                        Arg::Ptr(pp),
+                        gb.arg(),
+                        Arg::Ptr(bp),
+                        Arg::F32(lr),
+                        Arg::F32(mu),
+                        Arg::F32(wd),
+                        Arg::flag(nesterov),
+                        Arg::flag(fresh),
+                        Arg::int("n", n)?,
+                    ];
+                    return gpu.launch(kernels::SGD_STEP, Launch::elems(n), &args);
+                }
+            };
+            let p = p.data_mut();
             let Some(buf) = buf else {
                 p.iter_mut()
                     .zip(g)
@@ -287,26 +291,29 @@ impl Optimizer for Adam {
             let t = s.step as i32;
             let step_size = (lr as f64 / (1.0 - (b1 as f64).powi(t))) as f32;
             let bc2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
-            if let Some(gb) = g.gpu_buf() {
-                let gpu = crate::device::cuda::gpu()?;
-                let n = p.numel();
-                let args = [
-                    Arg::Ptr(in_place(p)?),
-                    gb.arg(),
-                    Arg::Ptr(in_place(&mut s.exp_avg)?),
-                    Arg::Ptr(in_place(&mut s.exp_avg_sq)?),
-                    Arg::F32(step_size),
-                    Arg::F32(bc2_sqrt),
-                    Arg::F32(b1),
-                    Arg::F32(b2),
-                    Arg::F32(eps),
-                    Arg::F32(wd),
-                    Arg::I32(n as i32),
-                ];
-                return gpu.launch("optim", "adam_step_f32", Launch::elems(n), &args);
-            }
+            let g = match g.storage() {
+                Storage::Cpu(g) => g.as_slice(),
+                Storage::Cuda(gb) => {
+                    let gpu = crate::device::cuda::gpu()?;
+                    let n = p.numel();
+                    let args = [
+                        Arg::Ptr(in_place(p)?),
+                        gb.arg(),
+                        Arg::Ptr(in_place(&mut s.exp_avg)?),
+                        Arg::Ptr(in_place(&mut s.exp_avg_sq)?),
+                        Arg::F32(step_size),
+                        Arg::F32(bc2_sqrt),
+                        Arg::F32(b1),
+                        Arg::F32(b2),
+                        Arg::F32(eps),
+                        Arg::F32(wd),
+                        Arg::int("n", n)?,
+                    ];
+                    return gpu.launch(kernels::ADAM_STEP, Launch::elems(n), &args);
+                }
+            };
             let (m, v) = (s.exp_avg.data_mut(), s.exp_avg_sq.data_mut());
-            for (((p, g), m), v) in p.data_mut().iter_mut().zip(g.data()).zip(m).zip(v) {
+            for (((p, g), m), v) in p.data_mut().iter_mut().zip(g).zip(m).zip(v) {
                 let g = g + wd * *p;
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;

@@ -209,24 +209,20 @@ impl Tensor {
     }
 
     /// The GPU buffer of a CUDA tensor, for a kernel that writes it in place: copied first if
-    /// another tensor shares it (copy on write, as [`Tensor::data_mut`]).
-    pub(crate) fn gpu_buf_mut(&mut self) -> Result<Option<&GpuBuf>> {
+    /// another tensor shares it (copy on write, as [`Tensor::data_mut`]). A CPU tensor is an
+    /// error naming `op`, which chose the kernel for operands on the GPU.
+    pub(crate) fn cuda_buf_mut(&mut self, op: &'static str) -> Result<&GpuBuf> {
         match &mut self.storage {
-            Storage::Cpu(_) => Ok(None),
+            Storage::Cpu(_) => Err(Error::Device {
+                op,
+                msg: "a CUDA kernel would write a CPU tensor; move it with to_device".into(),
+            }),
             Storage::Cuda(b) => {
                 if Arc::get_mut(b).is_none() {
                     *b = Arc::new(cuda::gpu()?.copy(b)?);
                 }
-                Ok(Some(b))
+                Ok(b)
             }
-        }
-    }
-
-    /// The GPU buffer of a CUDA tensor.
-    pub(crate) fn gpu_buf(&self) -> Option<&GpuBuf> {
-        match &self.storage {
-            Storage::Cuda(b) => Some(b),
-            Storage::Cpu(_) => None,
         }
     }
 
@@ -347,29 +343,31 @@ impl Tensor {
         if self.device() != other.device() {
             return Err(Error::devices("add_assign", self, other));
         }
-        if let Some(o) = other.gpu_buf() {
-            let n = o.len();
-            let a = self.gpu_buf_mut()?.expect("same device");
-            let args = [
-                cuda::Arg::F32(1.0),
-                o.arg(),
-                a.arg(),
-                cuda::Arg::I32(n as i32),
-            ];
-            return cuda::gpu()?.launch("elementwise", "axpy_f32", cuda::Launch::elems(n), &args);
-        }
+        let o = match &other.storage {
+            Storage::Cpu(o) => o.as_slice(),
+            Storage::Cuda(o) => {
+                let n = o.len();
+                let a = self.cuda_buf_mut("add_assign")?;
+                let args = [
+                    cuda::Arg::F32(1.0),
+                    o.arg(),
+                    a.arg(),
+                    cuda::Arg::int("n", n)?,
+                ];
+                return cuda::gpu()?.launch(cuda::kernels::AXPY, cuda::Launch::elems(n), &args);
+            }
+        };
         match &mut self.storage {
-            Storage::Cuda(_) => unreachable!("handled above"),
+            Storage::Cuda(_) => unreachable!("devices checked above"),
             Storage::Cpu(a) => match Arc::get_mut(a) {
                 Some(buf) => buf
                     .as_mut_slice()
                     .iter_mut()
-                    .zip(other.data())
+                    .zip(o)
                     .for_each(|(a, b)| *a += b),
                 None => {
                     // Shared storage: writing the sum to a new buffer is one pass; copying on
                     // write and then adding would be two.
-                    let o = other.data();
                     let mut v = pool::take(o.len());
                     let sums = v.iter_mut().zip(a.as_slice().iter().zip(o));
                     sums.for_each(|(v, (a, b))| *v = a + b);

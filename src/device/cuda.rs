@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
+pub use kernels::Kernel;
 pub use nvrtc::{compile_all as nvrtc_compile_all, version as nvrtc_version};
 
 /// Threads per block for the one-thread-per-element kernels; block reductions assume a multiple
@@ -36,6 +37,23 @@ pub enum Arg {
 }
 
 impl Arg {
+    /// An `int` argument: the kernels count and index with 32-bit integers, so a value outside
+    /// i32 is an error naming `what` (the one place kernel arguments are range checked).
+    pub fn int<T>(what: &'static str, v: T) -> Result<Arg>
+    where
+        T: TryInto<i32> + std::fmt::Display + Copy,
+    {
+        v.try_into().map(Arg::I32).map_err(|_| Error::KernelArg {
+            what,
+            value: v.to_string(),
+        })
+    }
+
+    /// An `int` flag: 1 for true, 0 for false.
+    pub fn flag(on: bool) -> Arg {
+        Arg::I32(on as i32)
+    }
+
     /// The value's bytes in a u64, low bytes first: CUDA copies each parameter's own size from
     /// the address it is given, so a pointer to these bits serves 4- and 8-byte parameters
     /// alike (x86-64 is little-endian). Both backends pass arguments this way.
@@ -200,8 +218,8 @@ impl Gpu {
     pub fn full(&self, n: usize, value: f32) -> Result<GpuBuf> {
         let b = self.alloc(n)?;
         if n > 0 {
-            let args = [b.arg(), Arg::F32(value), Arg::I32(n as i32)];
-            self.launch("elementwise", "fill_f32", Launch::elems(n), &args)?;
+            let args = [b.arg(), Arg::F32(value), Arg::int("n", n)?];
+            self.launch(kernels::FILL, Launch::elems(n), &args)?;
         }
         Ok(b)
     }
@@ -242,26 +260,23 @@ impl Gpu {
     pub fn copy(&self, b: &GpuBuf) -> Result<GpuBuf> {
         let out = self.alloc(b.len)?;
         if b.len > 0 {
-            let args = [b.arg(), out.arg(), Arg::I32(b.len as i32)];
-            self.launch("elementwise", "copy_f32", Launch::elems(b.len), &args)?;
+            let args = [b.arg(), out.arg(), Arg::int("n", b.len)?];
+            self.launch(kernels::COPY, Launch::elems(b.len), &args)?;
         }
         Ok(out)
     }
 
-    /// Launches `kernel` from `kernels/<family>.cu`.
-    pub fn launch(
-        &self,
-        family: &'static str,
-        kernel: &'static str,
-        cfg: Launch,
-        args: &[Arg],
-    ) -> Result<()> {
-        let _prof = crate::ops::prof::span(kernel, false);
+    /// Launches `kernel` (a constant of [`kernels`]).
+    pub fn launch(&self, kernel: Kernel, cfg: Launch, args: &[Arg]) -> Result<()> {
+        let _prof = crate::ops::prof::span(kernel.name, false);
         match &self.backend {
-            Backend::Driver(d) => d.launch(family, kernel, cfg, args),
-            Backend::Emulator(e) => e.launch(kernel, cfg, args),
+            Backend::Driver(d) => d.launch(kernel.family, kernel.name, cfg, args),
+            Backend::Emulator(e) => e.launch(kernel.name, cfg, args),
         }
-        .map_err(|msg| Error::Device { op: kernel, msg })
+        .map_err(|msg| Error::Device {
+            op: kernel.name,
+            msg,
+        })
     }
 
     /// Column-major SGEMM as cuBLAS defines it, batched with strides (elements):
@@ -378,5 +393,20 @@ impl Gemm {
             stride_c: 0,
             batch: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_arguments_are_range_checked() {
+        assert!(matches!(Arg::int("n", 7usize), Ok(Arg::I32(7))));
+        assert!(matches!(Arg::int("dy", -3isize), Ok(Arg::I32(-3))));
+        let big = i32::MAX as usize + 1;
+        let err = Arg::int("n", big).unwrap_err();
+        assert!(matches!(&err, Error::KernelArg { what: "n", value } if *value == big.to_string()));
+        assert!(err.to_string().contains("n = 2147483648"), "{err}");
     }
 }

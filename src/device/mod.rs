@@ -1,7 +1,6 @@
-//! Where tensor data lives: the `Storage` enum, one variant per backend. Ops today pick their
-//! path with `Tensor::gpu_buf()` (`Some` = the CUDA kernel, `None` = the CPU code), so a new
-//! backend would not be flagged by the compiler at each op; making every op `match` on
-//! `Storage` is the backend-contract redesign tracked with the search-spaces work.
+//! Where tensor data lives: the `Storage` enum, one variant per backend. Every op picks its
+//! kernel with an exhaustive `match` on its operands' storage (`ops::Operands`), so a new
+//! variant here makes the compiler list each op that lacks it.
 
 pub mod cpu;
 pub mod cuda;

@@ -21,7 +21,7 @@ mod tests;
 
 use rayon::prelude::*;
 
-use super::{gpu_buf, on_gpu};
+use super::{operands, Operands};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
@@ -181,19 +181,21 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
             ));
         }
     }
-    let operands: Vec<&Tensor> = [x, w].into_iter().chain(bias).collect();
-    let out = if on_gpu("conv2d", &operands)? {
-        let b = bias.map(gpu_buf);
-        let y = cuda::forward(&g, gpu_buf(x), gpu_buf(w), b)?;
-        Tensor::from_gpu(y, &g.out_shape())
-    } else {
-        let bias_data = bias.map(Tensor::data);
-        let out = if g.depthwise() {
-            depthwise::forward(&g, x.data(), w.data(), bias_data)
-        } else {
-            dense::forward(&g, x.data(), w.data(), bias_data)
-        };
-        Tensor::from_parts(out, &g.out_shape())
+    // Without a bias, x stands in for it so that one dispatch checks every operand's device.
+    let out = match operands("conv2d", [x, w, bias.unwrap_or(x)])? {
+        Operands::Cuda([xb, wb, bb]) => {
+            let y = cuda::forward(&g, xb, wb, bias.map(|_| bb))?;
+            Tensor::from_gpu(y, &g.out_shape())
+        }
+        Operands::Cpu([xd, wd, bd]) => {
+            let bias_data = bias.map(|_| bd);
+            let out = if g.depthwise() {
+                depthwise::forward(&g, xd, wd, bias_data)
+            } else {
+                dense::forward(&g, xd, wd, bias_data)
+            };
+            Tensor::from_parts(out, &g.out_shape())
+        }
     };
     let (sx, sw) = (x.detach(), w.detach());
     let backward = move |dy: &Tensor, needs: &[bool]| {
@@ -238,19 +240,21 @@ pub fn conv2d_backward(
             &[x.shape(), w.shape(), dy.shape()],
         ));
     }
-    if on_gpu("conv2d_backward", &[x, w, dy])? {
-        let (dx, dw, db) = cuda::backward(&g, gpu_buf(x), gpu_buf(w), gpu_buf(dy), needs)?;
-        return Ok(Conv2dGrads {
-            x: dx.map(|d| Tensor::from_gpu(d, x.shape())),
-            w: dw.map(|d| Tensor::from_gpu(d, w.shape())),
-            bias: db.map(|d| Tensor::from_gpu(d, &[g.cout])),
-        });
-    }
+    let (xd, wd, dyd) = match operands("conv2d_backward", [x, w, dy])? {
+        Operands::Cuda([xb, wb, dyb]) => {
+            let (dx, dw, db) = cuda::backward(&g, xb, wb, dyb, needs)?;
+            return Ok(Conv2dGrads {
+                x: dx.map(|d| Tensor::from_gpu(d, x.shape())),
+                w: dw.map(|d| Tensor::from_gpu(d, w.shape())),
+                bias: db.map(|d| Tensor::from_gpu(d, &[g.cout])),
+            });
+        }
+        Operands::Cpu([xd, wd, dyd]) => (xd, wd, dyd),
+    };
     // The kernels write every element of dx; dw is summed onto zeros.
     let mut dx = needs[0].then(|| pool::take(x.numel()));
     let mut dw = needs[1].then(|| pool::take_zeroed(w.numel()));
     if needs[0] || needs[1] {
-        let (xd, wd, dyd) = (x.data(), w.data(), dy.data());
         let (dxm, dwm) = (dx.as_deref_mut(), dw.as_deref_mut());
         if g.depthwise() {
             depthwise::backward(&g, xd, wd, dyd, dxm, dwm);
@@ -261,7 +265,7 @@ pub fn conv2d_backward(
     Ok(Conv2dGrads {
         x: dx.map(|d| Tensor::from_parts(d, x.shape())),
         w: dw.map(|d| Tensor::from_parts(d, w.shape())),
-        bias: needs[2].then(|| Tensor::from_parts(bias_grad(&g, dy.data()), &[g.cout])),
+        bias: needs[2].then(|| Tensor::from_parts(bias_grad(&g, dyd), &[g.cout])),
     })
 }
 

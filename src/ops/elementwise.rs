@@ -4,7 +4,8 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::device::cuda::{self, Arg, Launch};
+use super::Operands;
+use crate::device::cuda::{self, kernels, Arg, Kernel, Launch};
 use crate::device::{pool, Device};
 use crate::error::{Error, Result};
 use crate::tape;
@@ -24,9 +25,8 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// `out[i] = f(a[i], b[i])`, parallel for large tensors.
-pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
-    let (x, y) = (a.data(), b.data());
+/// `out[i] = f(x[i], y[i])` with `shape`, parallel for large tensors.
+fn zip_map(x: &[f32], y: &[f32], shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
     let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
@@ -41,12 +41,11 @@ pub(crate) fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync
             .zip(x.iter().zip(y))
             .for_each(|(o, (x, y))| *o = f(*x, *y));
     }
-    Tensor::from_parts(out, a.shape())
+    Tensor::from_parts(out, shape)
 }
 
-/// `out[i] = f(a[i])`, parallel for large tensors.
-pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
-    let x = a.data();
+/// `out[i] = f(x[i])` with `shape`, parallel for large tensors.
+fn map(x: &[f32], shape: &[usize], f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let mut out = pool::take(x.len());
     if x.len() >= PAR_MIN {
         out.par_chunks_mut(PAR_MIN)
@@ -55,138 +54,210 @@ pub(crate) fn map(a: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     } else {
         out.iter_mut().zip(x).for_each(|(o, x)| *o = f(*x));
     }
-    Tensor::from_parts(out, a.shape())
+    Tensor::from_parts(out, shape)
 }
 
-/// `out = a ∘ b` elementwise on whichever device holds both: `f` on the CPU, `kernel` (from
-/// kernels/elementwise.cu, signature `(a, b, out, n)`) on the GPU.
-fn binary(
+/// A binary pointwise function stated once: `f` on the CPU and `kernel` (from
+/// kernels/elementwise.cu, signature `(a, b, out, n)`) on the GPU compute the same values.
+#[derive(Clone, Copy)]
+struct Zip<F> {
+    kernel: Kernel,
+    f: F,
+}
+
+/// A unary pointwise function: `f` on the CPU, `kernel` `(x, [scalar,] out, n)` on the GPU.
+#[derive(Clone, Copy)]
+struct Map<F> {
+    kernel: Kernel,
+    scalar: Option<f32>,
+    f: F,
+}
+
+fn plus() -> Zip<impl Fn(f32, f32) -> f32 + Copy + Sync> {
+    Zip {
+        kernel: kernels::ADD_FWD,
+        f: |x, y| x + y,
+    }
+}
+
+fn minus() -> Zip<impl Fn(f32, f32) -> f32 + Copy + Sync> {
+    Zip {
+        kernel: kernels::SUB_FWD,
+        f: |x, y| x - y,
+    }
+}
+
+fn times() -> Zip<impl Fn(f32, f32) -> f32 + Copy + Sync> {
+    Zip {
+        kernel: kernels::MUL_FWD,
+        f: |x, y| x * y,
+    }
+}
+
+/// ReLU's derivative applied to `g`, from the output `y`: `g` where `y > 0`, else 0.
+fn relu_grad() -> Zip<impl Fn(f32, f32) -> f32 + Copy + Sync> {
+    Zip {
+        kernel: kernels::RELU_BWD,
+        f: |g, y| if y > 0.0 { g } else { 0.0 },
+    }
+}
+
+fn rectify() -> Map<impl Fn(f32) -> f32 + Copy + Sync> {
+    Map {
+        kernel: kernels::RELU_FWD,
+        scalar: None,
+        f: |v: f32| v.max(0.0),
+    }
+}
+
+fn scaled(s: f32) -> Map<impl Fn(f32) -> f32 + Copy + Sync> {
+    Map {
+        kernel: kernels::SCALE_FWD,
+        scalar: Some(s),
+        f: move |x| s * x,
+    }
+}
+
+/// A new device buffer of `n` values written by `kernel` from `inputs` (then `out, n`).
+fn launch_elems(kernel: Kernel, inputs: &[Arg], n: usize, shape: &[usize]) -> Result<Tensor> {
+    let gpu = cuda::gpu()?;
+    let out = gpu.alloc(n)?;
+    let mut args = inputs.to_vec();
+    args.extend([out.arg(), Arg::int("n", n)?]);
+    gpu.launch(kernel, Launch::elems(n), &args)?;
+    Ok(Tensor::from_gpu(out, shape))
+}
+
+impl<F: Fn(f32, f32) -> f32 + Sync> Zip<F> {
+    /// `f(a, b)` elementwise on the device holding both (same shapes, checked by the caller).
+    fn apply(&self, op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match super::operands(op, [a, b])? {
+            Operands::Cpu([x, y]) => Ok(zip_map(x, y, a.shape(), &self.f)),
+            Operands::Cuda([x, y]) => {
+                launch_elems(self.kernel, &[x.arg(), y.arg()], x.len(), a.shape())
+            }
+        }
+    }
+}
+
+impl<F: Fn(f32) -> f32 + Sync> Map<F> {
+    /// `f(x)` elementwise on `x`'s device.
+    fn apply(&self, op: &'static str, x: &Tensor) -> Result<Tensor> {
+        match super::operands(op, [x])? {
+            Operands::Cpu([v]) => Ok(map(v, x.shape(), &self.f)),
+            Operands::Cuda([b]) => {
+                let inputs: Vec<Arg> = [b.arg()]
+                    .into_iter()
+                    .chain(self.scalar.map(Arg::F32))
+                    .collect();
+                launch_elems(self.kernel, &inputs, b.len(), x.shape())
+            }
+        }
+    }
+}
+
+/// The gradient of one input of a pointwise op, from the upstream gradient `g`.
+enum Grad {
+    /// `g` itself.
+    Pass,
+    /// `s · g`.
+    Scale(f32),
+    /// `g ⊙ t` for a saved (or constant) `t`.
+    Times(Tensor),
+    /// ReLU's: `g` where the saved output is positive.
+    Relu(Tensor),
+    /// `g ⊙ keep_mask(seed, keep, per)`, the mask drawn again rather than kept.
+    Mask { seed: u64, keep: f32, per: usize },
+}
+
+impl Grad {
+    fn of(&self, op: &'static str, g: &Tensor) -> Result<Tensor> {
+        match self {
+            Grad::Pass => Ok(g.clone()),
+            Grad::Scale(s) => scaled(*s).apply(op, g),
+            Grad::Times(t) => times().apply(op, g, t),
+            Grad::Relu(y) => relu_grad().apply(op, g, y),
+            &Grad::Mask { seed, keep, per } => {
+                times().apply(op, g, &keep_mask(g, seed, keep, per)?)
+            }
+        }
+    }
+}
+
+/// A pointwise op stated once: `out` computed from `inputs`, and each input's gradient as a
+/// [`Grad`] of the upstream gradient (computed only for the inputs that need one).
+fn pointwise<const N: usize>(
     op: &'static str,
-    kernel: &'static str,
+    out: Tensor,
+    inputs: [&Tensor; N],
+    grads: [Grad; N],
+) -> Tensor {
+    tape::record(op, out, &inputs, move |g, needs| {
+        grads
+            .iter()
+            .zip(needs)
+            .map(|(d, &need)| need.then(|| d.of(op, g)).transpose())
+            .collect()
+    })
+}
+
+/// A binary pointwise op on same-shape operands: `fwd` forward, `grads` backward.
+fn binary<F: Fn(f32, f32) -> f32 + Sync>(
+    op: &'static str,
     a: &Tensor,
     b: &Tensor,
-    f: impl Fn(f32, f32) -> f32 + Sync,
+    fwd: Zip<F>,
+    grads: impl FnOnce() -> [Grad; 2],
 ) -> Result<Tensor> {
-    match (a.gpu_buf(), b.gpu_buf()) {
-        (None, None) => Ok(zip_map(a, b, f)),
-        (Some(x), Some(y)) => {
-            let gpu = cuda::gpu()?;
-            let out = gpu.alloc(x.len())?;
-            let args = [x.arg(), y.arg(), out.arg(), Arg::I32(x.len() as i32)];
-            gpu.launch("elementwise", kernel, Launch::elems(x.len()), &args)?;
-            Ok(Tensor::from_gpu(out, a.shape()))
-        }
-        _ => Err(Error::devices(op, a, b)),
-    }
-}
-
-/// `s · a`, on either device.
-fn scaled(a: &Tensor, s: f32) -> Result<Tensor> {
-    match a.gpu_buf() {
-        None => Ok(map(a, |x| s * x)),
-        Some(x) => {
-            let gpu = cuda::gpu()?;
-            let out = gpu.alloc(x.len())?;
-            let args = [x.arg(), Arg::F32(s), out.arg(), Arg::I32(x.len() as i32)];
-            gpu.launch(
-                "elementwise",
-                "scale_fwd_f32",
-                Launch::elems(x.len()),
-                &args,
-            )?;
-            Ok(Tensor::from_gpu(out, a.shape()))
-        }
-    }
+    let _prof = super::prof::span(op, false);
+    same_shape(op, a, b)?;
+    let out = fwd.apply(op, a, b)?;
+    Ok(pointwise(op, out, [a, b], grads()))
 }
 
 /// `a + b` (same shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _prof = super::prof::span("add", false);
-    same_shape("add", a, b)?;
-    let out = binary("add", "add_fwd_f32", a, b, |x, y| x + y)?;
-    Ok(tape::record("add", out, &[a, b], |g, _| {
-        Ok(vec![Some(g.clone()), Some(g.clone())])
-    }))
+    binary("add", a, b, plus(), || [Grad::Pass, Grad::Pass])
 }
 
 /// `a - b` (same shapes).
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _prof = super::prof::span("sub", false);
-    same_shape("sub", a, b)?;
-    let out = binary("sub", "sub_fwd_f32", a, b, |x, y| x - y)?;
-    Ok(tape::record("sub", out, &[a, b], |g, needs| {
-        Ok(vec![
-            Some(g.clone()),
-            needs[1].then(|| scaled(g, -1.0)).transpose()?,
-        ])
-    }))
+    binary("sub", a, b, minus(), || [Grad::Pass, Grad::Scale(-1.0)])
 }
 
 /// `a ⊙ b` (same shapes).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let _prof = super::prof::span("mul", false);
-    same_shape("mul", a, b)?;
-    let out = binary("mul", "mul_fwd_f32", a, b, |x, y| x * y)?;
-    let (sa, sb) = (a.detach(), b.detach());
-    Ok(tape::record("mul", out, &[a, b], move |g, needs| {
-        let product = |x: &Tensor| binary("mul", "mul_fwd_f32", g, x, |g, x| g * x);
-        Ok(vec![
-            needs[0].then(|| product(&sb)).transpose()?,
-            needs[1].then(|| product(&sa)).transpose()?,
-        ])
-    }))
+    binary("mul", a, b, times(), || {
+        [Grad::Times(b.detach()), Grad::Times(a.detach())]
+    })
 }
 
 /// `s · a` for a constant `s`.
 pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     let _prof = super::prof::span("scale", false);
-    let out = scaled(a, s)?;
-    Ok(tape::record("scale", out, &[a], move |g, _| {
-        Ok(vec![Some(scaled(g, s)?)])
-    }))
+    let out = scaled(s).apply("scale", a)?;
+    Ok(pointwise("scale", out, [a], [Grad::Scale(s)]))
 }
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("relu", false);
-    let out = match x.gpu_buf() {
-        None => map(x, |v| v.max(0.0)),
-        Some(b) => {
-            let gpu = cuda::gpu()?;
-            let out = gpu.alloc(b.len())?;
-            let args = [b.arg(), out.arg(), Arg::I32(b.len() as i32)];
-            gpu.launch("elementwise", "relu_fwd_f32", Launch::elems(b.len()), &args)?;
-            Tensor::from_gpu(out, x.shape())
-        }
-    };
+    let out = rectify().apply("relu", x)?;
     let y = out.detach();
-    Ok(tape::record("relu", out, &[x], move |g, _| {
-        let dx = binary(
-            "relu",
-            "relu_bwd_f32",
-            g,
-            &y,
-            |g, y| if y > 0.0 { g } else { 0.0 },
-        )?;
-        Ok(vec![Some(dx)])
-    }))
+    Ok(pointwise("relu", out, [x], [Grad::Relu(y)]))
 }
 
 /// `x ⊙ mask` for a constant mask of the same shape (no gradient to the mask).
 pub fn mul_mask(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("mul_mask", false);
     same_shape("mul_mask", x, mask)?;
-    let out = binary("mul_mask", "mul_fwd_f32", x, mask, |x, m| x * m)?;
-    let m = mask.detach();
-    Ok(tape::record("mul_mask", out, &[x], move |g, _| {
-        Ok(vec![Some(binary(
-            "mul_mask",
-            "mul_fwd_f32",
-            g,
-            &m,
-            |g, m| g * m,
-        )?)])
-    }))
+    let out = times().apply("mul_mask", x, mask)?;
+    Ok(pointwise(
+        "mul_mask",
+        out,
+        [x],
+        [Grad::Times(mask.detach())],
+    ))
 }
 
 /// A uniform draw in [0, 1) that depends only on `(seed, i)`: SplitMix64's finaliser, the same
@@ -217,17 +288,8 @@ fn keep_mask(like: &Tensor, seed: u64, keep: f32, per: usize) -> Result<Tensor> 
             Ok(Tensor::from_parts(m, like.shape()))
         }
         Device::Cuda => {
-            let gpu = cuda::gpu()?;
-            let out = gpu.alloc(n)?;
-            let args = [
-                Arg::U64(seed),
-                Arg::F32(keep),
-                Arg::I32(per as i32),
-                out.arg(),
-                Arg::I32(n as i32),
-            ];
-            gpu.launch("elementwise", "keep_mask_f32", Launch::elems(n), &args)?;
-            Ok(Tensor::from_gpu(out, like.shape()))
+            let inputs = [Arg::U64(seed), Arg::F32(keep), Arg::int("per", per)?];
+            launch_elems(kernels::KEEP_MASK, &inputs, n, like.shape())
         }
     }
 }
@@ -255,17 +317,8 @@ pub fn dropout(x: &Tensor, p: f32, rng: &mut impl Rng) -> Result<Tensor> {
 /// backward (drop-path on every edge of a cell added ~12% to a training step's peak).
 fn masked(op: &'static str, x: &Tensor, seed: u64, keep: f32, per: usize) -> Result<Tensor> {
     let _prof = super::prof::span(op, false);
-    let out = binary(
-        op,
-        "mul_fwd_f32",
-        x,
-        &keep_mask(x, seed, keep, per)?,
-        |x, m| x * m,
-    )?;
-    Ok(tape::record(op, out, &[x], move |g, _| {
-        let m = keep_mask(g, seed, keep, per)?;
-        Ok(vec![Some(binary(op, "mul_fwd_f32", g, &m, |g, m| g * m)?)])
-    }))
+    let out = times().apply(op, x, &keep_mask(x, seed, keep, per)?)?;
+    Ok(pointwise(op, out, [x], [Grad::Mask { seed, keep, per }]))
 }
 
 /// Drop-path (stochastic depth): drops whole samples of a batch (dim 0) with probability `p`,

@@ -1,8 +1,8 @@
 //! Softmax, log-softmax (over the last dimension) and cross-entropy with integer labels.
 //! On the GPU (kernels/loss.cu) one warp handles one row.
 
-use super::require_gpu;
-use crate::device::cuda::{self, Arg, GpuBuf, Launch};
+use super::{operands, Operands};
+use crate::device::cuda::{self, kernels, Arg, GpuBuf, Launch};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -29,11 +29,12 @@ fn log_softmax_row(x: &[f32], out: &mut [f32]) {
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("softmax", false);
     let k = last_dim("softmax", x)?;
-    if x.gpu_buf().is_some() {
-        return softmax_gpu(x, k, false);
-    }
+    let xd = match operands("softmax", [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return softmax_gpu(x, xb, k, false),
+    };
     let mut out = vec![0.0; x.numel()];
-    for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
+    for (o, r) in out.chunks_mut(k).zip(xd.chunks(k)) {
         log_softmax_row(r, o);
         o.iter_mut().for_each(|v| *v = v.exp());
     }
@@ -41,12 +42,9 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let y = out.clone();
     Ok(tape::record("softmax", out, &[x], move |g, _| {
         // dx = y ⊙ (g − Σ g·y)
+        let [gd, yd] = operands("softmax", [g, &y])?.cpu("softmax")?;
         let mut dx = vec![0.0; y.numel()];
-        for ((d, gr), yr) in dx
-            .chunks_mut(k)
-            .zip(g.data().chunks(k))
-            .zip(y.data().chunks(k))
-        {
+        for ((d, gr), yr) in dx.chunks_mut(k).zip(gd.chunks(k)).zip(yd.chunks(k)) {
             let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
             d.iter_mut()
                 .zip(gr.iter().zip(yr))
@@ -60,23 +58,21 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("log_softmax", false);
     let k = last_dim("log_softmax", x)?;
-    if x.gpu_buf().is_some() {
-        return softmax_gpu(x, k, true);
-    }
+    let xd = match operands("log_softmax", [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return softmax_gpu(x, xb, k, true),
+    };
     let mut out = vec![0.0; x.numel()];
-    for (o, r) in out.chunks_mut(k).zip(x.data().chunks(k)) {
+    for (o, r) in out.chunks_mut(k).zip(xd.chunks(k)) {
         log_softmax_row(r, o);
     }
     let out = Tensor::from_parts(out, x.shape());
     let y = out.clone();
     Ok(tape::record("log_softmax", out, &[x], move |g, _| {
         // dx = g − softmax · Σ g
+        let [gd, yd] = operands("log_softmax", [g, &y])?.cpu("log_softmax")?;
         let mut dx = vec![0.0; y.numel()];
-        for ((d, gr), yr) in dx
-            .chunks_mut(k)
-            .zip(g.data().chunks(k))
-            .zip(y.data().chunks(k))
-        {
+        for ((d, gr), yr) in dx.chunks_mut(k).zip(gd.chunks(k)).zip(yd.chunks(k)) {
             let total: f32 = gr.iter().sum();
             d.iter_mut()
                 .zip(gr.iter().zip(yr))
@@ -108,12 +104,13 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
             "cross_entropy: label {bad} is out of range for {k} classes"
         )));
     }
-    if let Some(x) = logits.gpu_buf() {
-        return cross_entropy_gpu(logits, x, labels, n, k);
-    }
+    let xd = match operands("cross_entropy", [logits])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return cross_entropy_gpu(logits, xb, labels, n, k),
+    };
     let mut logp = vec![0.0; n * k];
     let mut total = 0.0f64;
-    for ((o, r), &l) in logp.chunks_mut(k).zip(logits.data().chunks(k)).zip(labels) {
+    for ((o, r), &l) in logp.chunks_mut(k).zip(xd.chunks(k)).zip(labels) {
         log_softmax_row(r, o);
         total -= o[l] as f64;
     }
@@ -125,7 +122,8 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
         &[logits],
         move |g, _| {
             // d/dlogits = (softmax − onehot) · g / n
-            let s = g.item()? / n as f32;
+            let [gd] = operands("cross_entropy", [g])?.cpu("cross_entropy")?;
+            let s = gd[0] / n as f32;
             let mut dx: Vec<f32> = logp.iter().map(|&lp| lp.exp() * s).collect();
             for (row, &l) in dx.chunks_mut(k).zip(&labels) {
                 row[l] -= s;
@@ -148,11 +146,11 @@ fn row_blocks(rows: usize, cap: usize) -> Launch {
 
 /// Softmax (or log-softmax when `log`) of a CUDA tensor over its last dimension `k`, with the
 /// matching backward (`softmax_bwd_f32` / `log_softmax_bwd_f32`).
-fn softmax_gpu(x: &Tensor, k: usize, log: bool) -> Result<Tensor> {
+fn softmax_gpu(x: &Tensor, xb: &GpuBuf, k: usize, log: bool) -> Result<Tensor> {
     let (op, bwd) = if log {
-        ("log_softmax", "log_softmax_bwd_f32")
+        ("log_softmax", kernels::LOG_SOFTMAX_BWD)
     } else {
-        ("softmax", "softmax_bwd_f32")
+        ("softmax", kernels::SOFTMAX_BWD)
     };
     let rows = x.numel() / k;
     let launch = row_blocks(rows, 65_535 * 8);
@@ -160,13 +158,13 @@ fn softmax_gpu(x: &Tensor, k: usize, log: bool) -> Result<Tensor> {
     let out = gpu.alloc(x.numel())?;
     if rows > 0 {
         let args = [
-            require_gpu(op, x)?.arg(),
+            xb.arg(),
             out.arg(),
-            Arg::I32(rows as i32),
-            Arg::I32(k as i32),
-            Arg::I32(log as i32),
+            Arg::int("rows", rows)?,
+            Arg::int("k", k)?,
+            Arg::flag(log),
         ];
-        gpu.launch("loss", "softmax_fwd_f32", launch, &args)?;
+        gpu.launch(kernels::SOFTMAX_FWD, launch, &args)?;
     }
     let out = Tensor::from_gpu(out, x.shape());
     let y = out.detach();
@@ -174,14 +172,15 @@ fn softmax_gpu(x: &Tensor, k: usize, log: bool) -> Result<Tensor> {
         let gpu = cuda::gpu()?;
         let dx = gpu.alloc(y.numel())?;
         if rows > 0 {
+            let [gb, yb] = operands(op, [g, &y])?.cuda(op)?;
             let args = [
-                require_gpu(op, g)?.arg(),
-                require_gpu(op, &y)?.arg(),
+                gb.arg(),
+                yb.arg(),
                 dx.arg(),
-                Arg::I32(rows as i32),
-                Arg::I32(k as i32),
+                Arg::int("rows", rows)?,
+                Arg::int("k", k)?,
             ];
-            gpu.launch("loss", bwd, launch, &args)?;
+            gpu.launch(bwd, launch, &args)?;
         }
         Ok(vec![Some(Tensor::from_gpu(dx, y.shape()))])
     }))
@@ -199,29 +198,28 @@ fn cross_entropy_gpu(
 ) -> Result<Tensor> {
     let gpu = cuda::gpu()?;
     let bits: Vec<f32> = labels.iter().map(|&l| f32::from_bits(l as u32)).collect();
-    let labels = Tensor::from_gpu(gpu.upload(&bits)?, &[n]);
+    let labels = gpu.upload(&bits)?;
     let logp = gpu.alloc(n * k)?;
     let launch = row_blocks(n, LOSS_BLOCKS);
     let partial = gpu.alloc(launch.grid.0 as usize)?;
     let args = [
         x.arg(),
-        require_gpu("cross_entropy", &labels)?.arg(),
+        labels.arg(),
         logp.arg(),
         partial.arg(),
-        Arg::I32(n as i32),
-        Arg::I32(k as i32),
+        Arg::int("n", n)?,
+        Arg::int("k", k)?,
     ];
-    gpu.launch("loss", "cross_entropy_fwd_f32", launch, &args)?;
+    gpu.launch(kernels::CROSS_ENTROPY_FWD, launch, &args)?;
     let loss = gpu.alloc(1)?;
     let inv_n = 1.0 / n as f32;
     let args = [
         partial.arg(),
-        Arg::I32(launch.grid.0 as i32),
+        Arg::int("blocks", launch.grid.0)?,
         Arg::F32(inv_n),
         loss.arg(),
     ];
-    gpu.launch("reduce", "sum_final_f32", Launch::rows(1), &args)?;
-    let logp = Tensor::from_gpu(logp, &[n, k]);
+    gpu.launch(kernels::SUM_FINAL, Launch::rows(1), &args)?;
     let loss = Tensor::from_gpu(loss, &[]);
     Ok(tape::record(
         "cross_entropy",
@@ -230,16 +228,17 @@ fn cross_entropy_gpu(
         move |g, _| {
             let gpu = cuda::gpu()?;
             let dx = gpu.alloc(n * k)?;
+            let [gb] = operands("cross_entropy", [g])?.cuda("cross_entropy")?;
             let args = [
-                require_gpu("cross_entropy", &logp)?.arg(),
-                require_gpu("cross_entropy", &labels)?.arg(),
-                require_gpu("cross_entropy", g)?.arg(),
+                logp.arg(),
+                labels.arg(),
+                gb.arg(),
                 Arg::F32(inv_n),
                 dx.arg(),
-                Arg::I32(n as i32),
-                Arg::I32(k as i32),
+                Arg::int("n", n)?,
+                Arg::int("k", k)?,
             ];
-            gpu.launch("loss", "cross_entropy_bwd_f32", Launch::elems(n * k), &args)?;
+            gpu.launch(kernels::CROSS_ENTROPY_BWD, Launch::elems(n * k), &args)?;
             Ok(vec![Some(Tensor::from_gpu(dx, &[n, k]))])
         },
     ))

@@ -1,9 +1,9 @@
 //! Matrix products: `matmul` and the fully connected `linear` layer, on the strided sgemm (CPU)
 //! or cuBLAS (GPU, with the bias from kernels/matmul.cu).
 
-use super::{gpu_buf, on_gpu};
+use super::{operands, Operands};
 use crate::device::cpu::{sgemm_par, Mat};
-use crate::device::cuda::{self, Arg, Gemm, Launch};
+use crate::device::cuda::{self, kernels, Arg, Gemm, GpuBuf, Launch};
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -20,21 +20,16 @@ fn dims2(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
 fn gpu_product(
     (ta, tb): (bool, bool),
     (m, n, k): (usize, usize, usize),
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
+    a: &GpuBuf,
+    b: &GpuBuf,
+    bias: Option<&GpuBuf>,
 ) -> Result<Tensor> {
     let gpu = cuda::gpu()?;
     let out = match bias {
         Some(bias) => {
             let out = gpu.alloc(m * n)?;
-            let args = [
-                gpu_buf(bias).arg(),
-                out.arg(),
-                Arg::I32(m as i32),
-                Arg::I32(n as i32),
-            ];
-            gpu.launch("matmul", "linear_bias_fwd_f32", Launch::elems(m * n), &args)?;
+            let args = [bias.arg(), out.arg(), Arg::int("m", m)?, Arg::int("n", n)?];
+            gpu.launch(kernels::LINEAR_BIAS_FWD, Launch::elems(m * n), &args)?;
             out
         }
         // cuBLAS leaves C alone when k = 0 (and beta = 0 ignores what C holds).
@@ -43,23 +38,22 @@ fn gpu_product(
     };
     if m * n * k > 0 {
         let beta = if bias.is_some() { 1.0 } else { 0.0 };
-        let (ab, bb) = (gpu_buf(a), gpu_buf(b));
-        gpu.gemm(&Gemm::row_major(ta, tb, m, n, k, ab, bb, &out, beta))?;
+        gpu.gemm(&Gemm::row_major(ta, tb, m, n, k, a, b, &out, beta))?;
     }
     Ok(Tensor::from_gpu(out, &[m, n]))
 }
 
 /// `db[j] = Σ_r g[r, j]` for `g` [rows, cols] on the GPU.
-fn gpu_column_sums(g: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+fn gpu_column_sums(g: &GpuBuf, rows: usize, cols: usize) -> Result<Tensor> {
     let gpu = cuda::gpu()?;
     let db = gpu.alloc(cols)?;
     let args = [
-        gpu_buf(g).arg(),
+        g.arg(),
         db.arg(),
-        Arg::I32(rows as i32),
-        Arg::I32(cols as i32),
+        Arg::int("rows", rows)?,
+        Arg::int("cols", cols)?,
     ];
-    gpu.launch("matmul", "linear_bias_bwd_f32", Launch::elems(cols), &args)?;
+    gpu.launch(kernels::LINEAR_BIAS_BWD, Launch::elems(cols), &args)?;
     Ok(Tensor::from_gpu(db, &[cols]))
 }
 
@@ -75,60 +69,37 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             &[a.shape(), b.shape()],
         ));
     }
-    let out = if on_gpu("matmul", &[a, b])? {
-        gpu_product((false, false), (m, n, k), a, b, None)?
-    } else {
-        let mut out = vec![0.0; m * n];
-        sgemm_par(
-            m,
-            k,
-            n,
-            1.0,
-            Mat::rm(a.data(), k),
-            Mat::rm(b.data(), n),
-            0.0,
-            &mut out,
-        );
-        Tensor::from_parts(out, &[m, n])
+    let out = match operands("matmul", [a, b])? {
+        Operands::Cuda([ab, bb]) => gpu_product((false, false), (m, n, k), ab, bb, None)?,
+        Operands::Cpu([ad, bd]) => {
+            let mut out = vec![0.0; m * n];
+            sgemm_par(m, k, n, 1.0, Mat::rm(ad, k), Mat::rm(bd, n), 0.0, &mut out);
+            Tensor::from_parts(out, &[m, n])
+        }
     };
     let (sa, sb) = (a.detach(), b.detach());
     Ok(tape::record("matmul", out, &[a, b], move |g, needs| {
-        if on_gpu("matmul", &[g, &sa])? {
-            // da = g · bᵀ, db = aᵀ · g.
-            let da = needs[0]
-                .then(|| gpu_product((false, true), (m, k, n), g, &sb, None))
-                .transpose()?;
-            let db = needs[1]
-                .then(|| gpu_product((true, false), (k, n, m), &sa, g, None))
-                .transpose()?;
-            return Ok(vec![da, db]);
-        }
+        let (gd, ad, bd) = match operands("matmul", [g, &sa, &sb])? {
+            Operands::Cuda([g, a, b]) => {
+                // da = g · bᵀ, db = aᵀ · g.
+                let da = needs[0]
+                    .then(|| gpu_product((false, true), (m, k, n), g, b, None))
+                    .transpose()?;
+                let db = needs[1]
+                    .then(|| gpu_product((true, false), (k, n, m), a, g, None))
+                    .transpose()?;
+                return Ok(vec![da, db]);
+            }
+            Operands::Cpu([g, a, b]) => (g, a, b),
+        };
         let da = needs[0].then(|| {
             let mut da = vec![0.0; m * k];
-            sgemm_par(
-                m,
-                n,
-                k,
-                1.0,
-                Mat::rm(g.data(), n),
-                Mat::tr(sb.data(), n),
-                0.0,
-                &mut da,
-            );
+            sgemm_par(m, n, k, 1.0, Mat::rm(gd, n), Mat::tr(bd, n), 0.0, &mut da);
             Tensor::from_parts(da, &[m, k])
         });
         let db = needs[1].then(|| {
             let mut db = vec![0.0; k * n];
-            sgemm_par(
-                k,
-                m,
-                n,
-                1.0,
-                Mat::tr(sa.data(), k),
-                Mat::rm(g.data(), n),
-                0.0,
-                &mut db,
-            );
+            sgemm_par(k, m, n, 1.0, Mat::tr(ad, k), Mat::rm(gd, n), 0.0, &mut db);
             Tensor::from_parts(db, &[k, n])
         });
         Ok(vec![da, db])
@@ -156,45 +127,43 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             ));
         }
     }
-    let operands: Vec<&Tensor> = [x, w].into_iter().chain(b).collect();
-    let out = if on_gpu("linear", &operands)? {
-        gpu_product((false, true), (n, fout, fin), x, w, b)?
-    } else {
-        let mut out = vec![0.0; n * fout];
-        if let Some(b) = b {
-            for row in out.chunks_mut(fout) {
-                row.copy_from_slice(b.data());
-            }
+    // Without a bias, x stands in for it so that one dispatch checks every operand's device.
+    let out = match operands("linear", [x, w, b.unwrap_or(x)])? {
+        Operands::Cuda([xb, wb, bb]) => {
+            gpu_product((false, true), (n, fout, fin), xb, wb, b.map(|_| bb))?
         }
-        let beta = if b.is_some() { 1.0 } else { 0.0 };
-        sgemm_par(
-            n,
-            fin,
-            fout,
-            1.0,
-            Mat::rm(x.data(), fin),
-            Mat::tr(w.data(), fin),
-            beta,
-            &mut out,
-        );
-        Tensor::from_parts(out, &[n, fout])
+        Operands::Cpu([xd, wd, bd]) => {
+            let mut out = vec![0.0; n * fout];
+            if b.is_some() {
+                for row in out.chunks_mut(fout) {
+                    row.copy_from_slice(bd);
+                }
+            }
+            let beta = if b.is_some() { 1.0 } else { 0.0 };
+            let (xm, wm) = (Mat::rm(xd, fin), Mat::tr(wd, fin));
+            sgemm_par(n, fin, fout, 1.0, xm, wm, beta, &mut out);
+            Tensor::from_parts(out, &[n, fout])
+        }
     };
     let (sx, sw) = (x.detach(), w.detach());
     let backward = move |g: &Tensor, needs: &[bool]| {
         let wants_bias = needs.get(2).copied().unwrap_or(false);
-        if on_gpu("linear", &[g, &sx])? {
-            // dx = g · w, dw = gᵀ · x, db = column sums of g.
-            let dx = needs[0]
-                .then(|| gpu_product((false, false), (n, fin, fout), g, &sw, None))
-                .transpose()?;
-            let dw = needs[1]
-                .then(|| gpu_product((true, false), (fout, fin, n), g, &sx, None))
-                .transpose()?;
-            let db = wants_bias
-                .then(|| gpu_column_sums(g, n, fout))
-                .transpose()?;
-            return Ok(vec![dx, dw, db]);
-        }
+        let [gd, xd, wd] = match operands("linear", [g, &sx, &sw])? {
+            Operands::Cuda([g, x, w]) => {
+                // dx = g · w, dw = gᵀ · x, db = column sums of g.
+                let dx = needs[0]
+                    .then(|| gpu_product((false, false), (n, fin, fout), g, w, None))
+                    .transpose()?;
+                let dw = needs[1]
+                    .then(|| gpu_product((true, false), (fout, fin, n), g, x, None))
+                    .transpose()?;
+                let db = wants_bias
+                    .then(|| gpu_column_sums(g, n, fout))
+                    .transpose()?;
+                return Ok(vec![dx, dw, db]);
+            }
+            Operands::Cpu(d) => d,
+        };
         let dx = needs[0].then(|| {
             let mut dx = vec![0.0; n * fin];
             sgemm_par(
@@ -202,8 +171,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
                 fout,
                 fin,
                 1.0,
-                Mat::rm(g.data(), fout),
-                Mat::rm(sw.data(), fin),
+                Mat::rm(gd, fout),
+                Mat::rm(wd, fin),
                 0.0,
                 &mut dx,
             );
@@ -216,8 +185,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
                 n,
                 fin,
                 1.0,
-                Mat::tr(g.data(), fout),
-                Mat::rm(sx.data(), fin),
+                Mat::tr(gd, fout),
+                Mat::rm(xd, fin),
                 0.0,
                 &mut dw,
             );
@@ -225,7 +194,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         });
         let db = wants_bias.then(|| {
             let mut db = vec![0.0; fout];
-            for row in g.data().chunks(fout) {
+            for row in gd.chunks(fout) {
                 db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
             }
             Tensor::from_parts(db, &[fout])

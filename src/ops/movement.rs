@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::require_gpu;
-use crate::device::cuda::{self, Arg, GpuBuf, Launch};
+use super::{operand_list, operands, Operands};
+use crate::device::cuda::{self, kernels, Arg, GpuBuf, Kernel, Launch};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
@@ -28,24 +28,22 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
             &shapes,
         ));
     }
-    if let Some(t) = xs.iter().find(|t| t.device() != first.device()) {
-        return Err(Error::devices("concat", first, t));
-    }
     let n = first.shape()[0];
     let inner: usize = first.shape()[2..].iter().product();
     // Elements each input contributes to one sample.
     let parts: Vec<usize> = xs.iter().map(|t| t.shape()[1] * inner).collect();
     let per: usize = parts.iter().sum();
-    if first.gpu_buf().is_some() {
-        return concat_gpu(xs, n, &parts);
-    }
+    let data = match operand_list("concat", xs)? {
+        Operands::Cpu(data) => data,
+        Operands::Cuda(bufs) => return concat_gpu(xs, &bufs, n, &parts),
+    };
     let mut out = pool::take(n * per);
     out.par_chunks_mut(per.max(1))
         .enumerate()
         .for_each(|(i, o)| {
             let mut off = 0;
-            for (t, &p) in xs.iter().zip(&parts) {
-                o[off..off + p].copy_from_slice(&t.data()[i * p..(i + 1) * p]);
+            for (t, &p) in data.iter().zip(&parts) {
+                o[off..off + p].copy_from_slice(&t[i * p..(i + 1) * p]);
                 off += p;
             }
         });
@@ -57,13 +55,14 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
         Tensor::from_parts(out, &shape),
         xs,
         move |g, needs| {
+            let [gd] = operands("concat", [g])?.cpu("concat")?;
             let mut off = 0;
             let mut grads = Vec::with_capacity(parts.len());
             for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
                 grads.push(need.then(|| {
                     let mut d = pool::take(n * p);
                     d.par_chunks_mut(p.max(1))
-                        .zip(g.data().par_chunks(per.max(1)))
+                        .zip(gd.par_chunks(per.max(1)))
                         .for_each(|(d, gs)| d.copy_from_slice(&gs[off..off + p]));
                     Tensor::from_parts(d, s)
                 }));
@@ -74,7 +73,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
     ))
 }
 
-fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
+fn shift_kernel(x: &Tensor, xd: &[f32], dy: isize, dx: isize) -> Tensor {
     let [_, _, h, w] = *x.shape() else {
         unreachable!("checked by shift")
     };
@@ -90,7 +89,7 @@ fn shift_kernel(x: &Tensor, dy: isize, dx: isize) -> Tensor {
         .collect();
     let plane = (h * w).max(1);
     out.par_chunks_mut(plane)
-        .zip(x.data().par_chunks(plane))
+        .zip(xd.par_chunks(plane))
         .for_each(|(o, src)| {
             if let (Some(&(j0, s0)), Some(&(j1, _))) = (cols.first(), cols.last()) {
                 for (_, i) in rows(0) {
@@ -141,14 +140,14 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
                 &[w.shape()],
             ));
         }
-        if t.device() != w.device() {
-            return Err(Error::devices("weighted_sum", w, t));
-        }
     }
-    if w.gpu_buf().is_some() {
-        return weighted_sum_gpu(terms, w);
-    }
-    let coef: Vec<f32> = terms.iter().map(|(i, _)| w.data()[*i]).collect();
+    let mut inputs: Vec<&Tensor> = vec![w];
+    inputs.extend(terms.iter().map(|(_, t)| *t));
+    let wd = match operand_list("weighted_sum", &inputs)? {
+        Operands::Cpu(data) => data[0],
+        Operands::Cuda(bufs) => return weighted_sum_gpu(terms, w, &bufs, &inputs),
+    };
+    let coef: Vec<f32> = terms.iter().map(|(i, _)| wd[*i]).collect();
     let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
     let mut out = pool::take(first.numel());
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
@@ -162,8 +161,6 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
             o.iter_mut().zip(*t).for_each(|(o, v)| *o += a * v);
         }
     });
-    let mut inputs: Vec<&Tensor> = vec![w];
-    inputs.extend(terms.iter().map(|(_, t)| *t));
     let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
     let w_shape = w.shape().to_vec();
     Ok(tape::record(
@@ -171,7 +168,8 @@ pub fn weighted_sum(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
         Tensor::from_parts(out, first.shape()),
         &inputs,
         move |g, needs| {
-            let (dts, dots) = weighted_sum_backward(g.data(), &ts, &coef, needs);
+            let [gd] = operands("weighted_sum", [g])?.cpu("weighted_sum")?;
+            let (dts, dots) = weighted_sum_backward(gd, &ts, &coef, needs);
             let mut grads = Vec::with_capacity(needs.len());
             grads.push(needs[0].then(|| {
                 let mut dw = vec![0.0; w_shape.iter().product()];
@@ -264,7 +262,7 @@ fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
 /// Copies between `[n, part]` and the column block `off..off + part` of `[n, per]`: into the
 /// block for `concat_fwd_f32`, out of it for `concat_bwd_f32`.
 fn concat_copy(
-    kernel: &'static str,
+    kernel: Kernel,
     src: &GpuBuf,
     dst: &GpuBuf,
     n: usize,
@@ -278,29 +276,22 @@ fn concat_copy(
     let args = [
         src.arg(),
         dst.arg(),
-        Arg::I32(n as i32),
-        Arg::I32(part as i32),
-        Arg::I32(per as i32),
-        Arg::I32(off as i32),
+        Arg::int("n", n)?,
+        Arg::int("part", part)?,
+        Arg::int("per", per)?,
+        Arg::int("off", off)?,
     ];
-    cuda::gpu()?.launch("movement", kernel, Launch::elems(n * part), &args)
+    cuda::gpu()?.launch(kernel, Launch::elems(n * part), &args)
 }
 
-/// [`concat`] of CUDA tensors (shapes checked; `parts[i]` elements of input `i` per sample).
-fn concat_gpu(xs: &[&Tensor], n: usize, parts: &[usize]) -> Result<Tensor> {
+/// [`concat`] of CUDA tensors `xs` with buffers `bufs` (shapes checked; `parts[i]` elements of
+/// input `i` per sample).
+fn concat_gpu(xs: &[&Tensor], bufs: &[&GpuBuf], n: usize, parts: &[usize]) -> Result<Tensor> {
     let per: usize = parts.iter().sum();
     let out = cuda::gpu()?.alloc(n * per)?;
     let mut off = 0;
-    for (t, &p) in xs.iter().zip(parts) {
-        concat_copy(
-            "concat_fwd_f32",
-            require_gpu("concat", t)?,
-            &out,
-            n,
-            p,
-            per,
-            off,
-        )?;
+    for (b, &p) in bufs.iter().zip(parts) {
+        concat_copy(kernels::CONCAT_FWD, b, &out, n, p, per, off)?;
         off += p;
     }
     let mut shape = xs[0].shape().to_vec();
@@ -312,13 +303,13 @@ fn concat_gpu(xs: &[&Tensor], n: usize, parts: &[usize]) -> Result<Tensor> {
         Tensor::from_gpu(out, &shape),
         xs,
         move |g, needs| {
-            let gb = require_gpu("concat", g)?;
+            let [gb] = operands("concat", [g])?.cuda("concat")?;
             let mut off = 0;
             let mut grads = Vec::with_capacity(parts.len());
             for ((&p, s), &need) in parts.iter().zip(&in_shapes).zip(needs) {
                 grads.push(if need {
                     let d = cuda::gpu()?.alloc(n * p)?;
-                    concat_copy("concat_bwd_f32", gb, &d, n, p, per, off)?;
+                    concat_copy(kernels::CONCAT_BWD, gb, &d, n, p, per, off)?;
                     Some(Tensor::from_gpu(d, s))
                 } else {
                     None
@@ -332,8 +323,9 @@ fn concat_gpu(xs: &[&Tensor], n: usize, parts: &[usize]) -> Result<Tensor> {
 
 /// [`shift_kernel`] on either device (`x` is NCHW, checked).
 fn shift_on(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
-    let Some(b) = x.gpu_buf() else {
-        return Ok(shift_kernel(x, dy, dx));
+    let b = match operands("shift", [x])? {
+        Operands::Cpu([xd]) => return Ok(shift_kernel(x, xd, dy, dx)),
+        Operands::Cuda([b]) => b,
     };
     let [n, c, h, w] = *x.shape() else {
         unreachable!("checked by shift")
@@ -349,13 +341,13 @@ fn shift_on(x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
         let args = [
             b.arg(),
             out.arg(),
-            Arg::I32((n * c) as i32),
-            Arg::I32(h as i32),
-            Arg::I32(w as i32),
-            Arg::I32(dy as i32),
-            Arg::I32(dx as i32),
+            Arg::int("planes", n * c)?,
+            Arg::int("h", h)?,
+            Arg::int("w", w)?,
+            Arg::int("dy", dy)?,
+            Arg::int("dx", dx)?,
         ];
-        gpu.launch("movement", "shift_fwd_f32", Launch::elems(b.len()), &args)?;
+        gpu.launch(kernels::SHIFT_FWD, Launch::elems(b.len()), &args)?;
     }
     Ok(Tensor::from_gpu(out, x.shape()))
 }
@@ -375,49 +367,45 @@ fn ptr_slots(ptrs: impl IntoIterator<Item = u64>) -> impl Iterator<Item = Arg> {
 }
 
 /// The `MOVE_TERMS` weight-index arguments (0 for unused slots).
-fn index_slots(idx: &[usize]) -> impl Iterator<Item = Arg> + '_ {
+fn index_slots(idx: &[usize]) -> Result<Vec<Arg>> {
     idx.iter()
         .copied()
         .chain(std::iter::repeat(0))
         .take(MOVE_TERMS)
-        .map(|i| Arg::I32(i as i32))
+        .map(|i| Arg::int("weight index", i))
+        .collect()
 }
 
 /// [`weighted_sum`] of CUDA tensors (checked): `MOVE_TERMS` terms per launch, the weights
-/// read on the device.
-fn weighted_sum_gpu(terms: &[(usize, &Tensor)], w: &Tensor) -> Result<Tensor> {
+/// read on the device. `inputs` is `w` then the terms, `bufs` their buffers.
+fn weighted_sum_gpu(
+    terms: &[(usize, &Tensor)],
+    w: &Tensor,
+    bufs: &[&GpuBuf],
+    inputs: &[&Tensor],
+) -> Result<Tensor> {
     let gpu = cuda::gpu()?;
     let shape = terms[0].1.shape().to_vec();
     let n: usize = shape.iter().product();
-    let wb = require_gpu("weighted_sum", w)?;
+    let wb = bufs[0];
     let out = gpu.alloc(n)?;
     let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
-    for (c, group) in terms.chunks(MOVE_TERMS).enumerate() {
+    for (c, group) in bufs[1..].chunks(MOVE_TERMS).enumerate() {
         if n == 0 {
             break;
         }
-        let ptrs = group
-            .iter()
-            .map(|(_, t)| require_gpu("weighted_sum", t).map(GpuBuf::ptr))
-            .collect::<Result<Vec<u64>>>()?;
-        let mut args = vec![
-            wb.arg(),
-            Arg::I32(group.len() as i32),
-            Arg::I32((c > 0) as i32),
-        ];
-        args.extend(ptr_slots(ptrs));
-        args.extend(index_slots(&idx[c * MOVE_TERMS..][..group.len()]));
-        args.extend([out.arg(), Arg::I32(n as i32)]);
-        gpu.launch("movement", "weighted_sum_fwd_f32", Launch::elems(n), &args)?;
+        let mut args = vec![wb.arg(), Arg::int("terms", group.len())?, Arg::flag(c > 0)];
+        args.extend(ptr_slots(group.iter().map(|b| b.ptr())));
+        args.extend(index_slots(&idx[c * MOVE_TERMS..][..group.len()])?);
+        args.extend([out.arg(), Arg::int("n", n)?]);
+        gpu.launch(kernels::WEIGHTED_SUM_FWD, Launch::elems(n), &args)?;
     }
     let ts: Vec<Tensor> = terms.iter().map(|(_, t)| t.detach()).collect();
     let wd = w.detach();
-    let mut inputs: Vec<&Tensor> = vec![w];
-    inputs.extend(terms.iter().map(|(_, t)| *t));
     Ok(tape::record(
         "weighted_sum",
         Tensor::from_gpu(out, &shape),
-        &inputs,
+        inputs,
         move |g, needs| weighted_sum_gpu_backward(g, &wd, &ts, &idx, needs),
     ))
 }
@@ -434,10 +422,10 @@ fn weighted_sum_gpu_backward(
 ) -> Result<Vec<Option<Tensor>>> {
     let gpu = cuda::gpu()?;
     let n = g.numel();
-    let (gb, wb) = (
-        require_gpu("weighted_sum", g)?,
-        require_gpu("weighted_sum", w)?,
-    );
+    let mut inputs = vec![g, w];
+    inputs.extend(ts.iter());
+    let bufs = operand_list("weighted_sum", &inputs)?.cuda("weighted_sum")?;
+    let (gb, wb) = (bufs[0], bufs[1]);
     let dts = needs[1..]
         .iter()
         .map(|&need| need.then(|| gpu.alloc(n)).transpose())
@@ -453,33 +441,25 @@ fn weighted_sum_gpu_backward(
         if n == 0 || !(want_dots || dts[group.clone()].iter().any(Option::is_some)) {
             continue;
         }
-        let xs = ts[group.clone()]
-            .iter()
-            .map(|t| require_gpu("weighted_sum", t).map(GpuBuf::ptr))
-            .collect::<Result<Vec<u64>>>()?;
+        let xs = bufs[2 + group.start..2 + group.end].iter().map(|b| b.ptr());
         let ds = dts[group.clone()]
             .iter()
             .map(|d| d.as_ref().map_or(0, GpuBuf::ptr));
-        let len = Arg::I32(group.len() as i32);
-        let mut args = vec![gb.arg(), wb.arg(), len, Arg::I32(want_dots as i32)];
+        let len = Arg::int("terms", group.len())?;
+        let mut args = vec![gb.arg(), wb.arg(), len, Arg::flag(want_dots)];
         args.extend(ptr_slots(xs));
         args.extend(ptr_slots(ds));
-        args.extend(index_slots(&idx[group.clone()]));
+        args.extend(index_slots(&idx[group.clone()])?);
         args.extend([
             Arg::Ptr(partial.as_ref().map_or(0, GpuBuf::ptr)),
-            Arg::I32(n as i32),
+            Arg::int("n", n)?,
         ]);
-        gpu.launch(
-            "movement",
-            "weighted_sum_bwd_f32",
-            Launch::rows(blocks),
-            &args,
-        )?;
+        gpu.launch(kernels::WEIGHTED_SUM_BWD, Launch::rows(blocks), &args)?;
         if let (Some(partial), Some(dw)) = (&partial, &dw) {
-            let mut args = vec![partial.arg(), Arg::I32(blocks as i32), len];
-            args.extend(index_slots(&idx[group.clone()]));
+            let mut args = vec![partial.arg(), Arg::int("blocks", blocks)?, len];
+            args.extend(index_slots(&idx[group.clone()])?);
             args.push(dw.arg());
-            gpu.launch("movement", "weighted_sum_dw_f32", Launch::rows(1), &args)?;
+            gpu.launch(kernels::WEIGHTED_SUM_DW, Launch::rows(1), &args)?;
         }
     }
     let mut grads = vec![dw.map(|d| Tensor::from_gpu(d, w.shape()))];

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::{operands, Operands};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::ops::simd::simd_fn;
@@ -291,9 +292,12 @@ pub fn batch_norm2d(
             return Err(Error::devices(OP, x, t));
         }
     }
-    if x.gpu_buf().is_some() {
-        return cuda::batch_norm2d(x, gamma, beta, running_mean, running_var, cfg, lay);
-    }
+    let xd = match operands(OP, [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => {
+            return cuda::batch_norm2d(x, xb, gamma, beta, running_mean, running_var, cfg, lay)
+        }
+    };
 
     let (mean, invstd): (Vec<f32>, Vec<f32>) = if cfg.training {
         let m = lay.m();
@@ -304,7 +308,7 @@ pub fn batch_norm2d(
                 &[x.shape()],
             ));
         }
-        let stats = lay.per_channel(|ch| channel_stats(&lay, x.data(), ch));
+        let stats = lay.per_channel(|ch| channel_stats(&lay, xd, ch));
         let mom = cfg.momentum as f64;
         let unbias = m as f64 / (m - 1) as f64;
         let rm = running_mean.data_mut();
@@ -329,7 +333,6 @@ pub fn batch_norm2d(
 
     let g: Vec<f32> = gamma.map_or_else(|| vec![1.0; c], |t| t.to_vec());
     let b: Vec<f32> = beta.map_or_else(|| vec![0.0; c], |t| t.to_vec());
-    let xd = x.data();
     let out = lay.map_planes(|ch, plane, o| {
         normalize(o, &xd[plane], mean[ch], g[ch] * invstd[ch], b[ch]);
     });
@@ -348,7 +351,7 @@ pub fn batch_norm2d(
     let training = cfg.training;
     let out = Tensor::from_parts(out, x.shape());
     Ok(tape::record(OP, out, &inputs, move |dy, needs| {
-        let (xd, gd) = (saved.data(), dy.data());
+        let [xd, gd] = operands(OP, [&saved, dy])?.cpu(OP)?;
         // Per channel Σ dy and Σ dy·x̂ with x̂ = (x − μ)/σ: the gradients of β and γ, and the two
         // corrections the batch statistics add to the gradient of x.
         let sums = lay.per_channel(|ch| {

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::{operands, Operands};
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::ops::simd::simd_fn;
@@ -211,14 +212,15 @@ fn max_plane(win: &Window, x: &[f32], out: &mut [f32], arg: &mut [u32], scratch:
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let _prof = super::prof::span("max_pool2d", false);
     let (planes, win) = Window::new("max_pool2d", x, kernel, stride, padding)?;
-    if let Some(xb) = x.gpu_buf() {
-        return cuda::max_pool2d(x, xb, planes, win);
-    }
+    let xd = match operands("max_pool2d", [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return cuda::max_pool2d(x, xb, planes, win),
+    };
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = pool::take(planes * ol);
     let tasks = out
         .par_chunks_mut(ol)
-        .zip(x.data().par_chunks(il))
+        .zip(xd.par_chunks(il))
         .with_min_len(planes_per_task(il));
     if win.framed() {
         tasks.for_each_init(
@@ -235,11 +237,12 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let out = Tensor::from_parts(out, &win.out_shape(x));
     let (xs, ys) = (x.detach(), out.detach());
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
+        let [gd, xd, yd] = operands("max_pool2d", [g, &xs, &ys])?.cpu("max_pool2d")?;
         let mut dx = win.take_output(planes * il);
         let tasks = dx
             .par_chunks_mut(il)
-            .zip(g.data().par_chunks(ol))
-            .zip(xs.data().par_chunks(il).zip(ys.data().par_chunks(ol)))
+            .zip(gd.par_chunks(ol))
+            .zip(xd.par_chunks(il).zip(yd.par_chunks(ol)))
             .with_min_len(planes_per_task(il));
         if win.framed() {
             tasks.for_each_init(
@@ -336,14 +339,15 @@ fn avg_plane_backward(win: &Window, g: &[f32], dx: &mut [f32], share: &mut [f32]
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let _prof = super::prof::span("avg_pool2d", false);
     let (planes, win) = Window::new("avg_pool2d", x, kernel, stride, padding)?;
-    if let Some(xb) = x.gpu_buf() {
-        return cuda::avg_pool2d(x, xb, planes, win);
-    }
+    let xd = match operands("avg_pool2d", [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return cuda::avg_pool2d(x, xb, planes, win),
+    };
     let (il, ol) = (win.in_len(), win.out_len());
     let mut out = win.take_output(planes * ol);
     let tasks = out
         .par_chunks_mut(ol)
-        .zip(x.data().par_chunks(il))
+        .zip(xd.par_chunks(il))
         .with_min_len(planes_per_task(il));
     if win.framed() {
         tasks.for_each_init(
@@ -356,10 +360,11 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
+        let [gd] = operands("avg_pool2d", [g])?.cpu("avg_pool2d")?;
         let mut dx = win.take_output(planes * il);
         let tasks = dx
             .par_chunks_mut(il)
-            .zip(g.data().par_chunks(ol))
+            .zip(gd.par_chunks(ol))
             .with_min_len(planes_per_task(il));
         if win.framed() {
             tasks.for_each_init(
@@ -394,20 +399,22 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
             &[x.shape()],
         ));
     }
-    if let Some(xb) = x.gpu_buf() {
-        return cuda::global_avg_pool(x, xb, n * c, hw);
-    }
+    let xd = match operands("global_avg_pool", [x])? {
+        Operands::Cpu([xd]) => xd,
+        Operands::Cuda([xb]) => return cuda::global_avg_pool(x, xb, n * c, hw),
+    };
     let mut out = vec![0.0f32; n * c];
     out.par_iter_mut()
-        .zip(x.data().par_chunks(hw))
+        .zip(xd.par_chunks(hw))
         .with_min_len(planes_per_task(hw))
         .for_each(|(o, p)| *o = (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32);
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_parts(out, &[n, c]);
     Ok(tape::record("global_avg_pool", out, &[x], move |g, _| {
+        let [gd] = operands("global_avg_pool", [g])?.cpu("global_avg_pool")?;
         let mut dx = pool::take(n * c * hw);
         dx.par_chunks_mut(hw)
-            .zip(g.data().par_iter())
+            .zip(gd.par_iter())
             .with_min_len(planes_per_task(hw))
             .for_each(|(d, &gv)| d.fill(gv / hw as f32));
         Ok(vec![Some(Tensor::from_parts(dx, &in_shape))])

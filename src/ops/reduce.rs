@@ -1,7 +1,9 @@
 //! Reductions to a scalar: sum and mean (accumulated in f64 on the CPU so large tensors keep
 //! precision; a two-pass tree on the GPU).
 
-use crate::device::cuda::{self, Arg, GpuBuf, Launch};
+use super::Operands;
+use crate::device::cuda::{self, kernels, Arg, GpuBuf, Launch};
+use crate::device::Storage;
 use crate::error::{Error, Result};
 use crate::tape;
 use crate::tensor::Tensor;
@@ -16,21 +18,16 @@ pub(crate) fn gpu_sum(x: &GpuBuf, square: bool, scale: f32) -> Result<GpuBuf> {
     let n = x.len();
     let blocks = n.div_ceil(cuda::BLOCK as usize).clamp(1, REDUCE_BLOCKS);
     let partial = gpu.alloc(blocks)?;
-    let args = [
-        x.arg(),
-        Arg::I32(square as i32),
-        partial.arg(),
-        Arg::I32(n as i32),
-    ];
-    gpu.launch("reduce", "sum_partial_f32", Launch::rows(blocks), &args)?;
+    let args = [x.arg(), Arg::flag(square), partial.arg(), Arg::int("n", n)?];
+    gpu.launch(kernels::SUM_PARTIAL, Launch::rows(blocks), &args)?;
     let out = gpu.alloc(1)?;
     let args = [
         partial.arg(),
-        Arg::I32(blocks as i32),
+        Arg::int("blocks", blocks)?,
         Arg::F32(scale),
         out.arg(),
     ];
-    gpu.launch("reduce", "sum_final_f32", Launch::rows(1), &args)?;
+    gpu.launch(kernels::SUM_FINAL, Launch::rows(1), &args)?;
     Ok(out)
 }
 
@@ -40,21 +37,21 @@ pub fn squared_norm(ts: &[&Tensor]) -> Result<f64> {
     let mut host = 0.0f64;
     let mut device: Option<GpuBuf> = None;
     for t in ts {
-        match t.gpu_buf() {
-            None => {
-                host += t
-                    .data()
+        match t.storage() {
+            Storage::Cpu(a) => {
+                host += a
+                    .as_slice()
                     .iter()
                     .map(|&v| (v as f64) * (v as f64))
                     .sum::<f64>()
             }
-            Some(b) => {
+            Storage::Cuda(b) => {
                 let s = gpu_sum(b, true, 1.0)?;
                 match &device {
                     None => device = Some(s),
                     Some(acc) => {
                         let args = [Arg::F32(1.0), s.arg(), acc.arg(), Arg::I32(1)];
-                        cuda::gpu()?.launch("elementwise", "axpy_f32", Launch::elems(1), &args)?;
+                        cuda::gpu()?.launch(kernels::AXPY, Launch::elems(1), &args)?;
                     }
                 }
             }
@@ -67,26 +64,26 @@ pub fn squared_norm(ts: &[&Tensor]) -> Result<f64> {
 }
 
 /// `scale · Σ x` on `x`'s device, as a scalar tensor.
-fn scaled_sum(x: &Tensor, scale: f64) -> Result<Tensor> {
-    match x.gpu_buf() {
-        None => {
-            let s: f64 = x.data().iter().map(|&v| v as f64).sum();
+fn scaled_sum(op: &'static str, x: &Tensor, scale: f64) -> Result<Tensor> {
+    match super::operands(op, [x])? {
+        Operands::Cpu([v]) => {
+            let s: f64 = v.iter().map(|&v| v as f64).sum();
             Ok(Tensor::scalar((s * scale) as f32))
         }
-        Some(b) => Ok(Tensor::from_gpu(gpu_sum(b, false, scale as f32)?, &[])),
+        Operands::Cuda([b]) => Ok(Tensor::from_gpu(gpu_sum(b, false, scale as f32)?, &[])),
     }
 }
 
 /// `s · g` broadcast to `shape`, where `g` is a scalar: the backward of sum and mean.
-fn broadcast(g: &Tensor, s: f32, shape: &[usize]) -> Result<Tensor> {
-    match g.gpu_buf() {
-        None => Ok(Tensor::full(shape, s * g.item()?)),
-        Some(b) => {
+fn broadcast(op: &'static str, g: &Tensor, s: f32, shape: &[usize]) -> Result<Tensor> {
+    match super::operands(op, [g])? {
+        Operands::Cpu(_) => Ok(Tensor::full(shape, s * g.item()?)),
+        Operands::Cuda([b]) => {
             let gpu = cuda::gpu()?;
             let n = shape.iter().product();
             let out = gpu.alloc(n)?;
-            let args = [b.arg(), Arg::F32(s), out.arg(), Arg::I32(n as i32)];
-            gpu.launch("reduce", "broadcast_f32", Launch::elems(n), &args)?;
+            let args = [b.arg(), Arg::F32(s), out.arg(), Arg::int("n", n)?];
+            gpu.launch(kernels::BROADCAST, Launch::elems(n), &args)?;
             Ok(Tensor::from_gpu(out, shape))
         }
     }
@@ -95,10 +92,10 @@ fn broadcast(g: &Tensor, s: f32, shape: &[usize]) -> Result<Tensor> {
 /// Sum of all elements, as a scalar (shape `[]`).
 pub fn sum(x: &Tensor) -> Result<Tensor> {
     let _prof = super::prof::span("sum", false);
-    let out = scaled_sum(x, 1.0)?;
+    let out = scaled_sum("sum", x, 1.0)?;
     let shape = x.shape().to_vec();
     Ok(tape::record("sum", out, &[x], move |g, _| {
-        Ok(vec![Some(broadcast(g, 1.0, &shape)?)])
+        Ok(vec![Some(broadcast("sum", g, 1.0, &shape)?)])
     }))
 }
 
@@ -113,9 +110,9 @@ pub fn mean(x: &Tensor) -> Result<Tensor> {
             &[x.shape()],
         ));
     }
-    let out = scaled_sum(x, 1.0 / n as f64)?;
+    let out = scaled_sum("mean", x, 1.0 / n as f64)?;
     let shape = x.shape().to_vec();
     Ok(tape::record("mean", out, &[x], move |g, _| {
-        Ok(vec![Some(broadcast(g, 1.0 / n as f32, &shape)?)])
+        Ok(vec![Some(broadcast("mean", g, 1.0 / n as f32, &shape)?)])
     }))
 }

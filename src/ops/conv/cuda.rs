@@ -16,7 +16,7 @@
 //! result is the same from run to run.
 
 use super::Geom;
-use crate::device::cuda::{self, Arg, Gemm, Gpu, GpuBuf, Launch};
+use crate::device::cuda::{self, kernels, Arg, Gemm, Gpu, GpuBuf, Kernel, Launch};
 use crate::error::{Error, Result};
 
 /// Blocks that keep an H200 busy (132 SMs, 8 resident blocks of 256 each): the depthwise weight
@@ -34,23 +34,30 @@ pub(super) type Grads = (Option<GpuBuf>, Option<GpuBuf>, Option<GpuBuf>);
 /// elements from one matrix to the next.
 type Operand<'a> = (&'a GpuBuf, usize, usize);
 
-fn i32s(v: &[usize]) -> Vec<Arg> {
-    v.iter().map(|&v| Arg::I32(v as i32)).collect()
+/// `int` arguments (`what` names them in the error for one too large).
+fn i32s(what: &'static str, v: &[usize]) -> Result<Vec<Arg>> {
+    v.iter().map(|&v| Arg::int(what, v)).collect()
 }
 
 /// `n, cin, h, w, kh, kw, oh, ow, s, p, d`: the geometry arguments of the dense kernels.
-fn dense_args(g: &Geom) -> Vec<Arg> {
-    i32s(&[
-        g.n, g.cin, g.h, g.w, g.kh, g.kw, g.oh, g.ow, g.stride, g.pad, g.dil,
-    ])
+fn dense_args(g: &Geom) -> Result<Vec<Arg>> {
+    i32s(
+        "conv geometry",
+        &[
+            g.n, g.cin, g.h, g.w, g.kh, g.kw, g.oh, g.ow, g.stride, g.pad, g.dil,
+        ],
+    )
 }
 
 /// `n, cin, h, w, m, kh, kw, oh, ow, s, p, d`: those of the depthwise kernels (`m = Cout/Cin`).
-fn depthwise_args(g: &Geom) -> Vec<Arg> {
+fn depthwise_args(g: &Geom) -> Result<Vec<Arg>> {
     let m = g.cout / g.cin;
-    i32s(&[
-        g.n, g.cin, g.h, g.w, m, g.kh, g.kw, g.oh, g.ow, g.stride, g.pad, g.dil,
-    ])
+    i32s(
+        "conv geometry",
+        &[
+            g.n, g.cin, g.h, g.w, m, g.kh, g.kw, g.oh, g.ow, g.stride, g.pad, g.dil,
+        ],
+    )
 }
 
 fn pointwise(g: &Geom) -> bool {
@@ -70,8 +77,8 @@ fn check_size(g: &Geom) -> Result<()> {
     Ok(())
 }
 
-fn launch(gpu: &Gpu, kernel: &'static str, cfg: Launch, args: &[Arg]) -> Result<()> {
-    gpu.launch("conv", kernel, cfg, args)
+fn launch(gpu: &Gpu, kernel: Kernel, cfg: Launch, args: &[Arg]) -> Result<()> {
+    gpu.launch(kernel, cfg, args)
 }
 
 /// Row-major `C_i[m,n] = op(A_i) · op(B_i) + beta · C_i` for i < batch (see [`Gemm::row_major`]
@@ -100,8 +107,8 @@ fn to_cnhw(gpu: &Gpu, t: &GpuBuf, n: usize, c: usize, p: usize) -> Result<Option
     }
     let out = gpu.alloc(t.len())?;
     let mut args = vec![t.arg(), out.arg()];
-    args.extend(i32s(&[n, c, p]));
-    launch(gpu, "conv_cnhw_bwd_f32", Launch::elems(t.len()), &args)?;
+    args.extend(i32s("conv sizes", &[n, c, p])?);
+    launch(gpu, kernels::CONV_CNHW_BWD, Launch::elems(t.len()), &args)?;
     Ok(Some(out))
 }
 
@@ -112,8 +119,8 @@ fn columns(gpu: &Gpu, g: &Geom, x: &GpuBuf) -> Result<Option<GpuBuf>> {
     }
     let col = gpu.alloc(g.cin * g.kh * g.kw * g.n * g.ohw())?;
     let mut args = vec![x.arg(), col.arg()];
-    args.extend(dense_args(g));
-    launch(gpu, "conv_im2col_f32", Launch::elems(col.len()), &args)?;
+    args.extend(dense_args(g)?);
+    launch(gpu, kernels::CONV_IM2COL, Launch::elems(col.len()), &args)?;
     Ok(Some(col))
 }
 
@@ -127,13 +134,13 @@ fn gemm_dims(g: &Geom) -> (usize, usize, usize) {
 pub(super) fn forward(g: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -> Result<GpuBuf> {
     check_size(g)?;
     let gpu = cuda::gpu()?;
-    let has_bias = Arg::I32(bias.is_some() as i32);
+    let has_bias = Arg::flag(bias.is_some());
     let bias_arg = bias.map_or(Arg::Ptr(0), GpuBuf::arg);
     let y = gpu.alloc(g.n * g.cout * g.ohw())?;
     if g.depthwise() {
         let mut args = vec![x.arg(), w.arg(), bias_arg, has_bias, y.arg()];
-        args.extend(depthwise_args(g));
-        launch(gpu, "dwconv_fwd_f32", Launch::elems(y.len()), &args)?;
+        args.extend(depthwise_args(g)?);
+        launch(gpu, kernels::DWCONV_FWD, Launch::elems(y.len()), &args)?;
         return Ok(y);
     }
     let (cog, k, np) = gemm_dims(g);
@@ -142,8 +149,13 @@ pub(super) fn forward(g: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -
         let beta = if bias.is_some() { 1.0 } else { 0.0 };
         if bias.is_some() {
             let mut args = vec![bias_arg, y.arg()];
-            args.extend(i32s(&[g.n, g.cout, g.ohw()]));
-            launch(gpu, "conv_bias_fill_fwd_f32", Launch::elems(y.len()), &args)?;
+            args.extend(i32s("conv sizes", &[g.n, g.cout, g.ohw()])?);
+            launch(
+                gpu,
+                kernels::CONV_BIAS_FILL_FWD,
+                Launch::elems(y.len()),
+                &args,
+            )?;
         }
         let p = g.ohw();
         for gi in 0..g.groups {
@@ -168,8 +180,8 @@ pub(super) fn forward(g: &Geom, x: &GpuBuf, w: &GpuBuf, bias: Option<&GpuBuf>) -
         return Ok(yt);
     };
     let mut args = vec![yt.arg(), bias_arg, has_bias, y.arg()];
-    args.extend(i32s(&[g.n, g.cout, g.ohw()]));
-    launch(gpu, "conv_nchw_fwd_f32", Launch::elems(y.len()), &args)?;
+    args.extend(i32s("conv sizes", &[g.n, g.cout, g.ohw()])?);
+    launch(gpu, kernels::CONV_NCHW_FWD, Launch::elems(y.len()), &args)?;
     Ok(y)
 }
 
@@ -186,8 +198,8 @@ pub(super) fn backward(
     let db = if needs[2] {
         let db = gpu.alloc(g.cout)?;
         let mut args = vec![dy.arg(), db.arg()];
-        args.extend(i32s(&[g.n, g.cout, g.ohw()]));
-        launch(gpu, "conv_bias_bwd_f32", Launch::rows(g.cout), &args)?;
+        args.extend(i32s("conv sizes", &[g.n, g.cout, g.ohw()])?);
+        launch(gpu, kernels::CONV_BIAS_BWD, Launch::rows(g.cout), &args)?;
         Some(db)
     } else {
         None
@@ -245,8 +257,13 @@ fn dense_backward(
     let operands = ((w, 0, cog * k), (dyt, 0, cog * np), (&dcol, 0, k * np));
     batched_gemm(gpu, g.groups, (true, false), (k, np, cog), operands, 0.0)?;
     let mut args = vec![dcol.arg(), dx.arg()];
-    args.extend(dense_args(g));
-    launch(gpu, "conv_col2im_bwd_f32", Launch::elems(dx.len()), &args)?;
+    args.extend(dense_args(g)?);
+    launch(
+        gpu,
+        kernels::CONV_COL2IM_BWD,
+        Launch::elems(dx.len()),
+        &args,
+    )?;
     Ok((Some(dx), dw))
 }
 
@@ -261,8 +278,8 @@ fn depthwise_backward(
     let dx = if needs[0] {
         let dx = gpu.alloc(x.len())?;
         let mut args = vec![dy.arg(), w.arg(), dx.arg()];
-        args.extend(depthwise_args(g));
-        launch(gpu, "dwconv_dx_bwd_f32", Launch::elems(dx.len()), &args)?;
+        args.extend(depthwise_args(g)?);
+        launch(gpu, kernels::DWCONV_DX_BWD, Launch::elems(dx.len()), &args)?;
         Some(dx)
     } else {
         None
@@ -286,23 +303,23 @@ fn depthwise_backward(
         None
     };
     let mut args = vec![x.arg(), dy.arg(), partial.as_ref().unwrap_or(&dw).arg()];
-    args.extend(depthwise_args(g));
-    args.push(Arg::I32(chunk as i32));
+    args.extend(depthwise_args(g)?);
+    args.push(Arg::int("chunk", chunk)?);
     let cfg = Launch {
         grid: (g.cout as u32, splits as u32, tap_groups as u32),
         block: (cuda::BLOCK, 1, 1),
         shared_bytes: 0,
     };
-    launch(gpu, "dwconv_dw_partial_bwd_f32", cfg, &args)?;
+    launch(gpu, kernels::DWCONV_DW_PARTIAL_BWD, cfg, &args)?;
     if let Some(partial) = &partial {
         let args = [
             partial.arg(),
-            Arg::I32(splits as i32),
+            Arg::int("splits", splits)?,
             dw.arg(),
-            Arg::I32(dw.len() as i32),
+            Arg::int("n", dw.len())?,
         ];
         let cfg = Launch::elems(dw.len());
-        launch(gpu, "dwconv_dw_final_bwd_f32", cfg, &args)?;
+        launch(gpu, kernels::DWCONV_DW_FINAL_BWD, cfg, &args)?;
     }
     Ok((dx, Some(dw)))
 }

@@ -5,12 +5,11 @@
 //! Σ dy and Σ dy·x̂.
 
 use super::{BatchNormCfg, Layout, OP};
-use crate::device::cuda::{self, Arg, GpuBuf, Launch};
+use crate::device::cuda::{self, kernels, Arg, GpuBuf, Launch};
 use crate::error::{Error, Result};
+use crate::ops::operands;
 use crate::tape;
 use crate::tensor::Tensor;
-
-const FAMILY: &str = "norm";
 
 /// Each block of a statistics pass reduces at least this many elements of its channel.
 const PER_BLOCK: usize = 2048;
@@ -40,18 +39,22 @@ fn flat_launch(total: usize) -> Launch {
 }
 
 /// A per-channel input's buffer (null for an absent γ or β).
-fn ptr(t: Option<&Tensor>) -> Arg {
-    Arg::Ptr(t.and_then(|t| t.gpu_buf()).map_or(0, |b| b.ptr()))
+fn ptr(t: Option<&Tensor>) -> Result<Arg> {
+    match t {
+        None => Ok(Arg::Ptr(0)),
+        Some(t) => {
+            let [b] = operands(OP, [t])?.cuda(OP)?;
+            Ok(b.arg())
+        }
+    }
 }
 
-fn buf(t: &Tensor) -> &GpuBuf {
-    t.gpu_buf().expect("checked to be on the GPU")
-}
-
-/// [`super::batch_norm2d`] for a CUDA `x`; the caller has checked the shapes, the settings, and
-/// that every tensor is on the GPU.
+/// [`super::batch_norm2d`] for a CUDA `x` (buffer `xb`); the caller has checked the shapes, the
+/// settings, and that every tensor is on the GPU.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn batch_norm2d(
     x: &Tensor,
+    xb: &GpuBuf,
     gamma: Option<&Tensor>,
     beta: Option<&Tensor>,
     running_mean: &mut Tensor,
@@ -75,23 +78,23 @@ pub(super) fn batch_norm2d(
         ));
     }
     let gpu = cuda::gpu()?;
-    let xb = buf(x);
     let (mean, invstd) = (gpu.alloc(c)?, gpu.alloc(c)?);
-    let dims = [Arg::I32(c as i32), Arg::I32(hw as i32), Arg::I32(m as i32)];
+    let dims = [
+        Arg::int("channels", c)?,
+        Arg::int("hw", hw)?,
+        Arg::int("m", m)?,
+    ];
     let s = splits(m);
-    let (rm, rv) = (buf(running_mean).arg(), buf(running_var).arg());
+    let [rm, rv] = operands(OP, [&*running_mean, &*running_var])?
+        .cuda(OP)?
+        .map(GpuBuf::arg);
     if cfg.training && c > 0 && total > 0 {
         let (psum, psq) = (gpu.alloc(2 * c * s)?, gpu.alloc(2 * c * s)?);
         for (prev, out) in [(Arg::Ptr(0), &psum), (psum.arg(), &psq)] {
             let mut args = vec![xb.arg(), prev, out.arg()];
             args.extend(dims);
-            args.push(Arg::I32(s as i32));
-            gpu.launch(
-                FAMILY,
-                "batch_norm_partial_f32",
-                partial_launch(s, c),
-                &args,
-            )?;
+            args.push(Arg::int("splits", s)?);
+            gpu.launch(kernels::BATCH_NORM_PARTIAL, partial_launch(s, c), &args)?;
         }
         let (rm_new, rv_new) = (gpu.alloc(c)?, gpu.alloc(c)?);
         stats(
@@ -130,14 +133,14 @@ pub(super) fn batch_norm2d(
             xb.arg(),
             mean.arg(),
             invstd.arg(),
-            ptr(gamma),
-            ptr(beta),
+            ptr(gamma)?,
+            ptr(beta)?,
             y.arg(),
-            Arg::I32(c as i32),
-            Arg::I32(hw as i32),
-            Arg::I32(total as i32),
+            Arg::int("channels", c)?,
+            Arg::int("hw", hw)?,
+            Arg::int("n", total)?,
         ];
-        gpu.launch(FAMILY, "batch_norm_fwd_f32", flat_launch(total), &args)?;
+        gpu.launch(kernels::BATCH_NORM_FWD, flat_launch(total), &args)?;
     }
 
     // Inputs are x, then gamma and beta where given, as on the CPU.
@@ -148,14 +151,11 @@ pub(super) fn batch_norm2d(
     let bi = beta.map(|_| inputs.len() - 1);
     let saved = x.detach();
     let g_saved = gamma.map(Tensor::detach);
-    let training = cfg.training as i32;
+    let training = Arg::flag(cfg.training);
     let out = Tensor::from_gpu(y, x.shape());
     Ok(tape::record(OP, out, &inputs, move |dy, needs| {
         let gpu = cuda::gpu()?;
-        let dyb = dy.gpu_buf().ok_or_else(|| Error::Device {
-            op: OP,
-            msg: "the gradient of a CUDA output is on the CPU".into(),
-        })?;
+        let [dyb, xb] = operands(OP, [dy, &saved])?.cuda(OP)?;
         // Every element is written below unless the batch is empty: then the sums are 0.
         let per_channel = || {
             if total > 0 {
@@ -164,46 +164,41 @@ pub(super) fn batch_norm2d(
                 gpu.zeros(c)
             }
         };
-        let (xb, dgamma, dbeta) = (buf(&saved), per_channel()?, per_channel()?);
+        let (dgamma, dbeta) = (per_channel()?, per_channel()?);
         let coef = gpu.alloc(3 * c)?;
         let dx = gpu.alloc(total)?;
         if total > 0 && c > 0 {
             let partial = gpu.alloc(4 * c * s)?;
             let mut args = vec![dyb.arg(), xb.arg(), mean.arg(), partial.arg()];
             args.extend(dims);
-            args.push(Arg::I32(s as i32));
-            gpu.launch(
-                FAMILY,
-                "batch_norm_bwd_partial_f32",
-                partial_launch(s, c),
-                &args,
-            )?;
+            args.push(Arg::int("splits", s)?);
+            gpu.launch(kernels::BATCH_NORM_BWD_PARTIAL, partial_launch(s, c), &args)?;
             let args = [
                 partial.arg(),
-                Arg::I32(s as i32),
-                Arg::I32(m as i32),
-                Arg::I32(training),
+                Arg::int("splits", s)?,
+                Arg::int("m", m)?,
+                training,
                 invstd.arg(),
-                ptr(g_saved.as_ref()),
+                ptr(g_saved.as_ref())?,
                 dgamma.arg(),
                 dbeta.arg(),
                 coef.arg(),
-                Arg::I32(c as i32),
+                Arg::int("channels", c)?,
             ];
-            gpu.launch(FAMILY, "batch_norm_bwd_coef_f32", Launch::elems(c), &args)?;
+            gpu.launch(kernels::BATCH_NORM_BWD_COEF, Launch::elems(c), &args)?;
             let args = [
                 dyb.arg(),
                 xb.arg(),
                 mean.arg(),
                 invstd.arg(),
                 coef.arg(),
-                Arg::I32(training),
+                training,
                 dx.arg(),
-                Arg::I32(c as i32),
-                Arg::I32(hw as i32),
-                Arg::I32(total as i32),
+                Arg::int("channels", c)?,
+                Arg::int("hw", hw)?,
+                Arg::int("n", total)?,
             ];
-            gpu.launch(FAMILY, "batch_norm_bwd_dx_f32", flat_launch(total), &args)?;
+            gpu.launch(kernels::BATCH_NORM_BWD_DX, flat_launch(total), &args)?;
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; needs.len()];
         if needs[0] {
@@ -237,8 +232,8 @@ fn stats(
     let args = [
         *psum,
         *psq,
-        Arg::I32(splits as i32),
-        Arg::I32(m as i32),
+        Arg::int("splits", splits)?,
+        Arg::int("m", m)?,
         Arg::F32(cfg.momentum),
         Arg::F32(cfg.eps),
         running[0],
@@ -247,7 +242,7 @@ fn stats(
         invstd.arg(),
         running_new[0],
         running_new[1],
-        Arg::I32(c as i32),
+        Arg::int("channels", c)?,
     ];
-    cuda::gpu()?.launch(FAMILY, "batch_norm_stats_f32", Launch::elems(c), &args)
+    cuda::gpu()?.launch(kernels::BATCH_NORM_STATS, Launch::elems(c), &args)
 }

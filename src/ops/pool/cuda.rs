@@ -4,19 +4,16 @@
 //! element), so gradients are deterministic.
 
 use super::Window;
-use crate::device::cuda::{self, Arg, GpuBuf, Launch};
+use crate::device::cuda::{self, kernels, Arg, GpuBuf, Kernel, Launch};
 use crate::error::{Error, Result};
+use crate::ops::operands;
 use crate::tape;
 use crate::tensor::Tensor;
 
-const FAMILY: &str = "pool";
-
 /// The upstream gradient's device buffer; a gradient on another device is an error.
 fn grad_buf<'a>(op: &'static str, g: &'a Tensor) -> Result<&'a GpuBuf> {
-    g.gpu_buf().ok_or_else(|| Error::Device {
-        op,
-        msg: "the gradient of a CUDA output is on the CPU".into(),
-    })
+    let [b] = operands(op, [g])?.cuda(op)?;
+    Ok(b)
 }
 
 /// The kernels index with `int`: `n` elements (the larger of input and output) must fit.
@@ -35,23 +32,32 @@ fn fits_int(op: &'static str, x: &Tensor, n: usize) -> Result<()> {
 /// `[o·s − lo, o·s + hi)`), with padding, kernel and stride clamped so that they fit in an `int`
 /// yet give every output the same in-bounds window (a window reaching past the plane on either
 /// side is clipped to it anyway).
-fn geometry(win: &Window) -> [Arg; 7] {
+fn geometry(win: &Window) -> Result<[Arg; 7]> {
     let len = win.h.max(win.w);
     let stride = win.stride.min(len + 1);
     let lo = win.padding.min((win.oh.max(win.ow) - 1) * stride);
     let hi = (win.kernel - win.padding).min(len);
-    [win.h, win.w, win.oh, win.ow, stride, lo, hi].map(|v| Arg::I32(v as i32))
+    let [h, w, oh, ow] = [win.h, win.w, win.oh, win.ow];
+    Ok([
+        Arg::int("h", h)?,
+        Arg::int("w", w)?,
+        Arg::int("oh", oh)?,
+        Arg::int("ow", ow)?,
+        Arg::int("stride", stride)?,
+        Arg::int("padding", lo)?,
+        Arg::int("kernel", hi)?,
+    ])
 }
 
 /// Launches `kernel` over `n` threads with `bufs`, then the geometry, then `n`.
-fn launch(kernel: &'static str, bufs: &[&GpuBuf], win: &Window, n: usize) -> Result<()> {
+fn launch(kernel: Kernel, bufs: &[&GpuBuf], win: &Window, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
     let mut args: Vec<Arg> = bufs.iter().map(|b| b.arg()).collect();
-    args.extend(geometry(win));
-    args.push(Arg::I32(n as i32));
-    cuda::gpu()?.launch(FAMILY, kernel, Launch::elems(n), &args)
+    args.extend(geometry(win)?);
+    args.push(Arg::int("n", n)?);
+    cuda::gpu()?.launch(kernel, Launch::elems(n), &args)
 }
 
 /// [`super::max_pool2d`] on the GPU.
@@ -60,13 +66,13 @@ pub(super) fn max_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) ->
     fits_int("max_pool2d", x, n_out)?;
     let gpu = cuda::gpu()?;
     let (y, arg) = (gpu.alloc(n_out)?, gpu.alloc(n_out)?);
-    launch("max_pool_fwd_f32", &[xb, &y, &arg], &win, n_out)?;
+    launch(kernels::MAX_POOL_FWD, &[xb, &y, &arg], &win, n_out)?;
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_gpu(y, &win.out_shape(x));
     Ok(tape::record("max_pool2d", out, &[x], move |g, _| {
         let dx = cuda::gpu()?.alloc(n_in)?;
         launch(
-            "max_pool_bwd_f32",
+            kernels::MAX_POOL_BWD,
             &[grad_buf("max_pool2d", g)?, &arg, &dx],
             &win,
             n_in,
@@ -81,13 +87,13 @@ pub(super) fn avg_pool2d(x: &Tensor, xb: &GpuBuf, planes: usize, win: Window) ->
     fits_int("avg_pool2d", x, n_out)?;
     let gpu = cuda::gpu()?;
     let y = gpu.alloc(n_out)?;
-    launch("avg_pool_fwd_f32", &[xb, &y], &win, n_out)?;
+    launch(kernels::AVG_POOL_FWD, &[xb, &y], &win, n_out)?;
     let in_shape = x.shape().to_vec();
     let out = Tensor::from_gpu(y, &win.out_shape(x));
     Ok(tape::record("avg_pool2d", out, &[x], move |g, _| {
         let dx = cuda::gpu()?.alloc(n_in)?;
         launch(
-            "avg_pool_bwd_f32",
+            kernels::AVG_POOL_BWD,
             &[grad_buf("avg_pool2d", g)?, &dx],
             &win,
             n_in,
@@ -107,16 +113,11 @@ pub(super) fn global_avg_pool(x: &Tensor, xb: &GpuBuf, planes: usize, hw: usize)
     let args = [
         xb.arg(),
         y.arg(),
-        Arg::I32(hw as i32),
-        Arg::I32(planes as i32),
+        Arg::int("hw", hw)?,
+        Arg::int("planes", planes)?,
     ];
     if planes > 0 {
-        gpu.launch(
-            FAMILY,
-            "global_avg_pool_fwd_f32",
-            Launch::rows(blocks),
-            &args,
-        )?;
+        gpu.launch(kernels::GLOBAL_AVG_POOL_FWD, Launch::rows(blocks), &args)?;
     }
     let in_shape = x.shape().to_vec();
     let s = x.shape();
@@ -126,9 +127,9 @@ pub(super) fn global_avg_pool(x: &Tensor, xb: &GpuBuf, planes: usize, hw: usize)
         let n = planes * hw;
         let dx = gpu.alloc(n)?;
         let g = grad_buf("global_avg_pool", g)?;
-        let args = [g.arg(), dx.arg(), Arg::I32(hw as i32), Arg::I32(n as i32)];
+        let args = [g.arg(), dx.arg(), Arg::int("hw", hw)?, Arg::int("n", n)?];
         if n > 0 {
-            gpu.launch(FAMILY, "global_avg_pool_bwd_f32", Launch::elems(n), &args)?;
+            gpu.launch(kernels::GLOBAL_AVG_POOL_BWD, Launch::elems(n), &args)?;
         }
         Ok(vec![Some(Tensor::from_gpu(dx, &in_shape))])
     }))
