@@ -155,12 +155,7 @@ pub fn run_cli(a: &NasArgs) -> Result<()> {
     }
     let result = match &a.resume {
         Some(dir) => {
-            let path = dir.join(super::log::CONFIG);
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let cfg: NasConfig = serde_json::from_str(&text)
-                .map_err(|e| Error::data(&path, format!("bad nas config: {e}")))?;
-            cfg.validate()
-                .map_err(|e| Error::data(&path, e.to_string()))?;
+            let cfg = super::log::read_config(dir)?;
             run::run(&cfg, Some(dir), true)?
         }
         None => run::run(&config(a)?, a.out.as_deref(), false)?,

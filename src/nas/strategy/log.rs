@@ -84,6 +84,17 @@ fn parse_log(path: &Path, text: &str, cfg: &NasConfig) -> Result<Vec<Vec<QueryLi
     Ok(runs)
 }
 
+/// A job folder's `config.json`, validated.
+pub fn read_config(dir: &Path) -> Result<NasConfig> {
+    let path = dir.join(CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: NasConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::data(&path, format!("bad nas config: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Error::data(&path, e.to_string()))?;
+    Ok(cfg)
+}
+
 impl Folder {
     /// Opens `dir` for the job `cfg`: a fresh job writes its config and clears old files; a
     /// resumed one keeps the log's complete lines. Returns the logged lines by run.
@@ -95,6 +106,12 @@ impl Folder {
         let log_path = dir.join(LOG);
         let state = dir.join(STATE);
         let logged = if resume {
+            if read_config(dir)? != *cfg {
+                return Err(Error::data(
+                    dir.join(CONFIG),
+                    "the folder holds another job (its config differs from this one)",
+                ));
+            }
             let text = match std::fs::read_to_string(&log_path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
