@@ -207,22 +207,21 @@ fn fails_with(args: &[&str], want: &str) {
 fn bad_input_is_one_line_and_exit_1() {
     let Some(t) = table() else { return };
     let t = t.to_str().unwrap();
-    fails_with(
-        &["nas", "--benchmark", t, "--budget", "0"],
-        "--budget must be at least 1",
-    );
-    fails_with(
-        &["nas", "--benchmark", t, "--strategy", "annealing"],
-        "unknown --strategy `annealing`; expected one of random, evolution, bo, rl",
-    );
-    fails_with(
-        &["nas", "--benchmark", t, "--signal", "cifar10_valid_7ep"],
-        "has no column `cifar10_valid_7ep`",
-    );
-    fails_with(
-        &["nas", "--benchmark", t, "--crossover", "1.5"],
-        "--crossover is a probability",
-    );
+    let cases = [
+        (["--budget", "0"], "--budget must be at least 1"),
+        (
+            ["--strategy", "annealing"],
+            "unknown --strategy `annealing`; expected one of random, evolution, bo, rl",
+        ),
+        (
+            ["--signal", "cifar10_valid_7ep"],
+            "has no column `cifar10_valid_7ep`",
+        ),
+        (["--crossover", "1.5"], "--crossover is a probability"),
+    ];
+    for (flags, want) in cases {
+        fails_with(&[&["nas", "--benchmark", t], &flags[..]].concat(), want);
+    }
     // A table without the 12-epoch column, asked for protocol B.
     let dir = tmp("columns");
     std::fs::create_dir_all(&dir).unwrap();
