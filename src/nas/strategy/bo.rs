@@ -74,7 +74,7 @@ impl Bo {
             .filter(|gp| !refit_due(n) && gp.kernel == self.kernel);
         let gp = match grown {
             Some(mut gp) => {
-                for (c, _) in &self.history[gp.len()..] {
+                for (c, _) in &self.history[gp.points()..] {
                     if !gp.push(space.features(c)) {
                         return None;
                     }

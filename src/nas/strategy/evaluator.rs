@@ -64,13 +64,8 @@ impl<E> Cached<E> {
 impl<A: std::fmt::Display, E: Evaluator<A>> Evaluator<A> for Cached<E> {
     fn signal(&self, arch: &A) -> Result<f64> {
         let key = arch.to_string();
-        if let Some(&v) = self
-            .signals
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).copied())
-            .as_ref()
-        {
+        let hit = self.signals.lock().ok().and_then(|m| m.get(&key).copied());
+        if let Some(v) = hit {
             return Ok(v);
         }
         // Evaluated outside the lock: a real training trial must not block the other runs.

@@ -53,8 +53,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
         .sum();
     let mut acc = [0.0; 4];
     for (x, y) in a4.zip(b4) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
@@ -75,8 +75,9 @@ fn backward(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
     let mut z = b.to_vec();
     for i in (0..l.len()).rev() {
         z[i] /= l[i][i];
-        for j in 0..i {
-            z[j] -= l[i][j] * z[i];
+        let zi = z[i];
+        for (zj, lij) in z[..i].iter_mut().zip(&l[i][..i]) {
+            *zj -= lij * zi;
         }
     }
     z
@@ -96,7 +97,8 @@ impl Gp {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many inputs the posterior holds.
+    pub fn points(&self) -> usize {
         self.x.len()
     }
 
