@@ -51,6 +51,9 @@ pub enum Command {
     /// The NAS-Bench-201 tabular benchmark.
     #[command(subcommand)]
     Nb201(Nb201Command),
+    /// Search by queries: random search, regularised evolution / GA, Bayesian optimisation or
+    /// REINFORCE, scored by the NAS-Bench-201 table.
+    Nas(crate::nas::strategy::cli::NasArgs),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -749,6 +752,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Report(a) => run_report(a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
+        Command::Nas(a) => crate::nas::strategy::cli::run_cli(&a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)

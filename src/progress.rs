@@ -17,6 +17,8 @@ pub struct Progress {
     start: Instant,
     last_line: Instant,
     images_per_step: usize,
+    /// What the rate counts: images by default.
+    unit: &'static str,
 }
 
 impl Progress {
@@ -36,7 +38,14 @@ impl Progress {
             start: now,
             last_line: now,
             images_per_step,
+            unit: "img",
         }
+    }
+
+    /// Shows the rate in `unit`s per second (e.g. queries) instead of images.
+    pub fn unit(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
     }
 
     /// Moves to step `pos` with a status message.
@@ -48,14 +57,15 @@ impl Progress {
                 self.last_line = Instant::now();
                 let eta = secs / pos.max(1) as f64 * self.steps.saturating_sub(pos) as f64;
                 eprintln!(
-                    "{} {pos}/{} {msg} {rate:.0} img/s eta {eta:.0}s",
-                    self.prefix, self.steps
+                    "{} {pos}/{} {msg} {rate:.0} {}/s eta {eta:.0}s",
+                    self.prefix, self.steps, self.unit
                 );
             }
             return;
         }
         self.bar.set_position(pos as u64);
-        self.bar.set_message(format!("{msg} {rate:.0} img/s"));
+        self.bar
+            .set_message(format!("{msg} {rate:.0} {}/s", self.unit));
     }
 
     pub fn finish(&self) {

@@ -9,6 +9,7 @@ pub mod operations;
 pub mod primitives;
 pub mod search;
 pub mod space;
+pub mod strategy;
 pub mod supernet;
 
 pub use genotype::Genotype;

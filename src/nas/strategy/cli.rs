@@ -1,0 +1,171 @@
+//! `darts nas`: its flags and the glue from them to [`run::run`](super::run::run).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::run::{self, NasConfig, NasResult};
+use super::{StrategyKind, StrategyParams};
+use crate::bench201::Bench201;
+use crate::error::{Error, Result};
+use crate::nas::space::Space;
+
+#[derive(Args, Debug)]
+pub struct NasArgs {
+    /// random | evolution | bo | rl (REINFORCE).
+    #[arg(long, default_value = "evolution")]
+    pub strategy: String,
+    /// Search space; nb201 is scored by the NAS-Bench-201 table.
+    #[arg(long, value_enum, default_value_t = Space::Nb201)]
+    pub space: Space,
+    /// Queries per run (repeats count, as in the NB201 protocol).
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// Independent runs (seeds), reported as mean ± std.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The table column the strategy sees: cifar10_valid (200 epochs) or e.g. cifar10_valid_12ep.
+    #[arg(long, default_value = "cifar10_valid")]
+    pub signal: String,
+    /// The column the final report shows for each run's best-by-signal arch.
+    #[arg(long, default_value = "cifar10_test")]
+    pub test_column: String,
+    /// Evolution: population size.
+    #[arg(long, default_value_t = 10)]
+    pub population: usize,
+    /// Evolution: tournament size.
+    #[arg(long, default_value_t = 3)]
+    pub sample: usize,
+    /// Evolution: probability of a uniform crossover of two tournament winners (the GA).
+    #[arg(long, default_value_t = 0.0)]
+    pub crossover: f64,
+    /// REINFORCE: Adam learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// REINFORCE: momentum of the moving-average baseline.
+    #[arg(long, default_value_t = 0.9)]
+    pub baseline_momentum: f64,
+    /// BO: random queries before the GP proposes.
+    #[arg(long, default_value_t = 10)]
+    pub initial: usize,
+    /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
+    #[arg(long)]
+    pub benchmark: Option<PathBuf>,
+    /// Run folder: config.json, queries.jsonl, checkpoints, result.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue a killed job from its folder (its config.json holds every other setting).
+    #[arg(long, conflicts_with_all = [
+        "strategy", "space", "budget", "runs", "seed", "signal", "test_column", "population",
+        "sample", "crossover", "lr", "baseline_momentum", "initial", "benchmark", "out",
+    ])]
+    pub resume: Option<PathBuf>,
+    /// Worker threads for the parallel runs [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--strategy`'s value; parsed here so that an unknown name is a one-line error like the others.
+fn strategy_kind(name: &str) -> Result<StrategyKind> {
+    use clap::ValueEnum;
+    StrategyKind::from_str(name, true).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl"
+        ))
+    })
+}
+
+/// The job the flags describe, validated.
+pub fn config(a: &NasArgs) -> Result<NasConfig> {
+    let benchmark = match &a.benchmark {
+        Some(p) => p.clone(),
+        None => Bench201::default_path()?,
+    };
+    let cfg = NasConfig {
+        strategy: strategy_kind(&a.strategy)?,
+        space: a.space,
+        budget: a.budget,
+        runs: a.runs,
+        seed: a.seed,
+        signal: a.signal.clone(),
+        test: a.test_column.clone(),
+        // Absolute, so that a resume from another directory reads the same table.
+        benchmark: std::path::absolute(&benchmark).map_err(|e| Error::io(&benchmark, e))?,
+        params: StrategyParams {
+            population: a.population,
+            sample: a.sample,
+            crossover: a.crossover,
+            lr: a.lr,
+            baseline_momentum: a.baseline_momentum,
+            initial: a.initial,
+        },
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The human-readable summary: the numbers, then the mean best-so-far curve at a few budgets.
+fn render(r: &NasResult) -> String {
+    let mut out = format!(
+        "{} on {} ({} runs x {} queries, signal {}): {} {:.2} ± {:.2} %\n",
+        r.strategy,
+        r.space,
+        r.runs,
+        r.budget,
+        r.signal,
+        r.test,
+        r.mean_test_accuracy,
+        r.std_test_accuracy
+    );
+    out += &format!(
+        "best arch {} ({} {:.2} %)\n",
+        r.best_arch, r.test, r.best_test_accuracy
+    );
+    out += &format!(
+        "{} queries ({} distinct archs) in {:.2} s\n",
+        r.queries, r.distinct_archs, r.seconds
+    );
+    let marks = [10, 25, 50, 100, 200, 300, 500, 1000];
+    let shown: Vec<String> = marks
+        .iter()
+        .filter(|&&q| q < r.budget)
+        .chain(std::iter::once(&r.budget))
+        .map(|&q| format!("{q}: {:.2}", r.mean_curve[q - 1]))
+        .collect();
+    out += &format!("mean best-so-far {}: {}\n", r.test, shown.join("  "));
+    out
+}
+
+/// `darts nas`.
+pub fn run_cli(a: &NasArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        // A second build (a test calling twice) keeps the first pool; that is harmless here.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    let result = match &a.resume {
+        Some(dir) => {
+            let cfg = super::log::read_config(dir)?;
+            run::run(&cfg, Some(dir), true)?
+        }
+        None => run::run(&config(a)?, a.out.as_deref(), false)?,
+    };
+    if a.json {
+        let s = serde_json::to_string(&result)
+            .map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
+        println!("{s}");
+    } else {
+        print!("{}", render(&result));
+    }
+    Ok(())
+}
