@@ -128,6 +128,16 @@ impl SearchConfig {
 
     /// The alphas' softmax temperature `progress` (0..=1) of the way through `epoch`: 1 in the
     /// warm-up, then `arch_temperature^p` where `p` is the fraction of the search epochs done.
+    ///
+    /// ```
+    /// use darts::data::{DataSpec, DatasetKind};
+    /// use darts::nas::{search::SearchConfig, space::Space};
+    /// let data = DataSpec { kind: DatasetKind::Builtin, dir: None };
+    /// let cfg = SearchConfig { epochs: 3, warmup_epochs: 1, arch_temperature: 0.25, ..SearchConfig::recipe(Space::Darts, data) };
+    /// assert_eq!(cfg.temperature_at(0, 1.0), 1.0);
+    /// assert_eq!(cfg.temperature_at(2, 0.0), 0.5);
+    /// assert_eq!(cfg.temperature_at(2, 1.0), 0.25);
+    /// ```
     pub fn temperature_at(&self, epoch: usize, progress: f32) -> f32 {
         let searched = epoch as f32 + progress - self.warmup_epochs as f32;
         let span = (self.epochs - self.warmup_epochs).max(1) as f32;
@@ -501,8 +511,17 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
     };
     let train_loader = loader(split.weights, cfg.seed)?;
     let val_loader = loader(split.arch, data::seed::derive(cfg.seed, 1))?;
-    // The temperature is a function of the schedule: a resumed run picks it up where it was.
-    run.net.alphas.temperature = cfg.temperature_at(run.epochs_done, 0.0);
+    // The temperature schedule runs over full epochs: --max-steps cuts an epoch short but does
+    // not compress the anneal, so a run too short to have moved the alphas is not sharpened
+    // into looking decided.
+    let full = train_loader.num_batches();
+    let steps = full.min(cfg.max_steps.unwrap_or(usize::MAX));
+    let progress = |step: usize| step as f32 / full as f32;
+    // A function of the schedule: a resumed run picks it up where the last epoch left it.
+    run.net.alphas.temperature = match run.epochs_done {
+        0 => 1.0,
+        done => cfg.temperature_at(done - 1, progress(steps)),
+    };
     let params = param_count(&run.net);
     let mut last = None;
     for epoch in run.epochs_done..cfg.epochs {
@@ -510,9 +529,6 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         let lr = cosine_lr(cfg.lr, cfg.lr_min, epoch, cfg.epochs);
         run.sgd.set_lr(lr)?;
         let mut ctx = Ctx::new(true, cfg.seed.wrapping_add(epoch as u64));
-        let steps = train_loader
-            .num_batches()
-            .min(cfg.max_steps.unwrap_or(usize::MAX));
         let mut bar = Progress::new(
             format!(
                 "{} {}/{}",
@@ -536,8 +552,7 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         };
         let warmup = epoch < cfg.warmup_epochs;
         for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
-            run.net.alphas.temperature =
-                cfg.temperature_at(epoch, (step + 1) as f32 / steps as f32);
+            run.net.alphas.temperature = cfg.temperature_at(epoch, progress(step + 1));
             let images = batch.images_on(cfg.device)?;
             let train = Batch {
                 images: &images,
@@ -667,7 +682,13 @@ fn summarise_alphas(run: &Run) -> Result<(Vec<EdgeMargin>, bool)> {
     let skip_none = spec.space == Space::Darts;
     let mut all = margins::margins("normal", &wn, &spec.primitives, skip_none);
     all.extend(margins::margins("reduce", &wr, &spec.primitives, skip_none));
-    eprintln!("alphas (kept op, its weight, margin over the runner-up):");
+    let tau = run.net.alphas.temperature;
+    let at = if tau == 1.0 {
+        String::new()
+    } else {
+        format!(", softmax at temperature {tau:.2}")
+    };
+    eprintln!("alphas (kept op, its weight, margin over the runner-up{at}):");
     for m in &all {
         eprintln!(
             "  {} edge {:>2}: {:<13} {:.3}  +{:.3} over {}",
