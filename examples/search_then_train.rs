@@ -44,6 +44,8 @@ fn main() -> darts::Result<()> {
         seed: 0,
         eval_every_epoch: true,
         max_steps: None,
+        valid_fraction: 0.0,
+        stop_after: None,
         device: darts::Device::Cpu,
     };
     let train_dir = root.join("train");

@@ -54,6 +54,9 @@ pub enum Command {
     /// Search by queries: random search, regularised evolution / GA, Bayesian optimisation or
     /// REINFORCE, scored by the NAS-Bench-201 table.
     Nas(crate::nas::strategy::cli::NasArgs),
+    /// Tune `darts train`'s hyperparameters (random, BO, evolution, RL) with successive halving;
+    /// writes the best configuration for `darts train --config`.
+    Hpo(crate::nas::strategy::hpo_run::HpoArgs),
 }
 
 /// Dataset selection shared by the subcommands that read data.
@@ -69,7 +72,7 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn spec(&self) -> DataSpec {
+    pub(crate) fn spec(&self) -> DataSpec {
         DataSpec {
             kind: self.dataset,
             dir: self.data_dir.clone(),
@@ -264,6 +267,17 @@ pub struct TrainArgs {
     /// evaluated whole.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Hold out this fraction of the training set (seeded) and report its accuracy after every
+    /// epoch, the number a tuner may see (0 = no validation set).
+    #[arg(long, default_value_t = 0.0)]
+    pub valid_fraction: f32,
+    /// Stop after this many epochs of the --epochs schedule; `--resume` continues the run.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// A training config JSON (a run's config.json, `darts hpo`'s best_config.json); flags
+    /// given explicitly override its fields.
+    #[arg(long, conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
     /// Run folder: config.json, genotype.json, train.jsonl, model.safetensors, results.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -537,7 +551,7 @@ pub(crate) fn search_config(a: &SearchArgs) -> Result<SearchConfig> {
 
 /// Flags that a resumed run applies; every other flag would be silently overridden by the
 /// run's saved `config.json`, so giving one is an error.
-const RESUME_FLAGS: [&str; 5] = ["resume", "threads", "device", "tf32", "json"];
+const RESUME_FLAGS: [&str; 6] = ["resume", "threads", "device", "tf32", "json", "stop_after"];
 
 fn check_resume_flags(cmd: &clap::Command, m: &ArgMatches) -> Result<()> {
     let ignored: Vec<String> = cmd
@@ -605,15 +619,21 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
     }
     set_threads(a.threads)?;
     let device = a.device.start()?;
-    let (mut cfg, out, resume) = match &a.resume {
-        Some(dir) => (
+    let (mut cfg, out, resume) = match (&a.resume, &a.config) {
+        (Some(dir), _) => (
             resumed_config(dir, TrainConfig::validate)?,
             Some(dir.clone()),
             true,
         ),
-        None => (train_config(&a)?, a.out.clone(), false),
+        (None, Some(file)) => (
+            crate::train_file::merge(file, train_config(&a)?, m)?,
+            a.out.clone(),
+            false,
+        ),
+        (None, None) => (train_config(&a)?, a.out.clone(), false),
     };
     cfg.device = device;
+    cfg.stop_after = a.stop_after;
     let result = crate::train::run(cfg, out.as_deref(), resume)?;
     if a.json {
         print_json(&result)
@@ -629,6 +649,16 @@ fn run_train(a: TrainArgs, m: &ArgMatches) -> Result<()> {
         );
         Ok(())
     }
+}
+
+/// `darts train`'s flags with none given, for `space`: what the proxy trials of `darts nas`
+/// and `darts hpo` fill in and pass to [`train_config`], so they train with its defaults.
+pub(crate) fn default_train_args(space: Space) -> Result<TrainArgs> {
+    let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+    let space = space.to_string();
+    cmd.try_get_matches_from(["train", "--space", space.as_str()])
+        .and_then(|m| TrainArgs::from_arg_matches(&m))
+        .map_err(|e| Error::InvalidArgument(format!("darts train's defaults: {e}")))
 }
 
 /// The training config that `darts train` flags describe, with the chosen space's recipe (and
@@ -691,6 +721,8 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         eval_every_epoch: a.eval_every_epoch,
         max_steps: a.max_steps,
+        valid_fraction: a.valid_fraction,
+        stop_after: a.stop_after,
         device: crate::Device::Cpu,
     };
     cfg.validate()?;
@@ -753,6 +785,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
         Command::Nas(a) => crate::nas::strategy::cli::run_cli(&a),
+        Command::Hpo(a) => crate::nas::strategy::hpo_run::run_cli(&a),
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)

@@ -30,6 +30,7 @@ pub mod report;
 pub mod tape;
 pub mod tensor;
 pub mod train;
+pub mod train_file;
 pub mod validate;
 
 pub use device::Device;

@@ -125,7 +125,7 @@ pub fn evaluate<M>(
 }
 
 /// Everything that defines a training run of a genotype; saved as `config.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub data: DataSpec,
     /// The data files the run read, filled in when it starts (configs written before this was
@@ -156,6 +156,14 @@ pub struct TrainConfig {
     /// Stop each epoch after this many steps (quick experiments and tests); the test set is
     /// always evaluated whole.
     pub max_steps: Option<usize>,
+    /// Fraction of the training set held out (seeded) as a validation set, scored after every
+    /// epoch: the signal a search or a tuner may see, so that the test set stays unseen.
+    #[serde(default)]
+    pub valid_fraction: f32,
+    /// Stop after this many epochs of the `epochs`-long schedule, checkpointed so `--resume`
+    /// continues it (successive halving's rungs): a choice of this process, not of the run.
+    #[serde(skip, default)]
+    pub stop_after: Option<usize>,
     /// Where to compute (`--device`): a choice of this process, not part of the saved run.
     #[serde(skip, default)]
     pub device: crate::Device,
@@ -176,6 +184,12 @@ impl TrainConfig {
             v::count("max-steps", s)?;
         }
         v::positive("lr", self.lr)?;
+        if let Some(s) = self.stop_after {
+            v::count("stop-after", s)?;
+        }
+        if self.valid_fraction != 0.0 {
+            v::open_unit("valid-fraction", self.valid_fraction)?;
+        }
         v::unit("momentum", self.momentum)?;
         v::non_negative("weight-decay", self.weight_decay)?;
         v::positive("grad-clip", self.grad_clip)?;
@@ -187,6 +201,8 @@ impl TrainConfig {
 /// What `darts train` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainResult {
+    /// On the held-out part of the training set (`valid_fraction`), after the last epoch run.
+    pub valid_accuracy: Option<f32>,
     pub test_accuracy: f32,
     pub test_loss: f32,
     pub train_accuracy: f32,
@@ -209,6 +225,8 @@ struct TrainEpochLog {
     drop_path: f32,
     train_loss: f32,
     train_accuracy: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_accuracy: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     test_loss: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,12 +387,19 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         data_files: source::files_to_record(&cfg.data_files, &splits.files, resume),
         ..cfg
     };
-    data::split::check_batch_size(cfg.batch_size, &[("training set", splits.train.len())])?;
+    let (train, valid) = if cfg.valid_fraction > 0.0 {
+        let (t, v) =
+            data::split::train_test_split(&splits.train, cfg.valid_fraction.into(), cfg.seed)?;
+        (t, Some(v))
+    } else {
+        (splits.train, None)
+    };
+    data::split::check_batch_size(cfg.batch_size, &[("training set", train.len())])?;
     let memory_estimate = memory::check_run("train", cfg.device, || {
-        memory_estimate(&cfg, &splits.train.shape())
+        memory_estimate(&cfg, &train.shape())
     })?;
     let peak = memory::PeakMeter::start(cfg.device)?;
-    let train = Arc::new(splits.train);
+    let train = Arc::new(train);
     let test = Arc::new(splits.test);
     let mut net = build_network(&cfg, &train.shape())?;
     let params = net.param_count_without_auxiliary();
@@ -419,6 +444,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             ..LoaderConfig::new(cfg.batch_size)
         },
     )?;
+    let valid_loader = valid
+        .map(|v| in_order_loader(Arc::new(v), norm.clone(), cfg.batch_size))
+        .transpose()?;
     let test_loader = in_order_loader(test.clone(), norm, cfg.batch_size)?;
     let steps = loader
         .num_batches()
@@ -426,7 +454,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
     let total_steps = steps * cfg.epochs;
     let mut last_train_acc = f32::NAN;
     let mut test_result = None;
-    for epoch in state.epochs_done..cfg.epochs {
+    let mut valid_accuracy = None;
+    let last = cfg.epochs.min(cfg.stop_after.unwrap_or(usize::MAX));
+    for epoch in state.epochs_done..last {
         let start = Instant::now();
         net.drop_path_prob = cfg.drop_path * epoch as f32 / cfg.epochs as f32;
         let mut ctx = Ctx::new(true, crate::data::seed::derive(cfg.seed, 1 + epoch as u64));
@@ -451,6 +481,12 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         let secs = start.elapsed().as_secs_f64();
         crate::ops::prof::report(steps);
         let last_epoch = epoch + 1 == cfg.epochs;
+        if let Some(l) = &valid_loader {
+            let acc = evaluate(&mut net, cfg.device, l.epoch(0)?, |n, x, c| {
+                Ok(n.forward(x, c)?.0)
+            })?;
+            valid_accuracy = Some(acc.1);
+        }
         let test_now = if cfg.eval_every_epoch || last_epoch {
             let batches = test_loader.epoch(0)?;
             Some(evaluate(&mut net, cfg.device, batches, |n, x, c| {
@@ -469,6 +505,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             drop_path: net.drop_path_prob,
             train_loss: meter.loss(),
             train_accuracy: meter.accuracy(),
+            valid_accuracy,
             test_loss: test_now.map(|t| t.0),
             test_accuracy: test_now.map(|t| t.1),
             images_per_second: meter.seen() as f64 / secs,
@@ -501,6 +538,7 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
         })?,
     };
     let result = TrainResult {
+        valid_accuracy,
         test_accuracy,
         test_loss,
         train_accuracy: last_train_acc,

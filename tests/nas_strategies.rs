@@ -37,7 +37,9 @@ fn config(
         seed,
         signal: "cifar10_valid".into(),
         test: "cifar10_test".into(),
-        benchmark: table.to_path_buf(),
+        benchmark: Some(table.to_path_buf()),
+        trial: None,
+        workers: 1,
         params: StrategyParams::default(),
     }
 }

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::run::{self, NasConfig, NasResult};
+use super::trial::TrialSettings;
 use super::{StrategyKind, StrategyParams};
 use crate::bench201::Bench201;
+use crate::cli::DataArgs;
 use crate::error::{Error, Result};
 use crate::nas::space::Space;
 
@@ -53,6 +55,12 @@ pub struct NasArgs {
     /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
     #[arg(long)]
     pub benchmark: Option<PathBuf>,
+    /// What scores an arch: the table, or a short `darts train` trial per arch
+    /// [default: table for nb201, train for darts].
+    #[arg(long, value_enum)]
+    pub evaluator: Option<EvaluatorKind>,
+    #[command(flatten)]
+    pub trial: TrialArgs,
     /// Run folder: config.json, queries.jsonl, checkpoints, result.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -60,6 +68,8 @@ pub struct NasArgs {
     #[arg(long, conflicts_with_all = [
         "strategy", "space", "budget", "runs", "seed", "signal", "test_column", "population",
         "sample", "crossover", "lr", "baseline_momentum", "initial", "benchmark", "out",
+        "evaluator", "dataset", "data_dir", "proxy_epochs", "max_steps", "channels", "layers",
+        "batch_size", "valid_fraction", "workers", "threads_per_trial", "retries",
     ])]
     pub resume: Option<PathBuf>,
     /// Worker threads for the parallel runs [default: all cores].
@@ -67,6 +77,77 @@ pub struct NasArgs {
     pub threads: Option<usize>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--evaluator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvaluatorKind {
+    Table,
+    Train,
+}
+
+/// The proxy recipe and the processes of training trials (`darts nas --evaluator train`,
+/// `darts hpo`); what is not given is `darts train`'s default for the space and dataset.
+#[derive(Args, Debug)]
+pub struct TrialArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Epochs of each trial.
+    #[arg(long, default_value_t = 3)]
+    pub proxy_epochs: usize,
+    /// Batches per epoch of each trial [default: all].
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Initial channels C of each trial [default: darts train's].
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Cells of each trial [default: darts train's].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Fraction of the training set each trial holds out; its accuracy is the search signal.
+    #[arg(long, default_value_t = 0.2)]
+    pub valid_fraction: f32,
+    /// Trials at once [default: cores / --threads-per-trial].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub threads_per_trial: usize,
+    /// Times a trial whose process died or failed is started again.
+    #[arg(long, default_value_t = 2)]
+    pub retries: usize,
+}
+
+impl TrialArgs {
+    /// The trial settings for `space`, seeded with `seed`.
+    pub fn settings(&self, space: Space, seed: u64) -> Result<TrialSettings> {
+        let mut t = crate::cli::default_train_args(space)?;
+        t.data = self.data.clone();
+        t.epochs = Some(self.proxy_epochs);
+        t.max_steps = self.max_steps;
+        t.channels = self.channels;
+        t.layers = self.layers;
+        t.batch_size = self.batch_size;
+        t.valid_fraction = self.valid_fraction;
+        t.seed = seed;
+        Ok(TrialSettings {
+            recipe: crate::cli::train_config(&t)?,
+            threads_per_trial: self.threads_per_trial,
+            retries: self.retries,
+        })
+    }
+
+    /// `--workers`, or as many trials as the cores hold.
+    pub fn workers(&self) -> Result<usize> {
+        crate::validate::count("threads-per-trial", self.threads_per_trial)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = self
+            .workers
+            .unwrap_or((cores / self.threads_per_trial).max(1));
+        crate::validate::count("workers", n)?;
+        Ok(n)
+    }
 }
 
 /// `--strategy`'s value; parsed here so that an unknown name is a one-line error like the others.
@@ -81,9 +162,31 @@ fn strategy_kind(name: &str) -> Result<StrategyKind> {
 
 /// The job the flags describe, validated.
 pub fn config(a: &NasArgs) -> Result<NasConfig> {
-    let benchmark = match &a.benchmark {
-        Some(p) => p.clone(),
-        None => Bench201::default_path()?,
+    let evaluator = a.evaluator.unwrap_or(match a.space {
+        Space::Nb201 => EvaluatorKind::Table,
+        Space::Darts => EvaluatorKind::Train,
+    });
+    let (benchmark, trial, workers, signal, test) = match evaluator {
+        // There is no DARTS-space table: validate() says so.
+        EvaluatorKind::Table if a.space == Space::Darts => {
+            (None, None, 1, a.signal.clone(), a.test_column.clone())
+        }
+        EvaluatorKind::Table => {
+            let path = match &a.benchmark {
+                Some(p) => p.clone(),
+                None => Bench201::default_path()?,
+            };
+            // Absolute, so that a resume from another directory reads the same table.
+            let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
+            (Some(path), None, 1, a.signal.clone(), a.test_column.clone())
+        }
+        EvaluatorKind::Train => (
+            None,
+            Some(a.trial.settings(a.space, a.seed)?),
+            a.trial.workers()?,
+            "valid_accuracy".into(),
+            "test_accuracy".into(),
+        ),
     };
     let cfg = NasConfig {
         strategy: strategy_kind(&a.strategy)?,
@@ -91,10 +194,11 @@ pub fn config(a: &NasArgs) -> Result<NasConfig> {
         budget: a.budget,
         runs: a.runs,
         seed: a.seed,
-        signal: a.signal.clone(),
-        test: a.test_column.clone(),
-        // Absolute, so that a resume from another directory reads the same table.
-        benchmark: std::path::absolute(&benchmark).map_err(|e| Error::io(&benchmark, e))?,
+        signal,
+        test,
+        benchmark,
+        trial,
+        workers,
         params: StrategyParams {
             population: a.population,
             sample: a.sample,
@@ -129,6 +233,9 @@ fn render(r: &NasResult) -> String {
         "{} queries ({} distinct archs) in {:.2} s\n",
         r.queries, r.distinct_archs, r.seconds
     );
+    if let Some(dir) = &r.best_trial {
+        out += &format!("best trial {}\n", dir.display());
+    }
     let marks = [10, 25, 50, 100, 200, 300, 500, 1000];
     let shown: Vec<String> = marks
         .iter()

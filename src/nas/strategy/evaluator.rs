@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::bench201::Bench201;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nas::space::nb201::Nb201Arch;
 
 /// Scores architectures of type `A` (accuracies in percent).
@@ -16,6 +16,10 @@ pub trait Evaluator<A>: Sync {
     fn signal(&self, arch: &A) -> Result<f64>;
     /// The final, held-out accuracy of a chosen arch (never shown to a strategy).
     fn test(&self, arch: &A) -> Result<f64>;
+    /// The signals of several archs; an evaluator that can score them in parallel does.
+    fn signals(&self, archs: &[A]) -> Result<Vec<f64>> {
+        archs.iter().map(|a| self.signal(a)).collect()
+    }
 }
 
 /// The NAS-Bench-201 table, read by column name.
@@ -59,9 +63,13 @@ impl<E> Cached<E> {
             signals: Mutex::new(HashMap::new()),
         }
     }
+
+    pub fn inner(&self) -> &E {
+        &self.inner
+    }
 }
 
-impl<A: std::fmt::Display, E: Evaluator<A>> Evaluator<A> for Cached<E> {
+impl<A: std::fmt::Display + Clone, E: Evaluator<A>> Evaluator<A> for Cached<E> {
     fn signal(&self, arch: &A) -> Result<f64> {
         let key = arch.to_string();
         let hit = self.signals.lock().ok().and_then(|m| m.get(&key).copied());
@@ -78,5 +86,27 @@ impl<A: std::fmt::Display, E: Evaluator<A>> Evaluator<A> for Cached<E> {
 
     fn test(&self, arch: &A) -> Result<f64> {
         self.inner.test(arch)
+    }
+
+    /// Scores the archs not cached, each distinct one once, in one call of the inner evaluator.
+    fn signals(&self, archs: &[A]) -> Result<Vec<f64>> {
+        let keys: Vec<String> = archs.iter().map(|a| a.to_string()).collect();
+        let known = |k: &String| self.signals.lock().ok().and_then(|m| m.get(k).copied());
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if known(k).is_none() && !missing.iter().any(|&j| keys[j] == *k) {
+                missing.push(i);
+            }
+        }
+        let todo: Vec<A> = missing.iter().map(|&i| archs[i].clone()).collect();
+        let fresh = self.inner.signals(&todo)?;
+        if let Ok(mut m) = self.signals.lock() {
+            for (&i, v) in missing.iter().zip(fresh) {
+                m.insert(keys[i].clone(), v);
+            }
+        }
+        keys.iter()
+            .map(|k| known(k).ok_or_else(|| Error::InvalidArgument(format!("no score for {k}"))))
+            .collect()
     }
 }

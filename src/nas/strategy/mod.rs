@@ -12,11 +12,15 @@ pub mod bo;
 pub mod cli;
 pub mod evaluator;
 pub mod evolution;
+pub mod executor;
 mod gp;
+pub mod hpo;
+pub mod hpo_run;
 pub mod log;
 pub mod reinforce;
 pub mod run;
 pub mod space;
+pub mod trial;
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -27,8 +31,9 @@ pub use space::SearchSpace;
 /// A point of a space: one option index per decision (see [`SearchSpace::dims`]).
 pub type Choices = Vec<usize>;
 
-/// One strategy's contract: propose a candidate, then learn its score (higher is better).
-/// `tell` gets back every candidate `ask` returned, in order, before the next `ask`.
+/// One strategy's contract: propose candidates, then learn their scores (higher is better).
+/// `ask` may be called several times in a row (a batch for parallel trials); `tell` then gets
+/// back every candidate of the batch, in order, before the next `ask`.
 pub trait Strategy {
     fn ask(&mut self, space: &dyn SearchSpace, rng: &mut StdRng) -> Choices;
     fn tell(&mut self, space: &dyn SearchSpace, choices: &[usize], score: f64);

@@ -13,9 +13,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::evaluator::{Cached, Evaluator, TableEvaluator};
-use super::log::{Checkpoint, Folder, QueryLine};
-use super::space::{ArchSpace, Nb201Space};
-use super::{query_rng, AnyStrategy, Strategy, StrategyKind, StrategyParams};
+use super::executor::LocalPool;
+use super::log::{Checkpoint, Folder, QueryLine, CHECKPOINT_EVERY};
+use super::space::{ArchSpace, DartsSpace, Nb201Space};
+use super::trial::{TrainingEvaluator, TrialSettings};
+use super::{query_rng, AnyStrategy, Choices, Strategy, StrategyKind, StrategyParams};
 use crate::bench201::Bench201;
 use crate::error::{Error, Result};
 use crate::nas::space::Space;
@@ -30,13 +32,24 @@ pub struct NasConfig {
     pub budget: usize,
     pub runs: usize,
     pub seed: u64,
-    /// The table column the strategy is told.
+    /// The table column the strategy is told (`valid_accuracy` for training trials).
     pub signal: String,
-    /// The table column the report shows for each run's chosen arch.
+    /// The table column the report shows for each run's chosen arch (`test_accuracy`).
     pub test: String,
-    pub benchmark: PathBuf,
+    /// The NAS-Bench-201 table; `None` when trials are trained instead.
+    pub benchmark: Option<PathBuf>,
+    /// Trained trials (the training evaluator) instead of the table.
+    #[serde(default)]
+    pub trial: Option<TrialSettings>,
+    /// Candidates a run asks for at once and evaluates in parallel (1 asks and tells in turn).
+    #[serde(default = "one")]
+    pub workers: usize,
     #[serde(flatten)]
     pub params: StrategyParams,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl NasConfig {
@@ -50,12 +63,24 @@ impl NasConfig {
         if self.runs == 0 {
             return bad("--runs must be at least 1");
         }
-        if self.space == Space::Darts {
-            return bad(
-                "--space darts needs a training evaluator, which darts nas does not have yet; \
-                 use --space nb201 (scored by the NAS-Bench-201 table)",
-            );
+        match (&self.trial, &self.benchmark) {
+            (Some(t), _) => {
+                t.recipe.validate()?;
+                if t.recipe.valid_fraction <= 0.0 {
+                    return bad(
+                        "training trials need --valid-fraction above 0: the strategy \
+                                must not see the test set",
+                    );
+                }
+                crate::validate::count("threads-per-trial", t.threads_per_trial)?;
+            }
+            (None, _) if self.space == Space::Darts => {
+                return bad("--space darts has no table; use --evaluator train")
+            }
+            (None, Some(_)) => {}
+            (None, None) => return bad("--evaluator table needs --benchmark"),
         }
+        crate::validate::count("workers", self.workers)?;
         if p.population == 0 || p.sample == 0 {
             return bad("--population and --sample must be at least 1");
         }
@@ -108,6 +133,9 @@ pub struct NasResult {
     pub distinct_archs: usize,
     /// Wall time of the search (the table's loading excluded).
     pub seconds: f64,
+    /// The trial folder of the best arch, with training trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_trial: Option<PathBuf>,
     /// After each query, the mean over runs of the best-so-far test accuracy.
     pub mean_curve: Vec<f64>,
     pub per_run: Vec<RunResult>,
@@ -132,7 +160,7 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
         run: usize,
         logged: &[QueryLine],
         checkpoint: Option<Checkpoint>,
-    ) -> Result<RunResult> {
+    ) -> Result<(RunResult, S::Arch)> {
         let cfg = self.cfg;
         let (mut strategy, start) = match checkpoint {
             Some(c) if c.queries <= logged.len() => (c.strategy, c.queries),
@@ -140,60 +168,107 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
         };
         let mut best: Option<(f64, S::Arch, f64)> = None;
         let mut curve = Vec::with_capacity(cfg.budget);
-        for q in 0..cfg.budget {
-            let (arch, signal) = if q < start {
-                (self.space.decode(&logged[q].choices), logged[q].signal)
+        let mut q = 0;
+        while q < cfg.budget {
+            // Batches start at multiples of `workers`, so a checkpoint (taken after a batch)
+            // is never inside one and the replay asks in the same batches.
+            let end = (q + cfg.workers).min(cfg.budget);
+            let batch = if q < start {
+                (q..end)
+                    .map(|k| (self.space.decode(&logged[k].choices), logged[k].signal))
+                    .collect()
             } else {
-                let choices = strategy.ask(self.space, &mut query_rng(cfg.seed, run, q));
-                let arch = self.space.decode(&choices);
-                let signal = match logged.get(q) {
-                    Some(line) if line.choices == choices => line.signal,
-                    Some(line) => {
-                        return Err(Error::InvalidArgument(format!(
-                            "run {run} query {q}: the log has {} but the strategy asks {arch}; \
-                             the log is not this job's",
-                            line.arch
-                        )))
-                    }
-                    None => self.eval.signal(&arch)?,
-                };
-                strategy.tell(self.space, &choices, signal);
-                if let Some(folder) = self.folder.filter(|_| q >= logged.len()) {
-                    let best_signal = best.as_ref().map_or(signal, |b| b.0.max(signal));
-                    folder.log(&QueryLine {
-                        run,
-                        query: q,
-                        arch: arch.to_string(),
-                        choices,
-                        signal,
-                        best_signal,
-                    })?;
-                    if (q + 1) % super::log::CHECKPOINT_EVERY == 0 || q + 1 == cfg.budget {
-                        folder.checkpoint(run, q + 1, &strategy)?;
-                    }
-                }
-                (arch, signal)
+                self.batch(
+                    run,
+                    q..end,
+                    logged,
+                    &mut strategy,
+                    best.as_ref().map(|b| b.0),
+                )?
             };
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.insert(arch.to_string());
+            for (arch, signal) in batch {
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.insert(arch.to_string());
+                }
+                if best.as_ref().is_none_or(|b| signal > b.0) {
+                    let test = self.eval.test(&arch)?;
+                    best = Some((signal, arch, test));
+                }
+                // A budget ≥ 1 has set `best` on the first query.
+                curve.push(best.as_ref().map_or(f64::NAN, |b| b.2));
+                self.tick();
             }
-            if best.as_ref().is_none_or(|b| signal > b.0) {
-                let test = self.eval.test(&arch)?;
-                best = Some((signal, arch, test));
-            }
-            // A budget ≥ 1 has set `best` on the first query.
-            curve.push(best.as_ref().map_or(f64::NAN, |b| b.2));
-            self.tick();
+            q = end;
         }
         let (best_signal, arch, test_accuracy) =
             best.ok_or_else(|| Error::InvalidArgument("--budget must be at least 1".into()))?;
-        Ok(RunResult {
+        let result = RunResult {
             run,
             best_arch: arch.to_string(),
             best_signal,
             test_accuracy,
             curve,
-        })
+        };
+        Ok((result, arch))
+    }
+
+    /// Queries `qs` of run `run`: asked together, scored (from the log when it has them, else
+    /// by the evaluator, in parallel), told in order, logged; the strategy is checkpointed
+    /// after the batch when it crosses a multiple of [`CHECKPOINT_EVERY`], ends the run, or
+    /// holds trained trials (each costs far more than a checkpoint).
+    fn batch(
+        &self,
+        run: usize,
+        qs: std::ops::Range<usize>,
+        logged: &[QueryLine],
+        strategy: &mut AnyStrategy,
+        mut best_signal: Option<f64>,
+    ) -> Result<Vec<(S::Arch, f64)>> {
+        let cfg = self.cfg;
+        let asked: Vec<Choices> = qs
+            .clone()
+            .map(|k| strategy.ask(self.space, &mut query_rng(cfg.seed, run, k)))
+            .collect();
+        let archs: Vec<S::Arch> = asked.iter().map(|c| self.space.decode(c)).collect();
+        let mut signals = Vec::with_capacity(asked.len());
+        for (k, (choices, arch)) in qs.clone().zip(asked.iter().zip(&archs)) {
+            match logged.get(k) {
+                Some(line) if line.choices == *choices => signals.push(line.signal),
+                Some(line) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "run {run} query {k}: the log has {} but the strategy asks {arch}; \
+                         the log is not this job's",
+                        line.arch
+                    )))
+                }
+                None => break,
+            }
+        }
+        let fresh = self.eval.signals(&archs[signals.len()..])?;
+        signals.extend(fresh);
+        for (k, ((choices, arch), &signal)) in
+            qs.clone().zip(asked.into_iter().zip(&archs).zip(&signals))
+        {
+            strategy.tell(self.space, &choices, signal);
+            best_signal = Some(best_signal.map_or(signal, |b| b.max(signal)));
+            if let Some(folder) = self.folder.filter(|_| k >= logged.len()) {
+                folder.log(&QueryLine {
+                    run,
+                    query: k,
+                    arch: arch.to_string(),
+                    choices,
+                    signal,
+                    best_signal: best_signal.unwrap_or(signal),
+                })?;
+            }
+        }
+        let crossed = qs.end / CHECKPOINT_EVERY > qs.start / CHECKPOINT_EVERY;
+        if let Some(folder) = self.folder.filter(|_| qs.end > logged.len()) {
+            if crossed || qs.end == cfg.budget || cfg.trial.is_some() {
+                folder.checkpoint(run, qs.end, strategy)?;
+            }
+        }
+        Ok(archs.into_iter().zip(signals).collect())
     }
 
     fn tick(&self) {
@@ -216,8 +291,40 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 /// Runs (or, with `resume`, continues) the job `cfg` in folder `out`.
 pub fn run(cfg: &NasConfig, out: Option<&Path>, resume: bool) -> Result<NasResult> {
     cfg.validate()?;
-    let table = Bench201::load(&cfg.benchmark)?;
-    let eval = Cached::new(TableEvaluator::new(&table, &cfg.signal, &cfg.test)?);
+    let (Some(t), Some(dir)) = (&cfg.trial, out) else {
+        let path = cfg.benchmark.as_deref().ok_or_else(|| {
+            Error::InvalidArgument("training trials need --out: their folders go there".into())
+        })?;
+        let table = Bench201::load(path)?;
+        let eval = Cached::new(TableEvaluator::new(&table, &cfg.signal, &cfg.test)?);
+        return search(cfg, &Nb201Space, &eval, out, resume, &|_| Ok(None));
+    };
+    let pool = LocalPool::new(cfg.workers, t.retries)?;
+    let trials = TrainingEvaluator {
+        trials: dir.join("trials"),
+        settings: t,
+        exec: &pool,
+    };
+    let eval = Cached::new(trials);
+    match cfg.space {
+        Space::Darts => search(cfg, &DartsSpace::default(), &eval, out, resume, &|a| {
+            Ok(Some(eval.inner().trial(a)?.1))
+        }),
+        Space::Nb201 => search(cfg, &Nb201Space, &eval, out, resume, &|a| {
+            Ok(Some(eval.inner().trial(a)?.1))
+        }),
+    }
+}
+
+/// The job `cfg` over `space`, scored by `eval`; `locate` names the best arch's trial folder.
+fn search<S: ArchSpace, E: Evaluator<S::Arch>>(
+    cfg: &NasConfig,
+    space: &S,
+    eval: &E,
+    out: Option<&Path>,
+    resume: bool,
+    locate: &dyn Fn(&S::Arch) -> Result<Option<PathBuf>>,
+) -> Result<NasResult> {
     let (folder, logged) = match out {
         Some(dir) => {
             let (f, logged) = Folder::open(dir, cfg, resume)?;
@@ -234,8 +341,8 @@ pub fn run(cfg: &NasConfig, out: Option<&Path>, resume: bool) -> Result<NasResul
     ));
     let job = Job {
         cfg,
-        space: &Nb201Space,
-        eval: &eval,
+        space,
+        eval,
         folder: folder.as_ref(),
         progress: &progress,
         seen: &seen,
@@ -249,7 +356,7 @@ pub fn run(cfg: &NasConfig, out: Option<&Path>, resume: bool) -> Result<NasResul
                 .map(Option::flatten)
         })
         .collect::<Result<_>>()?;
-    let per_run: Vec<RunResult> = logged
+    let per_run: Vec<(RunResult, S::Arch)> = logged
         .par_iter()
         .zip(checkpoints)
         .enumerate()
@@ -259,15 +366,18 @@ pub fn run(cfg: &NasConfig, out: Option<&Path>, resume: bool) -> Result<NasResul
         p.0.finish();
     }
     let seconds = start.elapsed().as_secs_f64();
-    let finals: Vec<f64> = per_run.iter().map(|r| r.test_accuracy).collect();
+    let finals: Vec<f64> = per_run.iter().map(|r| r.0.test_accuracy).collect();
     let (mean, std) = mean_std(&finals);
-    let overall = per_run.iter().fold(&per_run[0], |b, r| {
-        if r.best_signal > b.best_signal {
+    let (overall, overall_arch) = per_run.iter().fold(&per_run[0], |b, r| {
+        if r.0.best_signal > b.0.best_signal {
             r
         } else {
             b
         }
     });
+    let best_trial = locate(overall_arch)?;
+    let overall = overall.clone();
+    let per_run: Vec<RunResult> = per_run.into_iter().map(|r| r.0).collect();
     let mean_curve = (0..cfg.budget)
         .map(|q| per_run.iter().map(|r| r.curve[q]).sum::<f64>() / cfg.runs as f64)
         .collect();
@@ -285,6 +395,7 @@ pub fn run(cfg: &NasConfig, out: Option<&Path>, resume: bool) -> Result<NasResul
         queries: total,
         distinct_archs: seen.lock().map_or(0, |s| s.len()),
         seconds,
+        best_trial,
         mean_curve,
         per_run,
     };
