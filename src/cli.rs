@@ -328,6 +328,23 @@ pub enum BenchCommand {
     /// The memory check's estimate against the peak memory of short real search and training
     /// runs on the built-in dataset.
     Memory(BenchMemoryArgs),
+    /// Inference speed of a trained run folder: batch-1 latency (median, p99) and batch-64
+    /// throughput of the training path's eval forward and of the inference path.
+    Infer(BenchInferArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchInferArgs {
+    /// A `darts train` run folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Timed batch-1 calls per path (batch 64: a tenth of them, at least 3).
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -736,8 +753,9 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         crate::evaluate::load_trained(&a.checkpoint, a.dataset, a.data_dir.clone())?;
     crate::nn::to_device(&mut net, device)?;
     cfg.device = device;
+    let mut forward = crate::evaluate::eval_forward(net, device)?;
     let report = crate::evaluate::evaluate_network(
-        &mut net,
+        &mut forward,
         &cfg,
         &splits.train,
         std::sync::Arc::new(splits.test),
@@ -789,6 +807,16 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Bench(BenchCommand::Search(a)) => {
             set_threads(a.threads)?;
             crate::nas::bench::run_cli(&a)
+        }
+        Command::Bench(BenchCommand::Infer(a)) => {
+            set_threads(a.threads)?;
+            let paths = crate::infer::bench::paths(&a.checkpoint)?;
+            let rows = crate::infer::bench::run(&a.checkpoint, paths, a.runs)?;
+            if a.json {
+                return print_json(&serde_json::json!({ "paths": rows }));
+            }
+            print!("{}", crate::infer::bench::render(&rows));
+            Ok(())
         }
         Command::Bench(BenchCommand::Memory(a)) => {
             set_threads(a.threads)?;

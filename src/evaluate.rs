@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::nas::network::Network;
 use crate::nn::{Ctx, Module};
 use crate::ops;
+use crate::tensor::Tensor;
 use crate::train::{build_network, in_order_loader, TrainConfig, MODEL_CONFIG, MODEL_WEIGHTS};
 
 /// The measurements `darts eval` reports.
@@ -87,10 +88,10 @@ pub fn bootstrap_ci95(hits: &[bool], seed: u64) -> [f32; 2] {
     [accs[25], accs[974]]
 }
 
-/// Evaluates `net` on `test` with the training set's normalisation; `seed` drives the
-/// bootstrap interval.
+/// Evaluates the model whose logits `forward` computes for a batch of images on `test`, with
+/// the training set's normalisation; `seed` drives the bootstrap interval.
 pub fn evaluate_network(
-    net: &mut Network,
+    forward: &mut dyn FnMut(Tensor) -> Result<Tensor>,
     cfg: &TrainConfig,
     train: &Dataset,
     test: std::sync::Arc<Dataset>,
@@ -102,10 +103,9 @@ pub fn evaluate_network(
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut top5, mut loss_sum, mut n) = (0usize, 0f64, 0usize);
     let mut hits = Vec::with_capacity(test.len());
-    let mut ctx = Ctx::new(false, 0);
     crate::no_grad(|| -> Result<()> {
         for b in loader.epoch(0)? {
-            let (logits, _) = net.forward(&b.images_on(cfg.device)?, &mut ctx)?;
+            let logits = forward(b.images_on(cfg.device)?)?;
             loss_sum +=
                 ops::cross_entropy(&logits, &b.labels)?.item()? as f64 * b.labels.len() as f64;
             for (row, &label) in logits.try_to_vec()?.chunks(k).zip(&b.labels) {
@@ -135,6 +135,20 @@ pub fn evaluate_network(
         per_class_accuracy: per_class,
         confusion,
     })
+}
+
+/// The forward `darts eval` measures: on the CPU the inference path lowered from `net`, on a
+/// GPU the training path's eval-mode forward.
+pub fn eval_forward(
+    net: Network,
+    device: crate::Device,
+) -> Result<Box<dyn FnMut(Tensor) -> Result<Tensor>>> {
+    if device == crate::Device::Cpu {
+        let program = crate::infer::lower(&net)?;
+        return Ok(Box::new(move |x| program.forward(x)));
+    }
+    let (mut net, mut ctx) = (net, Ctx::new(false, 0));
+    Ok(Box::new(move |x| Ok(net.forward(&x, &mut ctx)?.0)))
 }
 
 /// A plain-text rendering: summary, per-class accuracy, confusion matrix.

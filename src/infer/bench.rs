@@ -1,0 +1,132 @@
+//! `darts bench infer`: latency at batch 1 (median and p99 over many runs) and throughput at
+//! batch 64 of each way to run a trained network, on the same test images, one after another
+//! in one process, with the peak of host tensor memory each one adds.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::source;
+use crate::error::{Error, Result};
+use crate::nn::Ctx;
+use crate::tensor::Tensor;
+use crate::train::in_order_loader;
+
+/// One way of computing logits, with a name for the table.
+pub struct Path {
+    pub name: String,
+    pub forward: Box<dyn FnMut(Tensor) -> Result<Tensor>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PathTiming {
+    pub name: String,
+    pub batch1_median_ms: f64,
+    pub batch1_p99_ms: f64,
+    pub batch64_ms: f64,
+    pub batch64_images_per_s: f64,
+    /// Peak host tensor memory above what was alive before the path ran (activations and
+    /// scratch; the weights were loaded before).
+    pub peak_activation_bytes: usize,
+}
+
+/// The paths `darts bench infer` compares on the run folder `checkpoint`: the training path's
+/// eval-mode forward and the lowered f32 program.
+pub fn paths(checkpoint: &std::path::Path) -> Result<Vec<Path>> {
+    let (_, mut net, _) = crate::evaluate::load_trained(checkpoint, None, None)?;
+    let program = super::lower(&net)?;
+    let mut ctx = Ctx::new(false, 0);
+    Ok(vec![
+        Path {
+            name: "f32 training path (eval mode)".into(),
+            forward: Box::new(move |x| crate::no_grad(|| Ok(net.forward(&x, &mut ctx)?.0))),
+        },
+        Path {
+            name: "f32 inference path".into(),
+            forward: Box::new(move |x| program.forward(x)),
+        },
+    ])
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn time(forward: &mut dyn FnMut(Tensor) -> Result<Tensor>, x: &Tensor) -> Result<f64> {
+    let t = Instant::now();
+    forward(x.clone())?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Times each path: `runs` batch-1 calls and `runs / 10` (at least 3) batch-64 calls after two
+/// warm-up calls each; test images of the run's dataset.
+pub fn run(checkpoint: &PathBuf, paths: Vec<Path>, runs: usize) -> Result<Vec<PathTiming>> {
+    if runs < 10 {
+        return Err(Error::InvalidArgument(format!(
+            "--runs must be at least 10 (for a p99), got {runs}"
+        )));
+    }
+    let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
+    let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
+    let test = std::sync::Arc::new(splits.test);
+    let batch = in_order_loader(test, norm, 64)?
+        .epoch(0)?
+        .next()
+        .ok_or_else(|| Error::InvalidArgument("the test set is empty".into()))?;
+    let x64 = batch.images;
+    let per = x64.numel() / x64.shape()[0];
+    let x1 = Tensor::from_vec(
+        x64.data()[..per].to_vec(),
+        &[&[1], &x64.shape()[1..]].concat(),
+    )?;
+    let mut out = Vec::new();
+    for mut p in paths {
+        let live = crate::device::pool::live_bytes();
+        crate::device::pool::reset_peak();
+        for _ in 0..2 {
+            time(&mut p.forward, &x1)?;
+            time(&mut p.forward, &x64)?;
+        }
+        let mut b1 = (0..runs)
+            .map(|_| time(&mut p.forward, &x1))
+            .collect::<Result<Vec<_>>>()?;
+        b1.sort_by(f64::total_cmp);
+        let mut b64 = (0..(runs / 10).max(3))
+            .map(|_| time(&mut p.forward, &x64))
+            .collect::<Result<Vec<_>>>()?;
+        b64.sort_by(f64::total_cmp);
+        let ms64 = percentile(&b64, 0.5);
+        out.push(PathTiming {
+            name: p.name,
+            batch1_median_ms: percentile(&b1, 0.5),
+            batch1_p99_ms: percentile(&b1, 0.99),
+            batch64_ms: ms64,
+            batch64_images_per_s: x64.shape()[0] as f64 / ms64 * 1e3,
+            peak_activation_bytes: crate::device::pool::peak_bytes().saturating_sub(live),
+        });
+    }
+    Ok(out)
+}
+
+/// The table: one row per path, and each path's speed-up over the first.
+pub fn render(rows: &[PathTiming]) -> String {
+    let mut s = format!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
+        "path", "b1 med ms", "b1 p99 ms", "b64 ms", "img/s", "peak MiB", "b64 ×"
+    );
+    let base = rows.first().map_or(1.0, |r| r.batch64_ms);
+    for r in rows {
+        s += &format!(
+            "{:<32} {:>10.3} {:>10.3} {:>10.2} {:>10.0} {:>9.2} {:>9.2}\n",
+            r.name,
+            r.batch1_median_ms,
+            r.batch1_p99_ms,
+            r.batch64_ms,
+            r.batch64_images_per_s,
+            r.peak_activation_bytes as f64 / (1 << 20) as f64,
+            base / r.batch64_ms
+        );
+    }
+    s
+}
