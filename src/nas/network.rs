@@ -30,7 +30,7 @@ pub struct NetworkSpec {
 /// The network trained from scratch on a found genotype.
 pub struct Network {
     pub spec: NetworkSpec,
-    body: Backbone<Op>,
+    pub(crate) body: Backbone<Op>,
     /// Drop-path probability for the current epoch (ramped by the trainer).
     pub drop_path_prob: f32,
 }

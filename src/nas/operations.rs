@@ -32,8 +32,8 @@ fn cfg(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dC
 
 /// ReLU → Conv → BN (`op.1` conv, `op.2` BN), padded to keep the map size at stride 1.
 pub struct ReluConvBn {
-    conv: Conv2d,
-    bn: BatchNorm2d,
+    pub(crate) conv: Conv2d,
+    pub(crate) bn: BatchNorm2d,
 }
 
 impl ReluConvBn {
@@ -100,9 +100,9 @@ impl Layer for ReluConvBn {
 /// One ReLU → depthwise k×k (stride, dilation) → pointwise 1×1 → BN block, named with the
 /// reference's Sequential indices from `at` on (a SepConv's second block starts at 4).
 pub struct DwPwBn {
-    dw: Conv2d,
-    pw: Conv2d,
-    bn: BatchNorm2d,
+    pub(crate) dw: Conv2d,
+    pub(crate) pw: Conv2d,
+    pub(crate) bn: BatchNorm2d,
     at: usize,
 }
 
@@ -151,9 +151,9 @@ impl Module for DwPwBn {
 /// FactorizedReduce: halves the map with two stride-2 1×1 convs, the second offset by one pixel,
 /// concatenated (`conv_1`, `conv_2`, `bn`).
 pub struct FactorizedReduce {
-    conv_1: Conv2d,
-    conv_2: Conv2d,
-    bn: BatchNorm2d,
+    pub(crate) conv_1: Conv2d,
+    pub(crate) conv_2: Conv2d,
+    pub(crate) bn: BatchNorm2d,
 }
 
 impl FactorizedReduce {
@@ -375,9 +375,9 @@ impl Module for Op {
 /// 2): two ReLU-Conv-BN 3×3 (the first at stride 2) plus a shortcut of a 2×2 average pool and
 /// a bias-free 1×1 conv.
 pub struct ResidualBlock {
-    conv_a: ReluConvBn,
-    conv_b: ReluConvBn,
-    downsample: Conv2d,
+    pub(crate) conv_a: ReluConvBn,
+    pub(crate) conv_b: ReluConvBn,
+    pub(crate) downsample: Conv2d,
 }
 
 impl ResidualBlock {

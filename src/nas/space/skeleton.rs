@@ -137,10 +137,10 @@ impl EdgeNames {
 pub struct Cell<E> {
     /// A reduction cell reads the second alpha matrix (and halves the map).
     pub reduction: bool,
-    preprocess: Vec<Preprocess>,
-    plan: Vec<EdgeSpec>,
-    edges: Vec<E>,
-    output: Vec<usize>,
+    pub(crate) preprocess: Vec<Preprocess>,
+    pub(crate) plan: Vec<EdgeSpec>,
+    pub(crate) edges: Vec<E>,
+    pub(crate) output: Vec<usize>,
     names: EdgeNames,
 }
 
@@ -333,8 +333,8 @@ impl Module for AuxiliaryHead {
 /// The stem: a 3×3 conv and a BN. Built before the blocks, so that a seed draws the same
 /// initial weights in the same order as the reference code.
 pub struct Stem {
-    conv: Conv2d,
-    bn: BatchNorm2d,
+    pub(crate) conv: Conv2d,
+    pub(crate) bn: BatchNorm2d,
 }
 
 impl Stem {
@@ -353,12 +353,12 @@ impl Stem {
 /// Stem (3×3 conv + BN), blocks, optionally BN-ReLU (NAS-Bench-201's `lastact`), global average
 /// pooling and a linear classifier; an auxiliary head may read one block's output in training.
 pub struct Backbone<E> {
-    stem: Stem,
-    blocks: Vec<Block<E>>,
+    pub(crate) stem: Stem,
+    pub(crate) blocks: Vec<Block<E>>,
     /// How many of the latest states a cell reads (DARTS: c_{k-2} and c_{k-1}; NB201: one).
-    inputs: usize,
-    lastact: Option<BatchNorm2d>,
-    classifier: Linear,
+    pub(crate) inputs: usize,
+    pub(crate) lastact: Option<BatchNorm2d>,
+    pub(crate) classifier: Linear,
     auxiliary_head: Option<AuxiliaryHead>,
     /// The block whose output the auxiliary head reads.
     aux_at: usize,
