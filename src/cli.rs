@@ -37,6 +37,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a trained network: top-1/top-5, loss, per-class accuracy, confusion matrix.
     Eval(EvalArgs),
+    /// Export a trained network: ONNX (onnxruntime, TensorRT, ...) or PyTorch weights + model.py.
+    Export(crate::export::ExportArgs),
     /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
     Report(ReportArgs),
     /// Benchmarks (search step timing, memory estimate).
@@ -508,7 +510,7 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     let s = serde_json::to_string(v)
         .map_err(|e| Error::InvalidArgument(format!("serialising results: {e}")))?;
     println!("{s}");
@@ -800,6 +802,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Train(a) => run_train(a, sub),
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
+        Command::Export(a) => crate::export::run(&a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
         Command::Nas(a) => crate::nas::strategy::cli::run_cli(&a),

@@ -19,6 +19,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod infer;
 pub mod memory;
 pub mod memory_bench;

@@ -1,0 +1,112 @@
+//! Deployment: a trained run folder as an ONNX model (`onnx.rs`, checked by `check.rs`) or as
+//! PyTorch weights plus `model.py` (`torch.rs`). Both read the run the way `darts eval` does,
+//! so what is exported is exactly the network `darts eval` measures.
+
+pub mod builder;
+pub mod check;
+pub mod onnx;
+pub mod proto;
+pub mod torch;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::data::source;
+use crate::error::{Error, Result};
+use crate::train::MODEL_WEIGHTS;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An ONNX model (opset 17): input `images` [batch, C, H, W], output `logits`.
+    Onnx,
+    /// A folder with model.safetensors (PyTorch state-dict names) and model.py.
+    #[value(alias = "safetensors")]
+    Torch,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A training run folder (holding config.json and model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Onnx)]
+    pub format: Format,
+    /// Output file (onnx) or folder (torch) [default: RUN/model.onnx, RUN/torch].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Keep BatchNormalization nodes instead of folding each BN into the conv before it.
+    #[arg(long)]
+    pub no_fold: bool,
+    /// Re-read the written ONNX file and run our structural checks on it (every input defined,
+    /// shapes inferred to the output).
+    #[arg(long)]
+    pub check: bool,
+    /// Read the trained dataset (for the input shape and normalisation) from this folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run folder must hold trained weights before anything else is read.
+pub fn require_weights(run: &Path) -> Result<()> {
+    let weights = run.join(MODEL_WEIGHTS);
+    if weights.is_file() {
+        Ok(())
+    } else {
+        Err(Error::data(
+            &weights,
+            "no trained weights: export and predict need a `darts train --out` run folder",
+        ))
+    }
+}
+
+pub fn run(a: &ExportArgs) -> Result<()> {
+    require_weights(&a.checkpoint)?;
+    if a.format == Format::Torch && (a.no_fold || a.check) {
+        return Err(Error::InvalidArgument(
+            "--no-fold and --check apply to --format onnx only".into(),
+        ));
+    }
+    let (cfg, net, splits) =
+        crate::evaluate::load_trained(&a.checkpoint, None, a.data_dir.clone())?;
+    let mut result = serde_json::json!({ "format": format!("{:?}", a.format).to_lowercase() });
+    match a.format {
+        Format::Onnx => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| a.checkpoint.join("model.onnx"));
+            let model = onnx::model(&net, !a.no_fold)?;
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            crate::checkpoint::write_atomic(&out, &onnx::to_bytes(&model))?;
+            result["out"] = serde_json::json!(out);
+            if a.check {
+                let bytes = std::fs::read(&out).map_err(|e| Error::io(&out, e))?;
+                let report = check::check(&onnx::from_bytes(&bytes, &out)?)
+                    .map_err(|e| Error::data(&out, format!("ONNX check failed: {e}")))?;
+                eprintln!(
+                    "check: {} nodes, {} initializers ({} parameters), output {:?}",
+                    report.nodes, report.initializers, report.parameters, report.output_shape
+                );
+                result["check"] = serde_json::json!(report);
+            }
+        }
+        Format::Torch => {
+            let out = a.out.clone().unwrap_or_else(|| a.checkpoint.join("torch"));
+            let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
+            let config = torch::config(&net, &norm, &splits.test.class_names);
+            result["files"] = serde_json::json!(torch::write(&out, &net, &config)?);
+            result["out"] = serde_json::json!(out);
+        }
+    }
+    if a.json {
+        crate::cli::print_json(&result)
+    } else {
+        println!("{}", result["out"].as_str().unwrap_or_default());
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! `darts export` and `darts predict` end to end: networks trained for a few steps (DARTS_V2 on
+//! Fashion-MNIST, a NAS-Bench-201 cell with every op and an all-`none` node on the built-in
+//! dataset) are exported, checked by `onnx.checker` (full check), run in onnxruntime and, where
+//! torch is installed, through the exported model.py, on a batch of real test images, and their
+//! logits compared with ours; then predict's answers on PNG files, and the errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use darts::data::source;
+use darts::nn::Ctx;
+
+/// Set by CI: a Python without onnxruntime and onnx fails the test instead of skipping it.
+const REQUIRE_ENV: &str = "DARTS_REQUIRE_ONNXRUNTIME";
+/// The Python that has onnxruntime, onnx and numpy (default: `python3`).
+const PYTHON_ENV: &str = "DARTS_PYTHON";
+/// Relative error allowed between our logits and another runtime's (float32, BN folded in f64).
+const TOLERANCE: f64 = 1e-4;
+const BATCH: usize = 64;
+
+fn darts() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_darts"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("darts-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the binary, asserting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = darts().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "darts {args:?} failed: {err}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the binary, asserting failure; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = darts().args(args).output().unwrap();
+    assert!(!out.status.success(), "darts {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The Python with onnxruntime, onnx and numpy, or `None` (skip) outside CI.
+fn python() -> Option<String> {
+    let py = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&py)
+        .args(["-c", "import numpy, onnx, onnxruntime"])
+        .output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(py);
+    }
+    let why = match probe {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        std::env::var_os(REQUIRE_ENV).is_none(),
+        "{REQUIRE_ENV} is set but {py} cannot import onnxruntime, onnx and numpy: {why}"
+    );
+    println!("skipped: {py} lacks onnxruntime/onnx/numpy (set {PYTHON_ENV}): {why}");
+    None
+}
+
+/// Trains `args` briefly into a fresh run folder.
+fn train(name: &str, args: &[&str]) -> PathBuf {
+    let run = tmp(name);
+    let mut all = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "32",
+    ];
+    all.extend_from_slice(&[
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    all.extend_from_slice(args);
+    ok(&all);
+    run
+}
+
+/// Our logits on the first test images of the run's dataset, as `darts eval` computes them;
+/// written as raw f32 next to the images. Returns the batch shape and the class count.
+fn dump_batch(run: &Path, images: &Path, logits: &Path) -> ([usize; 4], usize) {
+    let (cfg, mut net, splits) = darts::evaluate::load_trained(run, None, None).unwrap();
+    let norm = source::default_normalize(cfg.data.kind, &splits.train).unwrap();
+    let loader = darts::train::in_order_loader(Arc::new(splits.test), norm, BATCH).unwrap();
+    let batch = loader.epoch(0).unwrap().next().unwrap();
+    let (y, _) = darts::no_grad(|| net.forward(&batch.images, &mut Ctx::new(false, 0))).unwrap();
+    let bytes = |t: &darts::Tensor| -> Vec<u8> {
+        t.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    std::fs::write(images, bytes(&batch.images)).unwrap();
+    std::fs::write(logits, bytes(&y)).unwrap();
+    let s = batch.images.shape();
+    ([s[0], s[1], s[2], s[3]], y.shape()[1])
+}
+
+/// Exports `run` as ONNX (BN folded and not, both `--check`ed) and for torch, and compares all
+/// of them with our logits in Python.
+fn exported_models_match(py: &str, run: &Path) {
+    let dir = run.join("export");
+    let (folded, unfolded, torch) = (
+        dir.join("folded.onnx"),
+        dir.join("bn.onnx"),
+        dir.join("torch"),
+    );
+    let (r, f, u, t) = (
+        run.to_str().unwrap(),
+        folded.to_str().unwrap(),
+        unfolded.to_str().unwrap(),
+        torch.to_str().unwrap(),
+    );
+    let bn = |args: &[&str]| {
+        let v: serde_json::Value = serde_json::from_str(&ok(args)).unwrap();
+        v["check"]["ops"]["BatchNormalization"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Folded, only NB201's `lastact` BN (after a sum, not a conv) stays.
+    let folded_bn = bn(&["export", "--checkpoint", r, "--out", f, "--check", "--json"]);
+    let kept_bn = bn(&[
+        "export",
+        "--checkpoint",
+        r,
+        "--out",
+        u,
+        "--no-fold",
+        "--check",
+        "--json",
+    ]);
+    assert!(
+        folded_bn <= 1 && kept_bn > folded_bn,
+        "{folded_bn} vs {kept_bn} BN nodes"
+    );
+    ok(&["export", "--checkpoint", r, "--format", "torch", "--out", t]);
+    let (images, logits) = (dir.join("images.f32"), dir.join("logits.f32"));
+    let (shape, classes) = dump_batch(run, &images, &logits);
+    let shape = shape.map(|d| d.to_string()).join(",");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/export/check.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args([&images, &logits].map(|p| p.as_os_str()))
+        .args([
+            shape.as_str(),
+            &classes.to_string(),
+            "--onnx",
+            f,
+            "--onnx",
+            u,
+            "--torch",
+            t,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", script.display());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{} vs ours: {v}", run.display());
+    for file in [f, u] {
+        let rel = v["onnx"][file]["rel"].as_f64().unwrap();
+        assert!(rel <= TOLERANCE, "{file}: relative difference {rel}");
+    }
+    match v["torch"]["rel"].as_f64() {
+        Some(rel) => assert!(rel <= TOLERANCE, "model.py: relative difference {rel}"),
+        None if std::env::var_os(REQUIRE_ENV).is_some()
+            && std::env::var_os("DARTS_REQUIRE_TORCH").is_some() =>
+        {
+            panic!("DARTS_REQUIRE_TORCH is set but torch is not installed")
+        }
+        None => println!("torch not installed: model.py not run"),
+    }
+}
+
+#[test]
+fn darts_v2_on_fashion_mnist_matches_onnxruntime() {
+    let Some(data) = darts::data::test_data("fashion-mnist") else {
+        return;
+    };
+    let Some(py) = python() else { return };
+    let d = data.to_str().unwrap();
+    let run = train(
+        "v2",
+        &[
+            "--genotype",
+            "DARTS_V2",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            d,
+            "--channels",
+            "4",
+            "--layers",
+            "3",
+        ],
+    );
+    exported_models_match(&py, &run);
+}
+
+/// Every NB201 op, and node 1 all `none` (zeros, which the edge 2←1 pools).
+const NB201_CELL: &str =
+    "|none~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|";
+
+#[test]
+fn nb201_cell_matches_onnxruntime() {
+    let Some(py) = python() else { return };
+    let run = train(
+        "nb201",
+        &["--arch", NB201_CELL, "--channels", "4", "--layers", "1"],
+    );
+    exported_models_match(&py, &run);
+}
