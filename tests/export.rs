@@ -224,3 +224,23 @@ fn nb201_cell_matches_onnxruntime() {
     );
     exported_models_match(&py, &run);
 }
+
+#[test]
+fn a_run_folder_without_weights_is_a_one_line_error() {
+    let dir = std::env::temp_dir().join(format!("darts-export-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let onnx = dir.join("model.onnx");
+    let args = [
+        "export",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        onnx.to_str().unwrap(),
+    ];
+    let stderr = fails(&args);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no trained weights"), "{stderr}");
+    assert!(!onnx.exists(), "a failed export must not leave a file");
+}

@@ -2,7 +2,6 @@
 //! batch 64 of each way to run a trained network, on the same test images, one after another
 //! in one process, with the peak of host tensor memory each one adds.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -61,7 +60,7 @@ fn time(forward: &mut dyn FnMut(Tensor) -> Result<Tensor>, x: &Tensor) -> Result
 
 /// Times each path: `runs` batch-1 calls and `runs / 10` (at least 3) batch-64 calls after two
 /// warm-up calls each; test images of the run's dataset.
-pub fn run(checkpoint: &PathBuf, paths: Vec<Path>, runs: usize) -> Result<Vec<PathTiming>> {
+pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Result<Vec<PathTiming>> {
     if runs < 10 {
         return Err(Error::InvalidArgument(format!(
             "--runs must be at least 10 (for a p99), got {runs}"
