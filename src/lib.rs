@@ -15,6 +15,7 @@
 pub mod bench201;
 pub mod checkpoint;
 pub mod cli;
+pub mod compress;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -1,0 +1,3 @@
+//! Compression of trained networks: int8 post-training quantisation on int8 kernels.
+
+pub mod int8;
