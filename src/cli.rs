@@ -39,6 +39,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Export a trained network: ONNX (onnxruntime, TensorRT, ...) or PyTorch weights + model.py.
     Export(crate::export::ExportArgs),
+    /// Classify image files with a trained network: top-k classes with probabilities.
+    Predict(crate::predict::PredictArgs),
     /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
     Report(ReportArgs),
     /// Benchmarks (search step timing, memory estimate).
@@ -803,6 +805,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
         Command::Export(a) => crate::export::run(&a),
+        Command::Predict(a) => crate::predict::run(&a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),
         Command::Nas(a) => crate::nas::strategy::cli::run_cli(&a),

@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::checkpoint;
 use crate::data::{self, source, Dataset};
 use crate::error::{Error, Result};
+use crate::nas::genotype::Genotype;
 use crate::nas::network::Network;
+use crate::nas::space::nb201::Nb201Arch;
 use crate::nn::{Ctx, Module};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -40,8 +42,10 @@ pub fn load_trained(
 ) -> Result<(TrainConfig, Network, data::Splits)> {
     let cfg_path = run.join(MODEL_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let mut cfg: TrainConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::data(&cfg_path, format!("not a darts training config: {e}")))?;
+    let mut cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
+        let why = arch_error(&text).unwrap_or_else(|| e.to_string());
+        Error::data(&cfg_path, format!("not a darts training config: {why}"))
+    })?;
     cfg.validate()
         .map_err(|e| Error::data(&cfg_path, e.to_string()))?;
     if let Some(kind) = kind {
@@ -70,6 +74,20 @@ pub fn load_trained(
     }
     checkpoint::load_module_state(&mut net, "", &tensors, &weights_path)?;
     Ok((cfg, net, splits))
+}
+
+/// Why a config's genotype does not read, which the untagged [`Arch`](crate::nas::space::Arch) cannot say (an op we do
+/// not have, by name); `None` when it reads.
+fn arch_error(config: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(config).ok()?;
+    let g = v.get("genotype")?;
+    let err = match g.as_str() {
+        Some(s) => s.parse::<Nb201Arch>().err()?.to_string(),
+        None => serde_json::from_value::<Genotype>(g.clone())
+            .err()?
+            .to_string(),
+    };
+    Some(format!("genotype: {err}"))
 }
 
 /// The 2.5 and 97.5 percentiles of the accuracy over 1000 resamplings (with replacement) of

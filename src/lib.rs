@@ -28,6 +28,7 @@ pub mod nas;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod tape;

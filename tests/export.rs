@@ -13,6 +13,9 @@ use darts::nn::Ctx;
 
 /// Set by CI: a Python without onnxruntime and onnx fails the test instead of skipping it.
 const REQUIRE_ENV: &str = "DARTS_REQUIRE_ONNXRUNTIME";
+/// Set where torch is installed to make the model.py check a failure when it cannot run (CI
+/// does not install torch, which is too big for it).
+const REQUIRE_TORCH_ENV: &str = "DARTS_REQUIRE_TORCH";
 /// The Python that has onnxruntime, onnx and numpy (default: `python3`).
 const PYTHON_ENV: &str = "DARTS_PYTHON";
 /// Relative error allowed between our logits and another runtime's (float32, BN folded in f64).
@@ -177,38 +180,40 @@ fn exported_models_match(py: &str, run: &Path) {
     }
     match v["torch"]["rel"].as_f64() {
         Some(rel) => assert!(rel <= TOLERANCE, "model.py: relative difference {rel}"),
-        None if std::env::var_os(REQUIRE_ENV).is_some()
-            && std::env::var_os("DARTS_REQUIRE_TORCH").is_some() =>
-        {
-            panic!("DARTS_REQUIRE_TORCH is set but torch is not installed")
+        None if std::env::var_os(REQUIRE_TORCH_ENV).is_some() => {
+            panic!("{REQUIRE_TORCH_ENV} is set but {py} cannot import torch and safetensors")
         }
         None => println!("torch not installed: model.py not run"),
     }
 }
 
+/// DARTS_V2 at 4 channels and 3 cells trained briefly on Fashion-MNIST, or `None` (skip)
+/// without the data outside CI.
+fn train_v2(name: &str) -> Option<PathBuf> {
+    let data = darts::data::test_data("fashion-mnist")?;
+    let d = data.to_str().unwrap();
+    let args = [
+        "--genotype",
+        "DARTS_V2",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        d,
+    ];
+    Some(train(
+        name,
+        &[&args[..], &["--channels", "4", "--layers", "3"]].concat(),
+    ))
+}
+
 #[test]
 fn darts_v2_on_fashion_mnist_matches_onnxruntime() {
-    let Some(data) = darts::data::test_data("fashion-mnist") else {
+    let Some(py) = python() else { return };
+    let Some(run) = train_v2("v2") else {
         return;
     };
-    let Some(py) = python() else { return };
-    let d = data.to_str().unwrap();
-    let run = train(
-        "v2",
-        &[
-            "--genotype",
-            "DARTS_V2",
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            d,
-            "--channels",
-            "4",
-            "--layers",
-            "3",
-        ],
-    );
     exported_models_match(&py, &run);
+    std::fs::remove_dir_all(&run).unwrap();
 }
 
 /// Every NB201 op, and node 1 all `none` (zeros, which the edge 2←1 pools).
@@ -223,6 +228,143 @@ fn nb201_cell_matches_onnxruntime() {
         &["--arch", NB201_CELL, "--channels", "4", "--layers", "1"],
     );
     exported_models_match(&py, &run);
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+/// The run's first `n` test images as grayscale PNG files in `dir`.
+fn save_test_pngs(run: &Path, dir: &Path, n: usize) -> Vec<PathBuf> {
+    let (_, _, splits) = darts::evaluate::load_trained(run, None, None).unwrap();
+    let t = &splits.test;
+    let plane = t.channels * t.height * t.width;
+    assert_eq!(t.channels, 1);
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let px = t.images[i * plane..(i + 1) * plane].to_vec();
+            let img = image::GrayImage::from_raw(t.width as u32, t.height as u32, px).unwrap();
+            let path = dir.join(format!("{i:03}.png"));
+            img.save(&path).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// What `darts eval` predicts for the first test images: the argmax of our logits.
+fn eval_predictions(run: &Path) -> Vec<usize> {
+    let dir = tmp("eval-logits");
+    let (images, logits) = (dir.join("x"), dir.join("y"));
+    let ([n, ..], k) = dump_batch(run, &images, &logits);
+    let bytes = std::fs::read(&logits).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let v: Vec<f32> = bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let row = &v[i * k..(i + 1) * k];
+            (0..k).fold(0, |b, c| if row[c] > row[b] { c } else { b })
+        })
+        .collect()
+}
+
+#[test]
+fn predict_on_pngs_agrees_with_eval_and_bad_input_is_named() {
+    let Some(run) = train_v2("predict") else {
+        return;
+    };
+    let r = run.to_str().unwrap();
+    let pngs = run.join("pngs");
+    save_test_pngs(&run, &pngs, BATCH);
+    let out = ok(&[
+        "predict",
+        "--checkpoint",
+        r,
+        pngs.to_str().unwrap(),
+        "--top-k",
+        "3",
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, per_image) = lines.split_last().unwrap();
+    assert_eq!(summary["images"], BATCH);
+    let predicted: Vec<usize> = per_image
+        .iter()
+        .map(|p| p["top"][0]["index"].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(predicted, eval_predictions(&run));
+    let first = &per_image[0]["top"];
+    assert_eq!(first.as_array().unwrap().len(), 3);
+    assert!(
+        darts::data::mnist::FASHION_CLASSES.contains(&first[0]["class"].as_str().unwrap()),
+        "{first}"
+    );
+    let p: Vec<f64> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["probability"].as_f64().unwrap())
+        .collect();
+    assert!(p.windows(2).all(|w| w[0] >= w[1]) && p[0] <= 1.0, "{p:?}");
+
+    // An image of another size or channel count: named, and fine with --resize.
+    let odd = run.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    let small = odd.join("small.png");
+    image::GrayImage::from_pixel(20, 20, image::Luma([128]))
+        .save(&small)
+        .unwrap();
+    let colour = odd.join("colour.png");
+    image::RgbImage::from_pixel(28, 28, image::Rgb([200, 10, 10]))
+        .save(&colour)
+        .unwrap();
+    for (img, want) in [
+        (&small, "image is 20x20 but the model takes 28x28"),
+        (&colour, "image is colour but the model takes 1 channel"),
+    ] {
+        let err = fails(&["predict", "--checkpoint", r, img.to_str().unwrap()]);
+        assert!(
+            err.contains(want) && err.contains("--resize") && err.contains(img.to_str().unwrap()),
+            "{err}"
+        );
+        ok(&[
+            "predict",
+            "--checkpoint",
+            r,
+            img.to_str().unwrap(),
+            "--resize",
+        ]);
+    }
+
+    // A run folder without weights, and a config whose op we do not have.
+    let bare = tmp("bare");
+    std::fs::copy(run.join("config.json"), bare.join("config.json")).unwrap();
+    let b = bare.to_str().unwrap();
+    for cmd in [
+        vec!["export", "--checkpoint", b],
+        vec!["predict", "--checkpoint", b, small.to_str().unwrap()],
+    ] {
+        let err = fails(&cmd);
+        assert!(
+            err.contains("model.safetensors") && err.contains("no trained weights"),
+            "{err}"
+        );
+    }
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(config.contains("\"sep_conv_3x3\""));
+    std::fs::write(
+        run.join("config.json"),
+        config.replacen("\"sep_conv_3x3\"", "\"conv_7x1_1x7\"", 1),
+    )
+    .unwrap();
+    let err = fails(&["export", "--checkpoint", r]);
+    assert!(err.contains("conv_7x1_1x7"), "{err}");
+    for d in [run, bare] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
 
 #[test]

@@ -88,9 +88,17 @@ pub fn run(a: &ExportArgs) -> Result<()> {
                 let bytes = std::fs::read(&out).map_err(|e| Error::io(&out, e))?;
                 let report = check::check(&onnx::from_bytes(&bytes, &out)?)
                     .map_err(|e| Error::data(&out, format!("ONNX check failed: {e}")))?;
+                let dims: Vec<String> = report
+                    .output_shape
+                    .iter()
+                    .map(|d| d.map_or("batch".into(), |d| d.to_string()))
+                    .collect();
                 eprintln!(
-                    "check: {} nodes, {} initializers ({} parameters), output {:?}",
-                    report.nodes, report.initializers, report.parameters, report.output_shape
+                    "check: {} nodes, {} initializers ({} parameters), output {}",
+                    report.nodes,
+                    report.initializers,
+                    report.parameters,
+                    dims.join("×")
                 );
                 result["check"] = serde_json::json!(report);
             }
