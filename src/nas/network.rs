@@ -45,7 +45,7 @@ impl Network {
         }
         let body = match &spec.genotype {
             Arch::Darts(g) => {
-                if spec.channels % 2 != 0 {
+                if !spec.channels.is_multiple_of(2) {
                     return bad("channels must be even (FactorizedReduce halves them)");
                 }
                 darts::backbone(

@@ -158,7 +158,7 @@ pub struct FactorizedReduce {
 
 impl FactorizedReduce {
     pub fn new(cin: usize, cout: usize, affine: bool, rng: &mut impl Rng) -> Result<Self> {
-        if cout % 2 != 0 {
+        if !cout.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
                 "FactorizedReduce needs an even channel count, got {cout}"
             )));

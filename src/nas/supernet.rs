@@ -99,7 +99,7 @@ impl SearchSpec {
         {
             return bad("need 1 <= multiplier <= steps and a positive stem multiplier");
         }
-        if self.space == Space::Darts && self.channels % 2 != 0 {
+        if self.space == Space::Darts && !self.channels.is_multiple_of(2) {
             return bad("channels must be even (FactorizedReduce splits them in two halves)");
         }
         if self.space == Space::Nb201 && self.primitives != super::primitives::NB201_PRIMITIVES {

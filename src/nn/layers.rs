@@ -51,7 +51,7 @@ impl Conv2d {
                 ("groups", cfg.groups),
             ],
         )?;
-        if in_channels % cfg.groups != 0 || out_channels % cfg.groups != 0 {
+        if !in_channels.is_multiple_of(cfg.groups) || !out_channels.is_multiple_of(cfg.groups) {
             return Err(Error::InvalidArgument(format!(
                 "Conv2d: groups ({}) must divide in_channels ({in_channels}) and out_channels ({out_channels})",
                 cfg.groups

@@ -24,7 +24,7 @@ const XI: f64 = 0.01;
 /// Whether the hyperparameters are re-chosen when the GP holds `n` points: at every step while
 /// the data are few, then every 20, since each refit costs a factorisation per grid point.
 fn refit_due(n: usize) -> bool {
-    n <= 20 || n % 20 == 0
+    n <= 20 || n.is_multiple_of(20)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
