@@ -529,14 +529,11 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
         let lr = cosine_lr(cfg.lr, cfg.lr_min, epoch, cfg.epochs);
         run.sgd.set_lr(lr)?;
         let mut ctx = Ctx::new(true, cfg.seed.wrapping_add(epoch as u64));
+        let warmup = epoch < cfg.warmup_epochs;
         let mut bar = Progress::new(
             format!(
                 "{} {}/{}",
-                if epoch < cfg.warmup_epochs {
-                    "warm-up"
-                } else {
-                    "search"
-                },
+                if warmup { "warm-up" } else { "search" },
                 epoch + 1,
                 cfg.epochs
             ),
@@ -550,7 +547,6 @@ pub fn run(cfg: SearchConfig, out: Option<&Path>, resume: bool) -> Result<Search
             round: 0,
             batches: None,
         };
-        let warmup = epoch < cfg.warmup_epochs;
         for (step, batch) in train_loader.epoch(epoch as u64)?.take(steps).enumerate() {
             run.net.alphas.temperature = cfg.temperature_at(epoch, progress(step + 1));
             let images = batch.images_on(cfg.device)?;

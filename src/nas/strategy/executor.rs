@@ -119,3 +119,23 @@ impl Executor for LocalPool {
         self.slots
     }
 }
+
+/// `f` on every item at once, one scoped thread each (they wait on the executor's slots), the
+/// results in item order; a thread that panicked is an error rather than a lost trial.
+pub(crate) fn each_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|x| s.spawn(move || f(x))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::InvalidArgument("a trial thread panicked".into()))
+                })
+            })
+            .collect()
+    })
+}

@@ -110,33 +110,17 @@ fn rung(
     epochs: usize,
     threads: usize,
 ) -> Result<Vec<TrialScore>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|&(dir, start)| {
-                s.spawn(move || {
-                    if let Some(score) = read_score(dir, epochs)? {
-                        return Ok(score);
-                    }
-                    let task = Task {
-                        args: train_args(dir, start, Some(epochs), threads),
-                        dir: dir.to_path_buf(),
-                    };
-                    exec.run(&task)?;
-                    read_score(dir, epochs)?.ok_or_else(|| {
-                        Error::data(dir.join("results.json"), "the trial ended without results")
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::InvalidArgument("a trial thread panicked".into()))
-                })
-            })
-            .collect()
+    super::executor::each_in_parallel(jobs, |&(dir, start)| {
+        if let Some(score) = read_score(dir, epochs)? {
+            return Ok(score);
+        }
+        let task = Task {
+            args: train_args(dir, start, Some(epochs), threads),
+            dir: dir.to_path_buf(),
+        };
+        exec.run(&task)?;
+        read_score(dir, epochs)?
+            .ok_or_else(|| Error::data(dir.join("results.json"), "the trial ended without results"))
     })
 }
 

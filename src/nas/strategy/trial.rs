@@ -150,19 +150,6 @@ impl<A: Clone + Into<Arch> + Sync> Evaluator<A> for TrainingEvaluator<'_> {
 
     /// All at once, one thread per arch waiting on the executor's slots.
     fn signals(&self, archs: &[A]) -> Result<Vec<f64>> {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = archs
-                .iter()
-                .map(|a| s.spawn(move || self.signal(a)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidArgument("a trial thread panicked".into()))
-                    })
-                })
-                .collect()
-        })
+        super::executor::each_in_parallel(archs, |a| self.signal(a))
     }
 }
