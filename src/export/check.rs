@@ -314,3 +314,60 @@ fn infer(op: &str, n: &NodeProto, ins: &[&Value2]) -> Result<Vec<Dim>, String> {
         other => Err(format!("op {other} is not one the exporter writes")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::proto::tensor_info;
+    use crate::nas::network::{Network, NetworkSpec};
+    use crate::nas::space::{Arch, NB201_BEST};
+
+    fn model() -> ModelProto {
+        let spec = NetworkSpec {
+            channels: 2,
+            layers: 1,
+            num_classes: 3,
+            in_channels: 1,
+            image_size: 8,
+            auxiliary: false,
+            genotype: Arch::load(NB201_BEST).unwrap(),
+        };
+        let net = Network::new(spec, &mut crate::rng(0)).unwrap();
+        crate::export::onnx::model(&net, true).unwrap()
+    }
+
+    #[test]
+    fn exported_model_passes_and_broken_ones_are_named() {
+        let good = model();
+        let report = check(&good).unwrap();
+        assert_eq!(report.output_shape, vec![None, Some(3)]);
+        assert_eq!(report.ops["Gemm"], 1);
+
+        let mut undefined = good.clone();
+        undefined.graph.as_mut().unwrap().node[3].input[0] = "nowhere".into();
+        let err = check(&undefined).unwrap_err();
+        assert!(err.contains("input nowhere is not defined"), "{err}");
+
+        let mut misshapen = good.clone();
+        let g = misshapen.graph.as_mut().unwrap();
+        g.initializer[0].dims[1] = 5;
+        let err = check(&misshapen).unwrap_err();
+        assert!(
+            err.contains("stem.0.weight") && err.contains("bytes"),
+            "{err}"
+        );
+
+        // Images of 3 channels for a stem conv of 1.
+        let mut wrong_input = good.clone();
+        wrong_input.graph.as_mut().unwrap().input[0] =
+            tensor_info("images", &[None, Some(3), Some(8), Some(8)]);
+        let err = check(&wrong_input).unwrap_err();
+        assert!(err.contains("Conv") && err.contains("channels"), "{err}");
+
+        let mut unknown = good;
+        unknown.graph.as_mut().unwrap().node[1].op_type = Some("Gelu".into());
+        assert!(check(&unknown)
+            .unwrap_err()
+            .contains("op Gelu is not one the exporter writes"));
+    }
+}
