@@ -310,8 +310,23 @@ pub struct EvalArgs {
     /// Seed of the bootstrap resampling behind the top-1 confidence interval.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Quantise to int8 first (post-training static, calibrated on training batches) and
+    /// evaluate the int8 network (CPU).
+    #[arg(long)]
+    pub int8: bool,
+    #[command(flatten)]
+    pub calibration: CalibrationArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct CalibrationArgs {
+    /// Training batches of 64 the activation ranges are calibrated on.
+    #[arg(long, default_value_t = 16)]
+    pub calibration_batches: usize,
+    #[arg(long, value_enum, default_value_t = crate::compress::quantize::Observer::Minmax)]
+    pub observer: crate::compress::quantize::Observer,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +360,8 @@ pub struct BenchInferArgs {
     /// Timed batch-1 calls per path (batch 64: a tenth of them, at least 3).
     #[arg(long, default_value_t = 200)]
     pub runs: usize,
+    #[command(flatten)]
+    pub calibration: CalibrationArgs,
     #[arg(long)]
     pub threads: Option<usize>,
     #[arg(long)]
@@ -757,11 +774,29 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         crate::evaluate::load_trained(&a.checkpoint, a.dataset, a.data_dir.clone())?;
     crate::nn::to_device(&mut net, device)?;
     cfg.device = device;
-    let mut forward = crate::evaluate::eval_forward(net, device)?;
+    let train = std::sync::Arc::new(splits.train);
+    let mut forward: Box<dyn FnMut(crate::Tensor) -> Result<crate::Tensor>> = if a.int8 {
+        if device != crate::Device::Cpu {
+            return Err(Error::InvalidArgument(
+                "--int8 runs on the CPU; drop --device".into(),
+            ));
+        }
+        let c = a.calibration;
+        let q = crate::compress::quantize::quantize_network(
+            &net,
+            cfg.data.kind,
+            train.clone(),
+            c.calibration_batches,
+            c.observer,
+        )?;
+        Box::new(move |x| q.forward(x))
+    } else {
+        crate::evaluate::eval_forward(net, device)?
+    };
     let report = crate::evaluate::evaluate_network(
         &mut forward,
         &cfg,
-        &splits.train,
+        &train,
         std::sync::Arc::new(splits.test),
         a.seed,
     )?;
@@ -816,7 +851,9 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         }
         Command::Bench(BenchCommand::Infer(a)) => {
             set_threads(a.threads)?;
-            let paths = crate::infer::bench::paths(&a.checkpoint)?;
+            let c = a.calibration;
+            let paths =
+                crate::infer::bench::paths(&a.checkpoint, c.calibration_batches, c.observer)?;
             let rows = crate::infer::bench::run(&a.checkpoint, paths, a.runs)?;
             if a.json {
                 return print_json(&serde_json::json!({ "paths": rows }));

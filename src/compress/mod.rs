@@ -1,3 +1,6 @@
 //! Compression of trained networks: int8 post-training quantisation on int8 kernels.
 
 pub mod int8;
+pub mod quantize;
+#[cfg(test)]
+mod tests;

@@ -31,10 +31,19 @@ pub struct PathTiming {
 }
 
 /// The paths `darts bench infer` compares on the run folder `checkpoint`: the training path's
-/// eval-mode forward and the lowered f32 program.
-pub fn paths(checkpoint: &std::path::Path) -> Result<Vec<Path>> {
-    let (_, mut net, _) = crate::evaluate::load_trained(checkpoint, None, None)?;
+/// eval-mode forward, the lowered f32 program, and the int8 program calibrated on `batches`
+/// training batches.
+pub fn paths(
+    checkpoint: &std::path::Path,
+    batches: usize,
+    observer: crate::compress::quantize::Observer,
+) -> Result<Vec<Path>> {
+    let (cfg, mut net, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
     let program = super::lower(&net)?;
+    let train = std::sync::Arc::new(splits.train);
+    let q =
+        crate::compress::quantize::quantize_network(&net, cfg.data.kind, train, batches, observer)?;
+    let isa = format!("int8 inference path ({:?})", q.isa);
     let mut ctx = Ctx::new(false, 0);
     Ok(vec![
         Path {
@@ -44,6 +53,10 @@ pub fn paths(checkpoint: &std::path::Path) -> Result<Vec<Path>> {
         Path {
             name: "f32 inference path".into(),
             forward: Box::new(move |x| program.forward(x)),
+        },
+        Path {
+            name: isa,
+            forward: Box::new(move |x| q.forward(x)),
         },
     ])
 }
@@ -111,13 +124,13 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
 /// The table: one row per path, and each path's speed-up over the first.
 pub fn render(rows: &[PathTiming]) -> String {
     let mut s = format!(
-        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
         "path", "b1 med ms", "b1 p99 ms", "b64 ms", "img/s", "peak MiB", "b64 ×"
     );
     let base = rows.first().map_or(1.0, |r| r.batch64_ms);
     for r in rows {
         s += &format!(
-            "{:<32} {:>10.3} {:>10.3} {:>10.2} {:>10.0} {:>9.2} {:>9.2}\n",
+            "{:<36} {:>10.3} {:>10.3} {:>10.2} {:>10.0} {:>9.2} {:>9.2}\n",
             r.name,
             r.batch1_median_ms,
             r.batch1_p99_ms,

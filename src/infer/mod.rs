@@ -118,9 +118,9 @@ impl Step {
 /// A lowered network: its steps in execution order and, per slot, the step that reads it last.
 pub struct Program {
     pub steps: Vec<Step>,
-    slots: usize,
-    output: Slot,
-    last_use: Vec<usize>,
+    pub(crate) slots: usize,
+    pub(crate) output: Slot,
+    pub(crate) last_use: Vec<usize>,
 }
 
 impl Program {
@@ -143,11 +143,23 @@ impl Program {
 
     /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU.
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        self.forward_observed(x, &mut |_, _| {})
+    }
+
+    /// [`Program::forward`], showing `observe` every slot's value as it is computed (the input
+    /// first): what int8 calibration records.
+    pub fn forward_observed(
+        &self,
+        x: Tensor,
+        observe: &mut dyn FnMut(Slot, &Tensor),
+    ) -> Result<Tensor> {
         crate::no_grad(|| {
+            observe(0, &x);
             let mut slots: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
             slots[0] = Some(x);
             for (i, step) in self.steps.iter().enumerate() {
                 let out = self.exec(step, i, &mut slots)?;
+                observe(step.dst(), &out);
                 for src in step.srcs() {
                     if self.last_use[src] == i {
                         slots[src] = None;
@@ -270,4 +282,4 @@ fn relu_in_place(v: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

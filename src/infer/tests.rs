@@ -10,7 +10,7 @@ use crate::nas::space::Arch;
 use crate::nn::{Ctx, Module};
 use crate::tensor::Tensor;
 
-fn network(genotype: Arch, layers: usize, image: usize) -> Network {
+pub(crate) fn network(genotype: Arch, layers: usize, image: usize) -> Network {
     let spec = NetworkSpec {
         channels: 4,
         layers,
