@@ -348,7 +348,8 @@ pub enum BenchCommand {
     /// runs on the built-in dataset.
     Memory(BenchMemoryArgs),
     /// Inference speed of a trained run folder: batch-1 latency (median, p99) and batch-64
-    /// throughput of the training path's eval forward and of the inference path.
+    /// throughput of the training path's eval forward, the f32 and int8 inference paths, and the
+    /// same network in onnxruntime (f32, its own int8) and PyTorch where Python has them.
     Infer(BenchInferArgs),
 }
 
@@ -364,6 +365,13 @@ pub struct BenchInferArgs {
     pub calibration: CalibrationArgs,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The Python that runs onnxruntime and PyTorch on the exported model (rows for what it
+    /// lacks are left out, with a note).
+    #[arg(long, env = "DARTS_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Only our own paths.
+    #[arg(long)]
+    pub no_external: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -854,9 +862,22 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             let c = a.calibration;
             let paths =
                 crate::infer::bench::paths(&a.checkpoint, c.calibration_batches, c.observer)?;
-            let rows = crate::infer::bench::run(&a.checkpoint, paths, a.runs)?;
+            let mut rows = crate::infer::bench::run(&a.checkpoint, paths, a.runs)?;
+            let mut notes = vec![];
+            if !a.no_external {
+                let c = a.calibration;
+                let ext = crate::infer::bench::external(
+                    &a.checkpoint,
+                    &a.python,
+                    a.runs,
+                    c.calibration_batches,
+                )?;
+                rows.extend(ext.rows);
+                notes = ext.notes;
+            }
+            notes.iter().for_each(|n| eprintln!("note: {n}"));
             if a.json {
-                return print_json(&serde_json::json!({ "paths": rows }));
+                return print_json(&serde_json::json!({ "paths": rows, "notes": notes }));
             }
             print!("{}", crate::infer::bench::render(&rows));
             Ok(())

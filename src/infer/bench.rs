@@ -25,9 +25,13 @@ pub struct PathTiming {
     pub batch1_p99_ms: f64,
     pub batch64_ms: f64,
     pub batch64_images_per_s: f64,
+    /// CPU time of the process (all threads) per call, medians: unlike wall time, it hardly
+    /// moves when other processes share the cores.
+    pub batch1_cpu_ms: f64,
+    pub batch64_cpu_ms: f64,
     /// Peak host tensor memory above what was alive before the path ran (activations and
-    /// scratch; the weights were loaded before).
-    pub peak_activation_bytes: usize,
+    /// scratch; the weights were loaded before); unknown for the external runtimes.
+    pub peak_activation_bytes: Option<usize>,
 }
 
 /// The paths `darts bench infer` compares on the run folder `checkpoint`: the training path's
@@ -65,10 +69,71 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn time(forward: &mut dyn FnMut(Tensor) -> Result<Tensor>, x: &Tensor) -> Result<f64> {
-    let t = Instant::now();
+/// Milliseconds of CPU the process has used, all threads together.
+fn cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant the kernel knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
+}
+
+/// Wall and CPU milliseconds of one call.
+fn time(forward: &mut dyn FnMut(Tensor) -> Result<Tensor>, x: &Tensor) -> Result<(f64, f64)> {
+    let (t, c) = (Instant::now(), cpu_ms());
     forward(x.clone())?;
-    Ok(t.elapsed().as_secs_f64() * 1e3)
+    Ok((t.elapsed().as_secs_f64() * 1e3, cpu_ms() - c))
+}
+
+/// `runs` timed calls: sorted wall times and the median CPU time.
+fn timed(
+    forward: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    runs: usize,
+) -> Result<(Vec<f64>, f64)> {
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..runs)
+        .map(|_| time(forward, x))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    Ok((wall, percentile(&cpu, 0.5)))
+}
+
+/// The first 64 test images of the run's dataset, normalised as in training.
+fn timed_batch(checkpoint: &std::path::Path) -> Result<Tensor> {
+    let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
+    let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
+    let test = std::sync::Arc::new(splits.test);
+    Ok(in_order_loader(test, norm, 64)?
+        .epoch(0)?
+        .next()
+        .ok_or_else(|| Error::InvalidArgument("the test set is empty".into()))?
+        .images)
+}
+
+/// The onnxruntime and PyTorch rows for the same network and images (see [`super::external`]),
+/// onnxruntime's int8 calibrated on the first `calibration_batches` training batches of 64.
+pub fn external(
+    checkpoint: &std::path::Path,
+    python: &std::path::Path,
+    runs: usize,
+    calibration_batches: usize,
+) -> Result<super::external::External> {
+    let (cfg, net, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
+    let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
+    let torch_config = crate::export::torch::config(&net, &norm, &splits.test.class_names);
+    let train = std::sync::Arc::new(splits.train);
+    let calibration: Vec<Tensor> = in_order_loader(train, norm, 64)?
+        .epoch(0)?
+        .take(calibration_batches)
+        .map(|b| b.images)
+        .collect();
+    let x64 = timed_batch(checkpoint)?;
+    super::external::run(python, &net, &torch_config, &x64, &calibration, runs)
 }
 
 /// Times each path: `runs` batch-1 calls and `runs / 10` (at least 3) batch-64 calls after two
@@ -79,14 +144,7 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
             "--runs must be at least 10 (for a p99), got {runs}"
         )));
     }
-    let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
-    let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
-    let test = std::sync::Arc::new(splits.test);
-    let batch = in_order_loader(test, norm, 64)?
-        .epoch(0)?
-        .next()
-        .ok_or_else(|| Error::InvalidArgument("the test set is empty".into()))?;
-    let x64 = batch.images;
+    let x64 = timed_batch(checkpoint)?;
     let per = x64.numel() / x64.shape()[0];
     let x1 = Tensor::from_vec(
         x64.data()[..per].to_vec(),
@@ -100,14 +158,8 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
             time(&mut p.forward, &x1)?;
             time(&mut p.forward, &x64)?;
         }
-        let mut b1 = (0..runs)
-            .map(|_| time(&mut p.forward, &x1))
-            .collect::<Result<Vec<_>>>()?;
-        b1.sort_by(f64::total_cmp);
-        let mut b64 = (0..(runs / 10).max(3))
-            .map(|_| time(&mut p.forward, &x64))
-            .collect::<Result<Vec<_>>>()?;
-        b64.sort_by(f64::total_cmp);
+        let (b1, b1_cpu) = timed(&mut p.forward, &x1, runs)?;
+        let (b64, b64_cpu) = timed(&mut p.forward, &x64, (runs / 10).max(3))?;
         let ms64 = percentile(&b64, 0.5);
         out.push(PathTiming {
             name: p.name,
@@ -115,7 +167,9 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
             batch1_p99_ms: percentile(&b1, 0.99),
             batch64_ms: ms64,
             batch64_images_per_s: x64.shape()[0] as f64 / ms64 * 1e3,
-            peak_activation_bytes: crate::device::pool::peak_bytes().saturating_sub(live),
+            batch1_cpu_ms: b1_cpu,
+            batch64_cpu_ms: b64_cpu,
+            peak_activation_bytes: Some(crate::device::pool::peak_bytes().saturating_sub(live)),
         });
     }
     Ok(out)
@@ -124,19 +178,24 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
 /// The table: one row per path, and each path's speed-up over the first.
 pub fn render(rows: &[PathTiming]) -> String {
     let mut s = format!(
-        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n",
-        "path", "b1 med ms", "b1 p99 ms", "b64 ms", "img/s", "peak MiB", "b64 ×"
+        "{:<40} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}\n",
+        "path", "b1 ms", "b1 p99", "b1 cpu", "b64 ms", "b64 cpu", "img/s", "peak MiB", "b64 ×"
     );
     let base = rows.first().map_or(1.0, |r| r.batch64_ms);
     for r in rows {
         s += &format!(
-            "{:<36} {:>10.3} {:>10.3} {:>10.2} {:>10.0} {:>9.2} {:>9.2}\n",
+            "{:<40} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8.0} {:>8} {:>7.2}\n",
             r.name,
             r.batch1_median_ms,
             r.batch1_p99_ms,
+            r.batch1_cpu_ms,
             r.batch64_ms,
+            r.batch64_cpu_ms,
             r.batch64_images_per_s,
-            r.peak_activation_bytes as f64 / (1 << 20) as f64,
+            r.peak_activation_bytes.map_or("-".into(), |b| format!(
+                "{:.2}",
+                b as f64 / (1 << 20) as f64
+            )),
             base / r.batch64_ms
         );
     }

@@ -14,6 +14,7 @@
 //! work across threads by sample and by channel.
 
 pub mod bench;
+pub mod external;
 mod lower;
 
 pub use lower::lower;
@@ -21,6 +22,10 @@ pub use lower::lower;
 use crate::error::{Error, Result};
 use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Images per chunk of [`Program::forward`].
+const CHUNK: usize = 8;
 
 /// Index of a value of the program; slot 0 is the input images.
 pub type Slot = usize;
@@ -141,9 +146,30 @@ impl Program {
         }
     }
 
-    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU.
+    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU: the batch is cut
+    /// into chunks of a few images that run the whole program each, in parallel, so that a
+    /// chunk's activations stay in cache from one step to the next and the threads meet once per
+    /// batch instead of once per step.
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
-        self.forward_observed(x, &mut |_, _| {})
+        let (n, c, h, w) = x.dims4("inference")?;
+        if n <= CHUNK {
+            return self.forward_observed(x, &mut |_, _| {});
+        }
+        let per = c * h * w;
+        let logits = x
+            .data()
+            .par_chunks(CHUNK * per)
+            .map(|part| {
+                let xs = Tensor::from_vec(part.to_vec(), &[part.len() / per, c, h, w])?;
+                self.run_steps(xs, &mut |_, _| {})
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let classes = logits[0].shape()[1];
+        let data = logits
+            .iter()
+            .flat_map(|l| l.data().iter().copied())
+            .collect();
+        Tensor::from_vec(data, &[n, classes])
     }
 
     /// [`Program::forward`], showing `observe` every slot's value as it is computed (the input
@@ -151,7 +177,18 @@ impl Program {
     pub fn forward_observed(
         &self,
         x: Tensor,
-        observe: &mut dyn FnMut(Slot, &Tensor),
+        observe: &mut (dyn FnMut(Slot, &Tensor) + Send),
+    ) -> Result<Tensor> {
+        // Run on a worker of the thread pool, so that each kernel's parallel loop starts there
+        // instead of waking the pool from outside (a cross-thread hand-off per op, which costs
+        // more than a small conv takes when the cores are busy).
+        rayon::scope(|_| self.run_steps(x, observe))
+    }
+
+    fn run_steps(
+        &self,
+        x: Tensor,
+        observe: &mut (dyn FnMut(Slot, &Tensor) + Send),
     ) -> Result<Tensor> {
         crate::no_grad(|| {
             observe(0, &x);
@@ -206,7 +243,7 @@ impl Program {
                 relu,
                 ..
             } => {
-                let mut y = ops::conv2d(&get(*src, slots)?, w, Some(b), *cfg)?;
+                let mut y = ops::conv2d_inference(&get(*src, slots)?, w, b, *cfg)?;
                 if *relu {
                     relu_in_place(y.data_mut());
                 }

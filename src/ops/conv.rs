@@ -22,6 +22,7 @@ mod tests;
 use rayon::prelude::*;
 
 use super::{operands, Operands};
+use crate::device::cpu::Mat;
 use crate::device::pool;
 use crate::error::{Error, Result};
 use crate::tape;
@@ -209,6 +210,27 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         Some(b) => tape::record(op, out, &[x, w, b], backward),
         None => tape::record(op, out, &[x, w], backward),
     })
+}
+
+/// [`conv2d`] for the inference path: no tape, and on the CPU a 1×1, stride-1, ungrouped conv
+/// runs the loops of `pointwise` with fused multiply-adds at any width (the small channel counts
+/// of cells are where the GEMM spends as long packing as multiplying); so such a conv rounds
+/// differently from [`conv2d`] in the last bits. Everything else is [`conv2d`].
+pub fn conv2d_inference(x: &Tensor, w: &Tensor, bias: &Tensor, cfg: Conv2dCfg) -> Result<Tensor> {
+    let g = Geom::new("conv2d", x.shape(), w.shape(), &cfg)?;
+    let one_by_one = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0 && g.groups == 1;
+    let data = match operands("conv2d", [x, w, bias])? {
+        Operands::Cpu([xd, wd, bd]) if one_by_one && bias.shape() == [g.cout] => (xd, wd, bd),
+        _ => return crate::no_grad(|| conv2d(x, w, Some(bias), cfg)),
+    };
+    let _prof = super::prof::span("conv2d_1x1", false);
+    let (xd, wd, bd) = data;
+    let (p, cin) = (g.ohw(), g.cin);
+    let mut out = pool::take(g.n * g.cout * p);
+    out.par_chunks_mut(g.cout * p)
+        .zip(xd.par_chunks(cin * p))
+        .for_each(|(y, xs)| pointwise::mix_fused(Mat::rm(wd, cin), xs, Some(bd), y, p));
+    Ok(Tensor::from_parts(out, &g.out_shape()))
 }
 
 /// The gradients [`conv2d_backward`] was asked for.

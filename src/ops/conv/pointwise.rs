@@ -15,8 +15,10 @@ pub(super) const MAX_NARROW_SIDE: usize = 8;
 /// GEMM kernel's FMA rate, so wider products favour the GEMM).
 pub(super) const MAX_WIDE_SIDE: usize = 32;
 
-/// Positions per tile: the running sums of one output row's tile stay in vector registers.
-const TILE: usize = 32;
+/// Positions per tile and output rows per block: the 4 × 16 running sums of a block stay in
+/// eight AVX2 registers while each input row's tile is loaded once for all four outputs.
+const TILE: usize = 16;
+const ROWS: usize = 4;
 
 /// Element (i, j) of `a`.
 #[inline(always)]
@@ -24,32 +26,118 @@ fn at(a: Mat, i: usize, j: usize) -> f32 {
     a.data[i * a.rs + j * a.cs]
 }
 
-simd_fn! {
-    /// `out[i, p] = init[i] + Σ_j a[i, j] · x[j, p]` for the rows of `out` ([rows, P]) and `x`
-    /// ([K, P]), `init` zero when absent: the forward (a = W) and dx (a = Wᵀ) of a 1×1 conv.
-    pub(super) fn mix(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
-        let k = x.len() / p;
-        for (i, row) in out.chunks_exact_mut(p).enumerate() {
-            let start = init.map_or(0.0, |b| b[i]);
-            let mut tiles = row.chunks_exact_mut(TILE);
-            let mut t0 = 0;
-            for tile in &mut tiles {
-                let mut acc = [start; TILE];
-                for j in 0..k {
-                    let (aij, src) = (at(a, i, j), &x[j * p + t0..][..TILE]);
-                    acc.iter_mut().zip(src).for_each(|(s, v)| *s += aij * v);
-                }
-                tile.copy_from_slice(&acc);
-                t0 += TILE;
-            }
-            let rest = tiles.into_remainder();
-            rest.fill(start);
-            for j in 0..k {
-                let (aij, src) = (at(a, i, j), &x[j * p + t0..]);
-                rest.iter_mut().zip(src).for_each(|(s, v)| *s += aij * v);
-            }
+/// How a running sum takes one more product.
+trait Madd {
+    fn madd(s: f32, a: f32, x: f32) -> f32;
+}
+
+/// `s + a·x` rounded twice: what the training path computes on every CPU.
+struct Separate;
+impl Madd for Separate {
+    #[inline(always)]
+    fn madd(s: f32, a: f32, x: f32) -> f32 {
+        s + a * x
+    }
+}
+
+/// `s + a·x` rounded once (FMA): for inference, only where the CPU has the instruction.
+struct Fused;
+impl Madd for Fused {
+    #[inline(always)]
+    fn madd(s: f32, a: f32, x: f32) -> f32 {
+        a.mul_add(x, s)
+    }
+}
+
+/// The `R` output rows from `i0` on of [`mix`] for the `len` positions from `t0` on, `out`
+/// holding just those rows. Called with `len == TILE` the loops have constant bounds, so the
+/// running sums live in registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn mix_tile<M: Madd, const R: usize>(
+    a: Mat,
+    x: &[f32],
+    start: [f32; R],
+    out: &mut [f32],
+    p: usize,
+    i0: usize,
+    t0: usize,
+    len: usize,
+) {
+    let k = x.len() / p;
+    let mut acc: [[f32; TILE]; R] = std::array::from_fn(|r| [start[r]; TILE]);
+    for j in 0..k {
+        let src = &x[j * p + t0..][..len];
+        for (r, sums) in acc.iter_mut().enumerate() {
+            let arj = at(a, i0 + r, j);
+            sums[..len]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(s, &v)| *s = M::madd(*s, arj, v));
         }
     }
+    for (r, sums) in acc.iter().enumerate() {
+        out[r * p + t0..][..len].copy_from_slice(&sums[..len]);
+    }
+}
+
+/// The `R` output rows from `i0` on of [`mix`], `out` holding just those rows.
+#[inline(always)]
+fn mix_rows<M: Madd, const R: usize>(
+    a: Mat,
+    x: &[f32],
+    init: Option<&[f32]>,
+    out: &mut [f32],
+    p: usize,
+    i0: usize,
+) {
+    let start: [f32; R] = std::array::from_fn(|r| init.map_or(0.0, |b| b[i0 + r]));
+    let full = p / TILE * TILE;
+    for t0 in (0..full).step_by(TILE) {
+        mix_tile::<M, R>(a, x, start, out, p, i0, t0, TILE);
+    }
+    if full < p {
+        mix_tile::<M, R>(a, x, start, out, p, i0, full, p - full);
+    }
+}
+
+/// `out[i, p] = init[i] + Σ_j a[i, j] · x[j, p]` for the rows of `out` ([rows, P]) and `x`
+/// ([K, P]), `init` zero when absent, each sum taken over j in order.
+#[inline(always)]
+fn mix_with<M: Madd>(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
+    let rows = out.len() / p;
+    let blocked = rows / ROWS * ROWS;
+    for (b, block) in out[..blocked * p].chunks_exact_mut(ROWS * p).enumerate() {
+        mix_rows::<M, ROWS>(a, x, init, block, p, b * ROWS);
+    }
+    for i in blocked..rows {
+        mix_rows::<M, 1>(a, x, init, &mut out[i * p..][..p], p, i);
+    }
+}
+
+simd_fn! {
+    /// [`mix_with`] as the training path computes it: the forward (a = W) and dx (a = Wᵀ) of
+    /// a 1×1 conv.
+    pub(super) fn mix(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
+        mix_with::<Separate>(a, x, init, out, p)
+    }
+}
+
+/// [`mix`] with fused multiply-adds where the CPU has AVX2 and FMA: an inference-path 1×1 conv
+/// of any width (the sums then round once per product, not twice).
+pub(super) fn mix_fused(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2_fma(a: Mat, x: &[f32], init: Option<&[f32]>, out: &mut [f32], p: usize) {
+            mix_with::<Fused>(a, x, init, out, p)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has both features `avx2_fma` was compiled for.
+            return unsafe { avx2_fma(a, x, init, out, p) };
+        }
+    }
+    mix(a, x, init, out, p)
 }
 
 /// The weight-gradient size (Cout · K per group) up to which [`dots`] beats the GEMM; past it,
