@@ -45,11 +45,12 @@ fn config(
     }
 }
 
-const ALL: [StrategyKind; 4] = [
+const ALL: [StrategyKind; 5] = [
     StrategyKind::Random,
     StrategyKind::Evolution,
     StrategyKind::Bo,
     StrategyKind::Rl,
+    StrategyKind::Tpe,
 ];
 
 /// The result without its wall times, for comparing two runs.
@@ -91,15 +92,18 @@ fn every_strategy_searches_the_table_and_repeats_by_seed() {
 }
 
 #[test]
-fn evolution_beats_random_search() {
+fn evolution_and_tpe_beat_random_search() {
     let Some(t) = table() else { return };
     let mean = |kind| {
         run(&config(&t, kind, 150, 20, 1), None, false)
             .unwrap()
             .mean_test_accuracy
     };
-    let (rea, rs) = (mean(StrategyKind::Evolution), mean(StrategyKind::Random));
-    assert!(rea > rs, "REA {rea:.3} vs RS {rs:.3}");
+    let rs = mean(StrategyKind::Random);
+    for kind in [StrategyKind::Evolution, StrategyKind::Tpe] {
+        let m = mean(kind);
+        assert!(m > rs, "{kind} {m:.3} vs random {rs:.3}");
+    }
 }
 
 /// The log's lines sorted by (run, query), as text, without their wall times.
@@ -314,7 +318,7 @@ fn bad_input_is_one_line_and_exit_1() {
         (["--budget", "0"], "--budget must be at least 1"),
         (
             ["--strategy", "annealing"],
-            "unknown --strategy `annealing`; expected one of random, evolution, bo, rl",
+            "unknown --strategy `annealing`; expected one of random, evolution, bo, rl, tpe",
         ),
         (
             ["--signal", "cifar10_valid_7ep"],

@@ -14,7 +14,7 @@ use crate::nas::space::Space;
 
 #[derive(Args, Debug)]
 pub struct NasArgs {
-    /// random | evolution | bo | rl (REINFORCE).
+    /// random | evolution | bo | rl (REINFORCE) | tpe.
     #[arg(long, default_value = "evolution")]
     pub strategy: String,
     /// Search space; nb201 is scored by the NAS-Bench-201 table.
@@ -52,7 +52,7 @@ pub struct NasArgs {
     /// REINFORCE: momentum of the moving-average baseline.
     #[arg(long, default_value_t = 0.9)]
     pub baseline_momentum: f64,
-    /// BO: random queries before the GP proposes.
+    /// BO and TPE: random queries before the surrogate proposes.
     #[arg(long, default_value_t = 10)]
     pub initial: usize,
     /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
@@ -158,7 +158,7 @@ fn strategy_kind(name: &str) -> Result<StrategyKind> {
     use clap::ValueEnum;
     StrategyKind::from_str(name, true).map_err(|_| {
         Error::InvalidArgument(format!(
-            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl"
+            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl, tpe"
         ))
     })
 }

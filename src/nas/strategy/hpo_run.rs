@@ -29,7 +29,7 @@ use crate::train::TrainConfig;
 
 #[derive(Args, Debug)]
 pub struct HpoArgs {
-    /// random | bo (GP, expected improvement) | evolution | rl.
+    /// random | bo (GP, expected improvement) | tpe | evolution | rl.
     #[arg(long, default_value = "random")]
     pub strategy: String,
     /// Configurations to try.
@@ -226,7 +226,7 @@ fn kind(name: &str) -> Result<StrategyKind> {
     use clap::ValueEnum;
     StrategyKind::from_str(name, true).map_err(|_| {
         Error::InvalidArgument(format!(
-            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl"
+            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl, tpe"
         ))
     })
 }
