@@ -331,9 +331,10 @@ pub struct CalibrationArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A search or training run folder.
-    pub run: PathBuf,
-    /// Output HTML file [default: RUN/report.html].
+    /// A search or training run folder, or one or more `darts nas` folders to compare.
+    #[arg(required = true)]
+    pub run: Vec<PathBuf>,
+    /// Output HTML file [default: RUN/report.html, of the first RUN].
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     #[arg(long)]
@@ -817,8 +818,11 @@ fn run_eval(a: EvalArgs) -> Result<()> {
 }
 
 fn run_report(a: ReportArgs) -> Result<()> {
-    let out = a.out.clone().unwrap_or_else(|| a.run.join("report.html"));
-    crate::report::write_report(&a.run, &out)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.run[0].join("report.html"));
+    crate::report::write_reports(&a.run, &out)?;
     if a.json {
         print_json(&serde_json::json!({ "report": out }))
     } else {

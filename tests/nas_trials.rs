@@ -62,6 +62,32 @@ fn finished(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Runs `darts ARGS` and kills it, with every trial process it started, once `n` trials under
+/// `dir/trials` have finished.
+fn kill_after(args: &[&str], dir: &Path, n: usize) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while finished(dir).len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not {n} trials finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The whole group, so that no trial of the killed job goes on writing.
+    let group = format!("-{}", child.id());
+    Command::new("kill")
+        .args(["-9", "--", &group])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn darts_space_evolution_with_two_workers_then_train_the_best() {
     let dir = tmp("evolution");
@@ -135,27 +161,7 @@ fn a_killed_job_resumes_without_training_finished_trials_again() {
         "--out",
         d,
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args([&base[..], &TINY[..]].concat())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while finished(&dir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no trial finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The whole group, so that no trial of the killed job goes on writing.
-    let group = format!("-{}", child.id());
-    Command::new("kill")
-        .args(["-9", "--", &group])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    kill_after(&[&base[..], &TINY[..]].concat(), &dir, 1);
     let done = finished(&dir);
     assert!(done.len() < 6, "the job ended before it was killed");
     let mtimes: Vec<_> = done
@@ -184,9 +190,69 @@ fn a_killed_job_resumes_without_training_finished_trials_again() {
 }
 
 #[test]
-fn hpo_stops_most_trials_early_and_writes_a_config_train_accepts() {
-    let dir = tmp("hpo");
+fn a_killed_trial_process_is_run_again_not_lost() {
+    let dir = tmp("killed-trial");
     std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("killed-once");
+    let out = dir.join("run");
+    let args = [
+        &[
+            "nas",
+            "--retries",
+            "1",
+            "--space",
+            "darts",
+            "--budget",
+            "3",
+            "--strategy",
+            "random",
+            "--workers",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ][..],
+        &TINY[..],
+    ]
+    .concat();
+    let run = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args(&args)
+        .env(darts::nas::strategy::executor::KILL_ONCE_ENV, &marker)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(marker.exists(), "the hook killed no trial");
+    // The retry is logged, naming the signal that ended the first attempt.
+    let retry = stderr
+        .lines()
+        .find(|l| l.contains("running it again"))
+        .unwrap_or_else(|| panic!("no retry logged: {stderr}"));
+    assert!(retry.contains("SIGKILL"), "{retry}");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&run.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(v["queries"], 3);
+    // Every queried arch has its finished trial: the killed one was trained again.
+    let log = std::fs::read_to_string(out.join("queries.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    let trials = finished(&out);
+    assert_eq!(trials.len(), v["distinct_archs"].as_u64().unwrap() as usize);
+    let killed: Vec<&PathBuf> = trials
+        .iter()
+        .filter(|p| retry.contains(p.to_str().unwrap()))
+        .collect();
+    assert_eq!(killed.len(), 1, "{retry}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed[0].join("results.json")).unwrap())
+            .unwrap();
+    assert!(results["valid_accuracy"].as_f64().is_some(), "{results}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A `darts hpo` job of 6 tiny trials on `workers` workers, rungs of 1 and 3 epochs: its
+/// arguments (the space file written into `dir`) and its folder `dir/run`.
+fn hpo_job(dir: &Path, workers: &str) -> (Vec<String>, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
     let space = dir.join("space.json");
     std::fs::write(
         &space,
@@ -196,12 +262,12 @@ fn hpo_stops_most_trials_early_and_writes_a_config_train_accepts() {
     )
     .unwrap();
     let out = dir.join("run");
-    let v = ok_json(&[
+    let args = [
         "hpo",
         "--budget",
         "6",
         "--workers",
-        "2",
+        workers,
         "--proxy-epochs",
         "3",
         "--grace-period",
@@ -214,8 +280,72 @@ fn hpo_stops_most_trials_early_and_writes_a_config_train_accepts() {
         space.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--json",
-    ]);
+    ];
+    (args.iter().map(|s| s.to_string()).collect(), out)
+}
+
+#[test]
+fn a_killed_hpo_job_resumes_without_training_finished_trials_again() {
+    let dir = tmp("hpo-resume");
+    let (args, out) = hpo_job(&dir, "1");
+    let o = out.to_str().unwrap();
+    kill_after(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &out,
+        2,
+    );
+    assert!(
+        !out.join("hpo.jsonl").exists(),
+        "the job ended before it was killed"
+    );
+    // Each `darts train` a trial ran wrote one line to its stdout.log.
+    let runs_of = |p: &Path| {
+        std::fs::read_to_string(p.join("stdout.log"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let done: Vec<(PathBuf, String)> = finished(&out)
+        .into_iter()
+        .map(|p| {
+            let first = std::fs::read_to_string(p.join("stdout.log")).unwrap();
+            (p, first)
+        })
+        .collect();
+    // The saved job decides; a flag that would change it is a usage error.
+    let clash = darts(&["hpo", "--resume", o, "--budget", "3"]);
+    assert_eq!(clash.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("cannot be used with"));
+    let v = ok_json(&["hpo", "--resume", o, "--json"]);
+    assert_eq!(v["trials"], 6);
+    let lines = std::fs::read_to_string(out.join("hpo.jsonl")).unwrap();
+    let rungs: Vec<(PathBuf, usize)> = lines
+        .lines()
+        .map(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap();
+            let dir = PathBuf::from(l["dir"].as_str().unwrap());
+            (dir, l["rungs"].as_array().unwrap().len())
+        })
+        .collect();
+    for (p, before) in done {
+        // Trained once per rung it reached, and its first runs are the ones before the kill.
+        let (_, reached) = rungs
+            .iter()
+            .find(|(d, _)| d.canonicalize().unwrap() == p.canonicalize().unwrap())
+            .unwrap_or_else(|| panic!("{} is no trial of the job", p.display()));
+        assert_eq!(runs_of(&p), *reached, "{} was trained again", p.display());
+        let now = std::fs::read_to_string(p.join("stdout.log")).unwrap();
+        assert!(now.starts_with(&before), "{}", p.display());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn hpo_stops_most_trials_early_and_writes_a_config_train_accepts() {
+    let dir = tmp("hpo");
+    let (args, out) = hpo_job(&dir, "2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = ok_json(&[&args[..], &["--json"]].concat());
     assert_eq!(v["trials"], 6);
     let stopped = v["stopped_early"].as_u64().unwrap();
     assert!(stopped >= 3, "{v}");

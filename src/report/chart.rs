@@ -12,6 +12,13 @@ pub(crate) struct Series {
     pub dashed: bool,
 }
 
+/// A shaded range behind the lines (e.g. mean ± std over runs).
+pub(crate) struct Band {
+    pub colour: &'static str,
+    /// (x, low, high) in data units; only finite values.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
 /// What a chart shows besides its series.
 pub(crate) struct Chart<'a> {
     /// SVG text content (may hold tspans), written as is: callers pass trusted markup.
@@ -30,9 +37,21 @@ pub(crate) struct Chart<'a> {
 
 /// The chart as an SVG fragment whose origin is its top-left corner.
 pub(crate) fn line_chart(c: &Chart, series: &[Series]) -> String {
-    let points = || series.iter().flat_map(|s| s.points.iter());
-    let (x_lo, x_hi) = bounds(points().map(|p| p.0));
-    let (y_lo, y_hi) = c.y_range.unwrap_or_else(|| bounds(points().map(|p| p.1)));
+    banded_chart(c, series, &[])
+}
+
+/// [`line_chart`] with `bands` shaded behind the lines; the axes hold the bands too.
+pub(crate) fn banded_chart(c: &Chart, series: &[Series], bands: &[Band]) -> String {
+    let points = || series.iter().flat_map(|s| s.points.iter().copied());
+    let band_points = || {
+        bands
+            .iter()
+            .flat_map(|b| b.points.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]))
+    };
+    let (x_lo, x_hi) = bounds(points().chain(band_points()).map(|p| p.0));
+    let (y_lo, y_hi) = c
+        .y_range
+        .unwrap_or_else(|| bounds(points().chain(band_points()).map(|p| p.1)));
     let xs = Ticks::new(x_lo, x_hi, (c.width / 55.0).max(2.0) as usize, true, true);
     let fixed = c.y_range.is_some();
     let ys = Ticks::new(
@@ -158,6 +177,20 @@ pub(crate) fn line_chart(c: &Chart, series: &[Series]) -> String {
             px(y),
             px(f),
             esc(c.y_label)
+        );
+    }
+    for b in bands.iter().filter(|b| !b.points.is_empty()) {
+        // Along the upper edge, then back along the lower one.
+        let upper = b.points.iter().map(|&(x, _, hi)| (x, hi));
+        let lower = b.points.iter().rev().map(|&(x, lo, _)| (x, lo));
+        let d: Vec<String> = upper
+            .chain(lower)
+            .map(|(x, y)| format!("{},{}", px(sx(x)), px(sy(y))))
+            .collect();
+        out += &format!(
+            "<polygon points=\"{}\" fill=\"{}\" fill-opacity=\"0.18\" stroke=\"none\"/>",
+            d.join(" "),
+            b.colour
         );
     }
     for s in series.iter().filter(|s| !s.points.is_empty()) {

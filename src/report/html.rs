@@ -41,7 +41,10 @@ pre{background:#f6f8fa;padding:8px 10px;border-radius:4px;white-space:pre-wrap;w
 .legend i{display:inline-block;width:20px;height:3px;margin-right:6px}\
 .legend i.dash{height:0;border-top:3px dashed}\
 .note{color:#666;font-size:12.5px;margin:4px 0 0}\
-summary{cursor:pointer;color:#444}";
+summary{cursor:pointer;color:#444}\
+table{border-collapse:collapse;font-size:13px}\
+th,td{border-bottom:1px solid #e1e4e8;padding:4px 10px;text-align:left;vertical-align:top}\
+td code{font-size:11px;word-break:break-all}";
 
 const TRAIN_COLOUR: &str = "#1f77b4";
 const EVAL_COLOUR: &str = "#e6550d";
@@ -68,15 +71,20 @@ pub(crate) fn render(run: &Run) -> String {
     if let Some(train) = &run.train {
         body += &train_curves(train);
     }
+    page(&run.name, &body)
+}
+
+/// The whole document around `body`, titled `title`.
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\
          <title>darts report: {}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>\n",
-        esc(&run.name)
+        esc(title)
     )
 }
 
-fn section(title: &str, content: &str) -> String {
+pub(crate) fn section(title: &str, content: &str) -> String {
     format!("<section><h2>{}</h2>{content}</section>", esc(title))
 }
 

@@ -1,5 +1,6 @@
 //! `darts report`: one self-contained HTML page (inline CSS and SVG, no JavaScript) for a search
-//! or training run folder, and the genotype drawings it uses.
+//! or training run folder, or comparing the strategies of `darts nas` folders
+//! ([`nas_report_html`]), and the genotype drawings it uses.
 //!
 //! A search folder holds `search.jsonl` (one JSON object per epoch: metrics, softmaxed alphas,
 //! the genotype derived so far), `config.json` and `genotype.json`; a training folder holds
@@ -16,10 +17,11 @@ mod edges;
 mod html;
 mod layout;
 mod log;
+mod nas_runs;
 mod nb201;
 mod svg;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -33,14 +35,42 @@ use crate::nas::space::{Arch, Space};
 use edges::Edges;
 use log::{SearchEpoch, TrainEpoch};
 
-/// Writes the report on the run in `run_dir` to `out` as one HTML file, creating `out`'s folder
-/// if needed. See [`report_html`].
+pub use nas_runs::is_nas_run;
+
+/// Writes the report on `runs` to `out` (see [`write_html`]): the page of one search or
+/// training run ([`report_html`]), or the comparison of one or more `darts nas` folders
+/// ([`nas_report_html`]).
+pub fn write_reports(runs: &[PathBuf], out: &Path) -> Result<()> {
+    match runs {
+        [one] if !is_nas_run(one) => write_report(one, out),
+        _ => write_html(&nas_report_html(runs)?, out),
+    }
+}
+
+/// Writes the report on the run in `run_dir` to `out` (see [`write_html`] and [`report_html`]).
 pub fn write_report(run_dir: &Path, out: &Path) -> Result<()> {
-    let html = report_html(run_dir)?;
+    write_html(&report_html(run_dir)?, out)
+}
+
+/// Writes `html` to `out`, creating `out`'s folder if needed.
+fn write_html(html: &str, out: &Path) -> Result<()> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     std::fs::write(out, html).map_err(|e| Error::io(out, e))
+}
+
+/// The comparison of the `darts nas` folders `runs` as one self-contained HTML document: per
+/// strategy, the mean best-so-far test accuracy over runs against queries in a ±1 std band, and
+/// a table of final accuracies. A folder that is not a finished `darts nas` job is an
+/// [`Error::Data`] that says so.
+pub fn nas_report_html(runs: &[PathBuf]) -> Result<String> {
+    if runs.is_empty() {
+        return Err(Error::InvalidArgument(
+            "give at least one run folder".into(),
+        ));
+    }
+    nas_runs::render(runs)
 }
 
 /// The report on the run in `run_dir` as one self-contained HTML document.
@@ -98,7 +128,7 @@ impl Run {
             return Err(Error::data(
                 dir,
                 "holds neither search.jsonl nor train.jsonl, so it is not a run folder; give \
-                 the folder written by a `darts search` or `darts train` run",
+                 the folder written by a `darts search`, `darts train` or `darts nas` run",
             ));
         }
         let mut warnings = Vec::new();

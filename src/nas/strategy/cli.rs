@@ -14,15 +14,18 @@ use crate::nas::space::Space;
 
 #[derive(Args, Debug)]
 pub struct NasArgs {
-    /// random | evolution | bo | rl (REINFORCE).
+    /// random | evolution | bo | rl (REINFORCE) | tpe.
     #[arg(long, default_value = "evolution")]
     pub strategy: String,
     /// Search space; nb201 is scored by the NAS-Bench-201 table.
     #[arg(long, value_enum, default_value_t = Space::Nb201)]
     pub space: Space,
-    /// Queries per run (repeats count, as in the NB201 protocol).
-    #[arg(long, default_value_t = 300)]
-    pub budget: usize,
+    /// Queries per run (repeats count, as in the NB201 protocol) [default: 300 unless --time].
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Wall-clock seconds per run instead of --budget; a query started in time counts.
+    #[arg(long)]
+    pub time: Option<f64>,
     /// Independent runs (seeds), reported as mean ± std.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -49,7 +52,7 @@ pub struct NasArgs {
     /// REINFORCE: momentum of the moving-average baseline.
     #[arg(long, default_value_t = 0.9)]
     pub baseline_momentum: f64,
-    /// BO: random queries before the GP proposes.
+    /// BO and TPE: random queries before the surrogate proposes.
     #[arg(long, default_value_t = 10)]
     pub initial: usize,
     /// The table (default: $DARTS_DATA_DIR/nb201/nb201.csv, else ../shared/datasets/nb201/nb201.csv).
@@ -66,7 +69,7 @@ pub struct NasArgs {
     pub out: Option<PathBuf>,
     /// Continue a killed job from its folder (its config.json holds every other setting).
     #[arg(long, conflicts_with_all = [
-        "strategy", "space", "budget", "runs", "seed", "signal", "test_column", "population",
+        "strategy", "space", "budget", "time", "runs", "seed", "signal", "test_column", "population",
         "sample", "crossover", "lr", "baseline_momentum", "initial", "benchmark", "out",
         "evaluator", "dataset", "data_dir", "proxy_epochs", "max_steps", "channels", "layers",
         "batch_size", "valid_fraction", "workers", "threads_per_trial", "retries",
@@ -155,7 +158,7 @@ fn strategy_kind(name: &str) -> Result<StrategyKind> {
     use clap::ValueEnum;
     StrategyKind::from_str(name, true).map_err(|_| {
         Error::InvalidArgument(format!(
-            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl"
+            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl, tpe"
         ))
     })
 }
@@ -191,7 +194,9 @@ pub fn config(a: &NasArgs) -> Result<NasConfig> {
     let cfg = NasConfig {
         strategy: strategy_kind(&a.strategy)?,
         space: a.space,
-        budget: a.budget,
+        // Both flags reach validate(), which says to pick one.
+        budget: a.budget.or(a.time.is_none().then_some(300)),
+        time: a.time,
         runs: a.runs,
         seed: a.seed,
         signal,
@@ -214,16 +219,13 @@ pub fn config(a: &NasArgs) -> Result<NasConfig> {
 
 /// The human-readable summary: the numbers, then the mean best-so-far curve at a few budgets.
 fn render(r: &NasResult) -> String {
+    let budget = match r.time {
+        Some(t) => format!("{t} s"),
+        None => format!("{} queries", r.budget.unwrap_or(0)),
+    };
     let mut out = format!(
-        "{} on {} ({} runs x {} queries, signal {}): {} {:.2} ± {:.2} %\n",
-        r.strategy,
-        r.space,
-        r.runs,
-        r.budget,
-        r.signal,
-        r.test,
-        r.mean_test_accuracy,
-        r.std_test_accuracy
+        "{} on {} ({} runs x {budget}, signal {}): {} {:.2} ± {:.2} %\n",
+        r.strategy, r.space, r.runs, r.signal, r.test, r.mean_test_accuracy, r.std_test_accuracy
     );
     out += &format!(
         "best arch {} ({} {:.2} %)\n",
@@ -237,10 +239,11 @@ fn render(r: &NasResult) -> String {
         out += &format!("best trial {}\n", dir.display());
     }
     let marks = [10, 25, 50, 100, 200, 300, 500, 1000];
+    let len = r.mean_curve.len();
     let shown: Vec<String> = marks
         .iter()
-        .filter(|&&q| q < r.budget)
-        .chain(std::iter::once(&r.budget))
+        .filter(|&&q| q < len)
+        .chain(std::iter::once(&len))
         .map(|&q| format!("{q}: {:.2}", r.mean_curve[q - 1]))
         .collect();
     out += &format!("mean best-so-far {}: {}\n", r.test, shown.join("  "));

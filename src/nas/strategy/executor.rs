@@ -5,11 +5,17 @@
 //! another `Executor`: submit the same command, wait for its exit.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// Test hook: when this names a marker file that does not exist yet, the first trial process
+/// to start training creates it and is killed (SIGKILL), as a crashed or preempted worker would
+/// be; tests use it to show that the trial is run again, not lost.
+pub const KILL_ONCE_ENV: &str = "DARTS_TEST_KILL_TRIAL_ONCE";
 
 /// One trial: the `darts` arguments and the folder that holds its output and logs.
 #[derive(Clone, Debug)]
@@ -69,14 +75,38 @@ impl LocalPool {
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))
         };
-        Command::new(&self.exe)
+        let mut child = Command::new(&self.exe)
             .args(&task.args)
             .stdin(Stdio::null())
             .stdout(log("stdout.log")?)
             .stderr(log("stderr.log")?)
-            .status()
-            .map_err(|e| Error::io(&self.exe, e))
+            .spawn()
+            .map_err(|e| Error::io(&self.exe, e))?;
+        if let Some(marker) = std::env::var_os(KILL_ONCE_ENV) {
+            kill_once(&mut child, &task.dir, Path::new(&marker))?;
+        }
+        child.wait().map_err(|e| Error::io(&self.exe, e))
     }
+}
+
+/// The [`KILL_ONCE_ENV`] hook: unless `marker` exists, creates it and kills `child` once it has
+/// built its network (`darts train` writes `genotype.json` into `dir` just before training).
+fn kill_once(child: &mut Child, dir: &Path, marker: &Path) -> Result<()> {
+    let first = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marker)
+        .is_ok();
+    if !first {
+        return Ok(());
+    }
+    while !dir.join("genotype.json").exists() {
+        if child.try_wait().map_err(|e| Error::io(dir, e))?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().map_err(|e| Error::io(dir, e))
 }
 
 struct Slot<'a>(&'a LocalPool);

@@ -6,12 +6,16 @@
 //! when all its trials are in), which keeps a run reproducible; the trials of a rung run in
 //! parallel on the executor. The strategy is told the first rung's score of each trial. The
 //! defaults' config is trained on the full budget beside them, for comparison.
+//!
+//! The job is saved as `hpo_config.json` first; `--resume` of a killed job runs it again from
+//! that file: a trial's folder is named by its number and config, the scores of finished rungs
+//! are read from it, so the strategy asks the same configs and nothing finished trains again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cli::TrialArgs;
 use super::executor::{Executor, LocalPool, Task};
@@ -25,7 +29,7 @@ use crate::train::TrainConfig;
 
 #[derive(Args, Debug)]
 pub struct HpoArgs {
-    /// random | bo (GP, expected improvement) | evolution | rl.
+    /// random | bo (GP, expected improvement) | tpe | evolution | rl.
     #[arg(long, default_value = "random")]
     pub strategy: String,
     /// Configurations to try.
@@ -48,12 +52,37 @@ pub struct HpoArgs {
     pub seed: u64,
     #[command(flatten)]
     pub trial: TrialArgs,
-    /// Folder: trials/, default/, hpo.jsonl, best_config.json.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Folder: hpo_config.json, trials/, default/, hpo.jsonl, best_config.json.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue a killed job from its folder (its hpo_config.json holds every other setting).
+    #[arg(long, conflicts_with_all = [
+        "strategy", "budget", "space_file", "reduction_factor", "grace_period", "genotype",
+        "seed", "out", "dataset", "data_dir", "proxy_epochs", "max_steps", "channels", "layers",
+        "batch_size", "valid_fraction", "workers", "threads_per_trial", "retries",
+    ])]
+    pub resume: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
+
+/// Everything that defines a `darts hpo` job, validated; saved as `hpo_config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HpoJob {
+    pub strategy: StrategyKind,
+    pub budget: usize,
+    /// The space's ranges (the built-in ones with the space file's in their place).
+    pub ranges: BTreeMap<String, super::hpo::Range>,
+    pub reduction_factor: usize,
+    pub grace_period: usize,
+    pub seed: u64,
+    /// The base recipe (its genotype is the one every trial trains) and the trials' processes.
+    pub settings: TrialSettings,
+    pub workers: usize,
+}
+
+/// The file a job folder's [`HpoJob`] is saved in.
+pub const HPO_CONFIG: &str = "hpo_config.json";
 
 /// One trial's record (a line of `hpo.jsonl`).
 #[derive(Clone, Debug, Serialize)]
@@ -134,17 +163,12 @@ fn write_config(dir: &Path, cfg: &TrainConfig) -> Result<PathBuf> {
 }
 
 /// The search: `budget` configs asked in batches of the executor's size, successive halving.
-fn halving(
-    a: &HpoArgs,
-    kind: StrategyKind,
-    space: &HpoSpace,
-    settings: &TrialSettings,
-    exec: &dyn Executor,
-) -> Result<Vec<Trial>> {
+fn halving(a: &HpoJob, out: &Path, space: &HpoSpace, exec: &dyn Executor) -> Result<Vec<Trial>> {
+    let settings = &a.settings;
     let base = &settings.recipe;
     let threads = settings.threads_per_trial;
     let steps = rungs(a.grace_period, a.reduction_factor, base.epochs);
-    let mut strategy = AnyStrategy::new(kind, &StrategyParams::default(), space);
+    let mut strategy = AnyStrategy::new(a.strategy, &StrategyParams::default(), space);
     let mut trials: Vec<Trial> = Vec::new();
     while trials.len() < a.budget {
         let n = exec.slots().min(a.budget - trials.len());
@@ -152,8 +176,7 @@ fn halving(
         for i in trials.len()..trials.len() + n {
             let choices = strategy.ask(space, &mut query_rng(a.seed, 0, i));
             let cfg = space.apply(base, &choices);
-            let dir = a
-                .out
+            let dir = out
                 .join("trials")
                 .join(format!("{i:03}-{}", trial_hash(&cfg)?));
             let file = write_config(&dir, &cfg)?;
@@ -203,50 +226,105 @@ fn kind(name: &str) -> Result<StrategyKind> {
     use clap::ValueEnum;
     StrategyKind::from_str(name, true).map_err(|_| {
         Error::InvalidArgument(format!(
-            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl"
+            "unknown --strategy `{name}`; expected one of random, evolution, bo, rl, tpe"
         ))
     })
 }
 
-/// `darts hpo`.
-pub fn run_cli(a: &HpoArgs) -> Result<()> {
-    let start = std::time::Instant::now();
-    let kind = kind(&a.strategy)?;
-    crate::validate::count("budget", a.budget)?;
-    crate::validate::count("grace-period", a.grace_period)?;
-    if a.reduction_factor < 2 {
-        return Err(Error::InvalidArgument(
-            "--reduction-factor must be at least 2".into(),
-        ));
-    }
-    if a.grace_period > a.trial.proxy_epochs {
-        return Err(Error::InvalidArgument(format!(
-            "--grace-period {} exceeds --proxy-epochs {}",
-            a.grace_period, a.trial.proxy_epochs
-        )));
-    }
+/// The job the flags describe, validated.
+fn job(a: &HpoArgs) -> Result<HpoJob> {
     let mut settings = a.trial.settings(Space::Darts, a.seed)?;
     settings.recipe.genotype = Arch::load(&a.genotype)?;
     settings.recipe.genotype_source = a.genotype.clone();
-    if settings.recipe.valid_fraction <= 0.0 {
-        return Err(Error::InvalidArgument(
-            "--valid-fraction must be above 0: trials are ranked on validation accuracy".into(),
-        ));
-    }
     let space = HpoSpace::load(a.space_file.as_deref(), &settings.recipe)?;
-    let exec = LocalPool::new(a.trial.workers()?, settings.retries)?;
+    let job = HpoJob {
+        strategy: kind(&a.strategy)?,
+        budget: a.budget,
+        ranges: space.ranges,
+        reduction_factor: a.reduction_factor,
+        grace_period: a.grace_period,
+        seed: a.seed,
+        settings,
+        workers: a.trial.workers()?,
+    };
+    job.validate()?;
+    Ok(job)
+}
+
+impl HpoJob {
+    /// The checks a job passes, from flags or from a resumed `hpo_config.json`.
+    fn validate(&self) -> Result<()> {
+        crate::validate::count("budget", self.budget)?;
+        crate::validate::count("grace-period", self.grace_period)?;
+        crate::validate::count("workers", self.workers)?;
+        if self.reduction_factor < 2 {
+            return Err(Error::InvalidArgument(
+                "--reduction-factor must be at least 2".into(),
+            ));
+        }
+        let epochs = self.settings.recipe.epochs;
+        if self.grace_period > epochs {
+            return Err(Error::InvalidArgument(format!(
+                "--grace-period {} exceeds --proxy-epochs {epochs}",
+                self.grace_period
+            )));
+        }
+        if self.settings.recipe.valid_fraction <= 0.0 {
+            return Err(Error::InvalidArgument(
+                "--valid-fraction must be above 0: trials are ranked on validation accuracy".into(),
+            ));
+        }
+        self.space().map(|_| ())
+    }
+
+    fn space(&self) -> Result<HpoSpace> {
+        HpoSpace::new(self.ranges.clone(), &self.settings.recipe)
+            .map_err(|e| Error::InvalidArgument(format!("the hyperparameter space: {e}")))
+    }
+
+    /// A job folder's saved job, validated.
+    fn read(dir: &Path) -> Result<HpoJob> {
+        let path = dir.join(HPO_CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let job: HpoJob = serde_json::from_str(&text)
+            .map_err(|e| Error::data(&path, format!("bad hpo config: {e}")))?;
+        job.validate()
+            .map_err(|e| Error::data(&path, e.to_string()))?;
+        Ok(job)
+    }
+}
+
+/// `darts hpo`.
+pub fn run_cli(args: &HpoArgs) -> Result<()> {
+    let start = std::time::Instant::now();
+    let (job, out) = match (&args.resume, &args.out) {
+        (Some(dir), _) => (HpoJob::read(dir)?, dir.as_path()),
+        (None, Some(out)) => {
+            let job = job(args)?;
+            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+            let text = serde_json::to_string_pretty(&job)
+                .map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))?;
+            write_atomic(&out.join(HPO_CONFIG), text.as_bytes())?;
+            (job, out.as_path())
+        }
+        (None, None) => return Err(Error::InvalidArgument("give --out or --resume".into())),
+    };
+    let a = &job;
+    let space = a.space()?;
+    let settings = &a.settings;
+    let exec = LocalPool::new(a.workers, settings.retries)?;
     let base = settings.recipe.clone();
     let (trials, default) = std::thread::scope(|s| {
         // The defaults' run shares the pool's slots with the trials.
         let default = s.spawn(|| {
             train_trial(
                 &exec,
-                &a.out.join("default"),
+                &out.join("default"),
                 &base,
                 settings.threads_per_trial,
             )
         });
-        let trials = halving(a, kind, &space, &settings, &exec);
+        let trials = halving(a, out, &space, &exec);
         let default = default
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidArgument("the default trial panicked".into())));
@@ -280,8 +358,8 @@ pub fn run_cli(a: &HpoArgs) -> Result<()> {
         .map(|l| serde_json::to_string(l).map(|s| s + "\n"))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))?;
-    write_atomic(&a.out.join("hpo.jsonl"), jsonl.as_bytes())?;
-    let best_config = a.out.join("best_config.json");
+    write_atomic(&out.join("hpo.jsonl"), jsonl.as_bytes())?;
+    let best_config = out.join("best_config.json");
     let text = serde_json::to_string_pretty(&best.cfg)
         .map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))?;
     write_atomic(&best_config, text.as_bytes())?;
@@ -303,7 +381,7 @@ pub fn run_cli(a: &HpoArgs) -> Result<()> {
         best_config,
         seconds: start.elapsed().as_secs_f64(),
     };
-    if a.json {
+    if args.json {
         let s = serde_json::to_string(&result)
             .map_err(|e| Error::InvalidArgument(format!("serialising: {e}")))?;
         println!("{s}");

@@ -34,6 +34,9 @@ pub struct QueryLine {
     pub signal: f64,
     /// The run's best signal so far, this query included.
     pub best_signal: f64,
+    /// Seconds into the run (over all its attempts) when the query finished.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// A run's strategy after `queries` queries.
@@ -70,13 +73,13 @@ fn parse_log(path: &Path, text: &str, cfg: &NasConfig) -> Result<Vec<Vec<QueryLi
                 line.run, cfg.runs
             )));
         };
-        if line.query != run.len() || line.query >= cfg.budget {
+        if line.query != run.len() || line.query >= cfg.max_queries() {
             return Err(bad(format!(
                 "run {} query {} out of order (expected query {} of {})",
                 line.run,
                 line.query,
                 run.len(),
-                cfg.budget
+                cfg.budget.map_or("a time budget".into(), |b| b.to_string())
             )));
         }
         run.push(line);

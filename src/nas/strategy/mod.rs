@@ -1,6 +1,6 @@
 //! Search strategies that propose whole architectures and learn from their scores: random
 //! search, regularised evolution (with optional crossover: the genetic algorithm), Bayesian
-//! optimisation with a Gaussian process, and REINFORCE. All speak ask/tell over a
+//! optimisation with a Gaussian process, the tree-structured Parzen estimator, and REINFORCE. All speak ask/tell over a
 //! [`SearchSpace`] of categorical decisions, and an [`Evaluator`](evaluator::Evaluator) scores
 //! what they ask for (the NAS-Bench-201 table today, real training later).
 //!
@@ -20,6 +20,7 @@ pub mod log;
 pub mod reinforce;
 pub mod run;
 pub mod space;
+pub mod tpe;
 pub mod trial;
 
 use rand::rngs::StdRng;
@@ -51,6 +52,9 @@ pub enum StrategyKind {
     Bo,
     /// REINFORCE with a per-decision softmax policy and a moving-average baseline.
     Rl,
+    /// Tree-structured Parzen estimator: per-decision densities of the best quarter and the
+    /// rest, candidates of highest ratio.
+    Tpe,
 }
 
 impl std::fmt::Display for StrategyKind {
@@ -60,6 +64,7 @@ impl std::fmt::Display for StrategyKind {
             StrategyKind::Evolution => "evolution",
             StrategyKind::Bo => "bo",
             StrategyKind::Rl => "rl",
+            StrategyKind::Tpe => "tpe",
         })
     }
 }
@@ -78,7 +83,7 @@ pub struct StrategyParams {
     pub lr: f64,
     /// REINFORCE: momentum of the reward's moving-average baseline.
     pub baseline_momentum: f64,
-    /// BO: random queries before the surrogate takes over.
+    /// BO and TPE: random queries before the surrogate takes over.
     pub initial: usize,
 }
 
@@ -118,6 +123,7 @@ pub enum AnyStrategy {
     Evolution(evolution::Evolution),
     Bo(bo::Bo),
     Rl(reinforce::Reinforce),
+    Tpe(tpe::Tpe),
 }
 
 impl AnyStrategy {
@@ -128,6 +134,7 @@ impl AnyStrategy {
             StrategyKind::Evolution => AnyStrategy::Evolution(evolution::Evolution::new(params)),
             StrategyKind::Bo => AnyStrategy::Bo(bo::Bo::new(params)),
             StrategyKind::Rl => AnyStrategy::Rl(reinforce::Reinforce::new(params, space)),
+            StrategyKind::Tpe => AnyStrategy::Tpe(tpe::Tpe::new(params)),
         }
     }
 
@@ -137,6 +144,7 @@ impl AnyStrategy {
             AnyStrategy::Evolution(_) => StrategyKind::Evolution,
             AnyStrategy::Bo(_) => StrategyKind::Bo,
             AnyStrategy::Rl(_) => StrategyKind::Rl,
+            AnyStrategy::Tpe(_) => StrategyKind::Tpe,
         }
     }
 
@@ -146,6 +154,7 @@ impl AnyStrategy {
             AnyStrategy::Evolution(s) => s,
             AnyStrategy::Bo(s) => s,
             AnyStrategy::Rl(s) => s,
+            AnyStrategy::Tpe(s) => s,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `darts nas`: K independent runs of a strategy, each of `budget` queries, scored by an
-//! evaluator; the result is each run's best-by-signal arch with its test accuracy, their mean
+//! `darts nas`: K independent runs of a strategy, each of `budget` queries or `time` seconds,
+//! scored by an evaluator; the result is each run's best-by-signal arch with its test accuracy, their mean
 //! ± std, and the best-so-far curves. Runs go in parallel (they share nothing but the cache
 //! and the log), and each query's randomness depends only on (seed, run, query), so the result
 //! does not depend on the thread count or on interruptions.
@@ -28,8 +28,15 @@ use crate::progress::Progress;
 pub struct NasConfig {
     pub strategy: StrategyKind,
     pub space: Space,
-    /// Queries per run (a repeated arch counts again, as in the NB201 protocol).
-    pub budget: usize,
+    /// Queries per run (a repeated arch counts again, as in the NB201 protocol); `None` when
+    /// the runs have a time budget.
+    #[serde(default)]
+    pub budget: Option<usize>,
+    /// Wall-clock seconds per run, instead of a query budget: a query (a batch, with several
+    /// workers) starts while the run has time left and counts in full. The NB201 table has no
+    /// training-time column, so the table evaluator is timed by the clock too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
     pub runs: usize,
     pub seed: u64,
     /// The table column the strategy is told (`valid_accuracy` for training trials).
@@ -52,13 +59,29 @@ fn one() -> usize {
     1
 }
 
+/// What a run's budget counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetKind {
+    Queries,
+    Seconds,
+}
+
 impl NasConfig {
     /// The checks every config passes, from flags or from a resumed `config.json`.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::InvalidArgument(msg.into()));
         let p = &self.params;
-        if self.budget == 0 {
-            return bad("--budget must be at least 1 query");
+        match (self.budget, self.time) {
+            (Some(_), Some(_)) => {
+                return bad("give --budget (queries) or --time (seconds) per run, not both")
+            }
+            (None, None) => return bad("give a budget per run: --budget N or --time SECONDS"),
+            (Some(0), None) => return bad("--budget must be at least 1 query"),
+            (None, Some(t)) if !(t.is_finite() && t > 0.0) => {
+                return bad("--time must be a positive number of seconds")
+            }
+            _ => {}
         }
         if self.runs == 0 {
             return bad("--runs must be at least 1");
@@ -98,6 +121,23 @@ impl NasConfig {
         }
         Ok(())
     }
+
+    pub fn budget_kind(&self) -> BudgetKind {
+        match self.time {
+            Some(_) => BudgetKind::Seconds,
+            None => BudgetKind::Queries,
+        }
+    }
+
+    /// The most queries a run may make (unbounded under a time budget).
+    pub fn max_queries(&self) -> usize {
+        self.budget.unwrap_or(usize::MAX)
+    }
+
+    /// Whether a query that would start `elapsed` seconds into its run may start.
+    fn in_time(&self, elapsed: f64) -> bool {
+        self.time.is_none_or(|t| elapsed < t)
+    }
 }
 
 /// One run's outcome.
@@ -111,6 +151,9 @@ pub struct RunResult {
     pub test_accuracy: f64,
     /// After each query, the test accuracy of the best-by-signal arch so far.
     pub curve: Vec<f64>,
+    /// Seconds of the run when its last query finished (summed over resumed attempts).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What `darts nas` prints (the last stdout line with `--json`) and saves as `result.json`.
@@ -120,7 +163,11 @@ pub struct NasResult {
     pub space: Space,
     pub signal: String,
     pub test: String,
-    pub budget: usize,
+    pub budget_kind: BudgetKind,
+    /// Queries per run (`budget_kind` queries) or seconds per run (`seconds`).
+    pub budget: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
     pub runs: usize,
     /// The best-by-signal arch over all runs, and its test accuracy.
     pub best_arch: String,
@@ -136,7 +183,8 @@ pub struct NasResult {
     /// The trial folder of the best arch, with training trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_trial: Option<PathBuf>,
-    /// After each query, the mean over runs of the best-so-far test accuracy.
+    /// After each query, the mean over runs of the best-so-far test accuracy (a run that made
+    /// fewer queries, under a time budget, stays at its final value).
     pub mean_curve: Vec<f64>,
     pub per_run: Vec<RunResult>,
 }
@@ -154,7 +202,9 @@ struct Job<'a, S: ArchSpace, E> {
 
 impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
     /// Run `run` from its checkpoint, replaying its logged queries (asked again, to check the
-    /// log belongs to this job, but not evaluated again) and then querying the rest.
+    /// log belongs to this job, but not evaluated again) and then querying the rest. Under a
+    /// time budget, query q starts if the run's clock read below the budget when query q - 1
+    /// finished: the log holds those times, so a resumed run stops where the first would have.
     fn run(
         &self,
         run: usize,
@@ -166,16 +216,24 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
             Some(c) if c.queries <= logged.len() => (c.strategy, c.queries),
             _ => (AnyStrategy::new(cfg.strategy, &cfg.params, self.space), 0),
         };
+        // The clock goes on from the killed attempt's last logged query.
+        let clock = RunClock {
+            start: Instant::now(),
+            offset: logged.last().map_or(0.0, |l| l.seconds),
+        };
         let mut best: Option<(f64, S::Arch, f64)> = None;
-        let mut curve = Vec::with_capacity(cfg.budget);
-        let mut q = 0;
-        while q < cfg.budget {
+        let mut curve = Vec::new();
+        let (mut q, mut elapsed) = (0, 0.0);
+        while q < cfg.max_queries() && cfg.in_time(elapsed) {
             // Batches start at multiples of `workers`, so a checkpoint (taken after a batch)
             // is never inside one and the replay asks in the same batches.
-            let end = (q + cfg.workers).min(cfg.budget);
+            let end = q.saturating_add(cfg.workers).min(cfg.max_queries());
             let batch = if q < start {
                 (q..end)
-                    .map(|k| (self.space.decode(&logged[k].choices), logged[k].signal))
+                    .map(|k| {
+                        let l = &logged[k];
+                        (self.space.decode(&l.choices), l.signal, l.seconds)
+                    })
                     .collect()
             } else {
                 self.batch(
@@ -184,9 +242,10 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
                     logged,
                     &mut strategy,
                     best.as_ref().map(|b| b.0),
+                    &clock,
                 )?
             };
-            for (arch, signal) in batch {
+            for (arch, signal, seconds) in batch {
                 if let Ok(mut seen) = self.seen.lock() {
                     seen.insert(arch.to_string());
                 }
@@ -196,9 +255,13 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
                 }
                 // A budget ≥ 1 has set `best` on the first query.
                 curve.push(best.as_ref().map_or(f64::NAN, |b| b.2));
+                elapsed = seconds;
                 self.tick();
             }
             q = end;
+        }
+        if cfg.time.is_some() {
+            eprintln!("run {run}: time budget spent after {q} queries ({elapsed:.2} s)");
         }
         let (best_signal, arch, test_accuracy) =
             best.ok_or_else(|| Error::InvalidArgument("--budget must be at least 1".into()))?;
@@ -208,14 +271,16 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
             best_signal,
             test_accuracy,
             curve,
+            seconds: elapsed,
         };
         Ok((result, arch))
     }
 
     /// Queries `qs` of run `run`: asked together, scored (from the log when it has them, else
-    /// by the evaluator, in parallel), told in order, logged; the strategy is checkpointed
-    /// after the batch when it crosses a multiple of [`CHECKPOINT_EVERY`], ends the run, or
-    /// holds trained trials (each costs far more than a checkpoint).
+    /// by the evaluator, in parallel), told in order, logged with the run's `clock`; the
+    /// strategy is checkpointed after the batch when it crosses a multiple of
+    /// [`CHECKPOINT_EVERY`], ends the run, or holds trained trials (each costs far more than a
+    /// checkpoint). Returns each query's arch, signal and finishing time.
     fn batch(
         &self,
         run: usize,
@@ -223,17 +288,18 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
         logged: &[QueryLine],
         strategy: &mut AnyStrategy,
         mut best_signal: Option<f64>,
-    ) -> Result<Vec<(S::Arch, f64)>> {
+        clock: &RunClock,
+    ) -> Result<Vec<(S::Arch, f64, f64)>> {
         let cfg = self.cfg;
         let asked: Vec<Choices> = qs
             .clone()
             .map(|k| strategy.ask(self.space, &mut query_rng(cfg.seed, run, k)))
             .collect();
         let archs: Vec<S::Arch> = asked.iter().map(|c| self.space.decode(c)).collect();
-        let mut signals = Vec::with_capacity(asked.len());
+        let mut scored = Vec::with_capacity(asked.len());
         for (k, (choices, arch)) in qs.clone().zip(asked.iter().zip(&archs)) {
             match logged.get(k) {
-                Some(line) if line.choices == *choices => signals.push(line.signal),
+                Some(line) if line.choices == *choices => scored.push((line.signal, line.seconds)),
                 Some(line) => {
                     return Err(Error::InvalidArgument(format!(
                         "run {run} query {k}: the log has {} but the strategy asks {arch}; \
@@ -244,10 +310,11 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
                 None => break,
             }
         }
-        let fresh = self.eval.signals(&archs[signals.len()..])?;
-        signals.extend(fresh);
-        for (k, ((choices, arch), &signal)) in
-            qs.clone().zip(asked.into_iter().zip(&archs).zip(&signals))
+        let fresh = self.eval.signals(&archs[scored.len()..])?;
+        let now = clock.now();
+        scored.extend(fresh.into_iter().map(|s| (s, now)));
+        for (k, ((choices, arch), &(signal, seconds))) in
+            qs.clone().zip(asked.into_iter().zip(&archs).zip(&scored))
         {
             strategy.tell(self.space, &choices, signal);
             best_signal = Some(best_signal.map_or(signal, |b| b.max(signal)));
@@ -259,16 +326,22 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
                     choices,
                     signal,
                     best_signal: best_signal.unwrap_or(signal),
+                    seconds,
                 })?;
             }
         }
         let crossed = qs.end / CHECKPOINT_EVERY > qs.start / CHECKPOINT_EVERY;
+        let last = qs.end == cfg.max_queries() || !cfg.in_time(now);
         if let Some(folder) = self.folder.filter(|_| qs.end > logged.len()) {
-            if crossed || qs.end == cfg.budget || cfg.trial.is_some() {
+            if crossed || last || cfg.trial.is_some() {
                 folder.checkpoint(run, qs.end, strategy)?;
             }
         }
-        Ok(archs.into_iter().zip(signals).collect())
+        Ok(archs
+            .into_iter()
+            .zip(scored)
+            .map(|(a, (s, t))| (a, s, t))
+            .collect())
     }
 
     fn tick(&self) {
@@ -280,12 +353,39 @@ impl<S: ArchSpace, E: Evaluator<S::Arch>> Job<'_, S, E> {
     }
 }
 
+/// A run's seconds: those of its earlier attempts (`offset`) plus this one's.
+struct RunClock {
+    start: Instant,
+    offset: f64,
+}
+
+impl RunClock {
+    fn now(&self) -> f64 {
+        self.offset + self.start.elapsed().as_secs_f64()
+    }
+}
+
 /// Mean and population standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
     (mean, var.sqrt())
+}
+
+/// The mean and population std over runs of best-so-far curves, query by query, up to the
+/// longest; a shorter curve (a run that made fewer queries in its time) holds its last value.
+pub fn curve_stats(curves: &[&[f64]]) -> Vec<(f64, f64)> {
+    let len = curves.iter().map(|c| c.len()).max().unwrap_or(0);
+    (0..len)
+        .map(|q| {
+            let at: Vec<f64> = curves
+                .iter()
+                .filter_map(|c| c.get(q).or(c.last()).copied())
+                .collect();
+            mean_std(&at)
+        })
+        .collect()
 }
 
 /// Runs (or, with `resume`, continues) the job `cfg` in folder `out`.
@@ -333,7 +433,8 @@ fn search<S: ArchSpace, E: Evaluator<S::Arch>>(
         None => (None, vec![Vec::new(); cfg.runs]),
     };
     let start = Instant::now();
-    let total = cfg.budget * cfg.runs;
+    // Under a time budget the query count is not known ahead: the bar shows no total.
+    let total = cfg.budget.map_or(0, |b| b * cfg.runs);
     let seen = Mutex::new(HashSet::new());
     let progress = Mutex::new((
         Progress::new(format!("nas {}", cfg.strategy), total, 1).unit("queries"),
@@ -378,21 +479,22 @@ fn search<S: ArchSpace, E: Evaluator<S::Arch>>(
     let best_trial = locate(overall_arch)?;
     let overall = overall.clone();
     let per_run: Vec<RunResult> = per_run.into_iter().map(|r| r.0).collect();
-    let mean_curve = (0..cfg.budget)
-        .map(|q| per_run.iter().map(|r| r.curve[q]).sum::<f64>() / cfg.runs as f64)
-        .collect();
+    let curves: Vec<&[f64]> = per_run.iter().map(|r| r.curve.as_slice()).collect();
+    let mean_curve = curve_stats(&curves).into_iter().map(|s| s.0).collect();
     let result = NasResult {
         strategy: cfg.strategy,
         space: cfg.space,
         signal: cfg.signal.clone(),
         test: cfg.test.clone(),
+        budget_kind: cfg.budget_kind(),
         budget: cfg.budget,
+        time: cfg.time,
         runs: cfg.runs,
         best_arch: overall.best_arch.clone(),
         best_test_accuracy: overall.test_accuracy,
         mean_test_accuracy: mean,
         std_test_accuracy: std,
-        queries: total,
+        queries: per_run.iter().map(|r| r.curve.len()).sum(),
         distinct_archs: seen.lock().map_or(0, |s| s.len()),
         seconds,
         best_trial,
