@@ -10,6 +10,7 @@
 //! before the weights are loaded.
 
 pub mod graph;
+pub mod latency;
 pub mod magnitude;
 pub mod plan;
 #[cfg(test)]
@@ -23,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{source, Dataset};
 use crate::error::{Error, Result};
-use crate::infer::bench as infer_bench;
 use crate::nas::network::Network;
 use crate::nn::Module as _;
 use crate::train::{self, TrainConfig};
@@ -86,10 +86,12 @@ pub struct PruneArgs {
     /// Stop each fine-tuning epoch after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Timed batch-1 calls per model in the latency comparison (batch 64: a tenth).
+    /// Timed batch-1 turns (one call of each model) in the latency comparison (batch 64: a
+    /// tenth).
     #[arg(long, default_value_t = 200)]
     pub runs: usize,
-    /// Continue an interrupted fine-tuning in --out.
+    /// Continue an interrupted fine-tuning in --out (the same flags; a finished one is only
+    /// measured again).
     #[arg(long)]
     pub resume: bool,
     /// Read the trained dataset from this folder.
@@ -130,8 +132,8 @@ pub struct PruneReport {
     /// Fraction of conv and linear weights that are zero after fine-tuning.
     pub weight_sparsity: f64,
     pub finetune_epochs: usize,
-    /// The f32 inference path, unpruned then pruned, timed in this run.
-    pub latency: Vec<infer_bench::PathTiming>,
+    /// The f32 inference path, unpruned against pruned, timed in turns in this run.
+    pub latency: latency::Latency,
     pub out: PathBuf,
 }
 
@@ -275,6 +277,25 @@ fn prune_network(
     Ok((Pruning::Channels { units, removed }, Some(ratio)))
 }
 
+/// `--resume` continues `dir` only if it holds this very pruning and recipe.
+fn same_run(dir: &std::path::Path, tune: &TrainConfig) -> Result<()> {
+    let path = dir.join(train::MODEL_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let saved: TrainConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::data(&path, format!("not a darts training config: {e}")))?;
+    let comparable = |c: &TrainConfig| TrainConfig {
+        data_files: Vec::new(),
+        ..c.clone()
+    };
+    if comparable(&saved) != comparable(tune) {
+        return Err(Error::data(
+            &path,
+            "holds another pruning or fine-tuning recipe than these flags ask; drop --resume to start over",
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(a: &PruneArgs) -> Result<()> {
     check_args(a)?;
     crate::export::require_weights(&a.checkpoint)?;
@@ -322,7 +343,9 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         prune: Some(pruning),
         ..cfg.clone()
     };
-    if !(a.resume && train::has_state(&a.out)) {
+    if a.resume && train::has_state(&a.out) {
+        same_run(&a.out, &tune)?;
+    } else {
         train::begin(&a.out, &tune, &net)?;
     }
     train::run(tune, Some(&a.out), true)?;
@@ -331,17 +354,13 @@ pub fn run(a: &PruneArgs) -> Result<()> {
     let after = measure(&mut tuned, &tuned_cfg, &train, &test)?;
     let weight_sparsity = magnitude::weight_sparsity(&tuned);
     let pruned_program = crate::infer::lower(&tuned)?;
-    let paths = vec![
-        infer_bench::Path {
-            name: "f32 inference path, unpruned".into(),
-            forward: Box::new(move |x| unpruned.forward(x)),
-        },
-        infer_bench::Path {
-            name: "f32 inference path, pruned".into(),
-            forward: Box::new(move |x| pruned_program.forward(x)),
-        },
-    ];
-    let latency = infer_bench::run(&a.checkpoint, paths, a.runs)?;
+    let norm = source::default_normalize(cfg.data.kind, &train)?;
+    let x64 = train::in_order_loader(test.clone(), norm, 64)?
+        .epoch(0)?
+        .next()
+        .ok_or_else(|| Error::InvalidArgument("the test set is empty".into()))?
+        .images;
+    let latency = latency::compare(&unpruned, &pruned_program, &x64, a.runs)?;
     let report = PruneReport {
         method: a.method,
         keep_ratio,
@@ -390,5 +409,5 @@ fn render(r: &PruneReport) -> String {
             100.0 * m.test_accuracy
         );
     }
-    s + &infer_bench::render(&r.latency)
+    s + &latency::render(&r.latency)
 }
