@@ -45,6 +45,7 @@ fn main() -> darts::Result<()> {
         eval_every_epoch: true,
         max_steps: None,
         valid_fraction: 0.0,
+        prune: None,
         stop_after: None,
         device: darts::Device::Cpu,
     };

@@ -39,6 +39,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Export a trained network: ONNX (onnxruntime, TensorRT, ...) or PyTorch weights + model.py.
     Export(crate::export::ExportArgs),
+    /// Prune a trained network's channels (or weights) to a sparsity or MACs target, then fine-tune.
+    Prune(crate::compress::prune::PruneArgs),
     /// Classify image files with a trained network: top-k classes with probabilities.
     Predict(crate::predict::PredictArgs),
     /// Write a self-contained HTML report (cells, alphas, curves) for a search or training run.
@@ -769,6 +771,7 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         eval_every_epoch: a.eval_every_epoch,
         max_steps: a.max_steps,
         valid_fraction: a.valid_fraction,
+        prune: None,
         stop_after: a.stop_after,
         device: crate::Device::Cpu,
     };
@@ -852,6 +855,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
         Command::Export(a) => crate::export::run(&a),
+        Command::Prune(a) => crate::compress::prune::run(&a),
         Command::Predict(a) => crate::predict::run(&a),
         Command::Data(DataCommand::Fetch(a)) => run_fetch(a),
         Command::Nb201(Nb201Command::Lookup(a)) => crate::bench201::run_lookup(&a),

@@ -160,6 +160,9 @@ pub struct TrainConfig {
     /// epoch: the signal a search or a tuner may see, so that the test set stays unseen.
     #[serde(default)]
     pub valid_fraction: f32,
+    /// What `darts prune` removed from the recipe's network (none in an unpruned run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<crate::compress::prune::Pruning>,
     /// Stop after this many epochs of the `epochs`-long schedule, checkpointed so `--resume`
     /// continues it (successive halving's rungs): a choice of this process, not of the run.
     #[serde(skip, default)]
@@ -265,7 +268,11 @@ pub fn build_network(cfg: &TrainConfig, shape: &ImageShape) -> Result<Network> {
         auxiliary: cfg.auxiliary_weight > 0.0,
         genotype: cfg.genotype.clone(),
     };
-    Network::new(spec, &mut crate::rng(cfg.seed))
+    let mut net = Network::new(spec, &mut crate::rng(cfg.seed))?;
+    if let Some(p) = &cfg.prune {
+        p.shape(&mut net)?;
+    }
+    Ok(net)
 }
 
 /// One training step: forward (with the auxiliary head's loss when the network has one),
@@ -300,10 +307,12 @@ fn probe_peak(
     batch_size: usize,
 ) -> Result<usize> {
     memory::step_peak(|| {
+        // A pruning plan fits only the run's own width and depth; the full network bounds it.
         let cfg = TrainConfig {
             channels,
             layers,
             batch_size,
+            prune: None,
             ..cfg.clone()
         };
         let mut net = build_network(&cfg, shape)?;
@@ -330,6 +339,7 @@ pub fn memory_estimate(cfg: &TrainConfig, shape: &ImageShape) -> Result<memory::
         let cfg = TrainConfig {
             channels,
             layers,
+            prune: None,
             ..cfg.clone()
         };
         Ok(crate::nn::param_count(&build_network(&cfg, shape)?))
@@ -367,6 +377,31 @@ fn save_run(dir: &Path, net: &Network, sgd: &Sgd, state: &TrainState) -> Result<
     checkpoint::sgd_state(sgd, &mut all)?;
     let meta = serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     checkpoint::save(&dir.join(TRAIN_STATE), &all, &meta)
+}
+
+/// Whether `dir` holds a training checkpoint to resume.
+pub fn has_state(dir: &Path) -> bool {
+    dir.join(TRAIN_STATE).is_file()
+}
+
+/// Makes `dir` a run folder of `cfg` whose training starts from `net`'s weights at epoch 0
+/// (fine-tuning): `run(cfg, Some(dir), true)` then trains it, and resumes it alike.
+pub fn begin(dir: &Path, cfg: &TrainConfig, net: &Network) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    checkpoint::write_atomic(&dir.join(MODEL_CONFIG), to_json(cfg)?.as_bytes())?;
+    checkpoint::write_atomic(
+        &dir.join("genotype.json"),
+        to_json(&cfg.genotype)?.as_bytes(),
+    )?;
+    checkpoint::remove_if_exists(&dir.join("train.jsonl"))?;
+    checkpoint::remove_if_exists(&dir.join("results.json"))?;
+    let state = TrainState {
+        epochs_done: 0,
+        seconds: 0.0,
+        images: 0,
+    };
+    let sgd = Sgd::new(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)?;
+    save_run(dir, net, &sgd, &state)
 }
 
 fn restore_run(dir: &Path, net: &mut Network, sgd: &mut Sgd) -> Result<TrainState> {
@@ -431,6 +466,8 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             checkpoint::remove_if_exists(&dir.join("train.jsonl"))?;
         }
     }
+    // Magnitude pruning's zeros, re-applied after every step.
+    let masks = cfg.prune.as_ref().and_then(|p| p.masks(&net));
     let norm = source::default_normalize(cfg.data.kind, &train)?;
     let augment = source::default_augment(cfg.data.kind, cfg.cutout);
     let all: Vec<usize> = (0..train.len()).collect();
@@ -474,6 +511,9 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             let images = batch.images_on(cfg.device)?;
             let (logits, value) =
                 train_step(&mut net, &mut sgd, &cfg, &images, &batch.labels, &mut ctx)?;
+            if let Some(m) = &masks {
+                m.apply(&mut net)?;
+            }
             meter.add(&logits, &batch.labels, value)?;
             bar.set(step + 1, &meter.status());
         }

@@ -1,6 +1,8 @@
-//! Compression of trained networks: int8 post-training quantisation on int8 kernels.
+//! Compression of trained networks: channel and magnitude pruning, int8 post-training
+//! quantisation on int8 kernels.
 
 pub mod int8;
+pub mod prune;
 pub mod quantize;
 #[cfg(test)]
 mod tests;

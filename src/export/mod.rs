@@ -71,6 +71,17 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     }
     let (cfg, net, splits) =
         crate::evaluate::load_trained(&a.checkpoint, None, a.data_dir.clone())?;
+    if a.format == Format::Torch
+        && matches!(
+            cfg.prune,
+            Some(crate::compress::prune::Pruning::Channels { .. })
+        )
+    {
+        // model.py builds the recipe's full-width layers; the ONNX graph reads the tensors.
+        return Err(Error::InvalidArgument(
+            "--format torch does not support channel-pruned run folders; use --format onnx".into(),
+        ));
+    }
     let mut result = serde_json::json!({ "format": format!("{:?}", a.format).to_lowercase() });
     match a.format {
         Format::Onnx => {

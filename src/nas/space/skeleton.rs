@@ -292,6 +292,9 @@ pub struct AuxiliaryHead {
 }
 
 impl AuxiliaryHead {
+    /// The name (in the head) of its one layer that reads the cell's channels.
+    pub const INPUT_CONV: &'static str = "features.2.weight";
+
     pub fn new(c: usize, map: usize, num_classes: usize, rng: &mut impl Rng) -> Result<Self> {
         use crate::nn::{AvgPool2d, ReLU};
         if map < 3 {
@@ -359,9 +362,9 @@ pub struct Backbone<E> {
     pub(crate) inputs: usize,
     pub(crate) lastact: Option<BatchNorm2d>,
     pub(crate) classifier: Linear,
-    auxiliary_head: Option<AuxiliaryHead>,
+    pub(crate) auxiliary_head: Option<AuxiliaryHead>,
     /// The block whose output the auxiliary head reads.
-    aux_at: usize,
+    pub(crate) aux_at: usize,
 }
 
 impl<E: Edge> Backbone<E> {
