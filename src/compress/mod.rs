@@ -2,5 +2,6 @@
 
 pub mod int8;
 pub mod quantize;
+mod run;
 #[cfg(test)]
 mod tests;
