@@ -159,11 +159,10 @@ pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// A quantised network: its steps, each slot's parameters, and the f32 program's liveness.
+/// A quantised network: its steps, each slot's parameters, and each slot's last reader.
 pub struct QProgram {
     pub steps: Vec<QStep>,
     pub params: Vec<QParams>,
-    pub(super) slots: usize,
     pub(super) last_use: Vec<usize>,
     pub isa: Isa,
 }
@@ -192,15 +191,7 @@ impl QProgram {
                     }
                     let (q, w_scale) = quantize_weights(w.data(), shape[0]);
                     let cin = if cfg.groups > 1 { shape[0] } else { shape[1] };
-                    let conv = QConv {
-                        w: q,
-                        w_scale,
-                        bias: b.to_vec(),
-                        cin,
-                        cout: shape[0],
-                        k: shape[2],
-                        cfg: *cfg,
-                    };
+                    let conv = QConv::new(q, w_scale, b.to_vec(), cin, shape[0], shape[2], *cfg)?;
                     QStep::Conv {
                         src: *src,
                         dst: *dst,
@@ -274,13 +265,54 @@ impl QProgram {
                 },
             });
         }
+        QProgram::from_parts(steps, params)
+    }
+
+    /// The program of `steps` over slots with `params` (slot 0 the input images, one step the
+    /// head): what a serialised model is rebuilt from. Computes each slot's last reader.
+    pub fn from_parts(steps: Vec<QStep>, params: Vec<QParams>) -> Result<QProgram> {
+        let mut last_use = vec![0; params.len()];
+        let mut heads = 0;
+        for (i, step) in steps.iter().enumerate() {
+            let (srcs, dst) = step.slots();
+            heads += matches!(step, QStep::Head { .. }) as usize;
+            if let Some(&s) = srcs.iter().chain([&dst]).find(|&&s| s >= params.len()) {
+                return Err(Error::InvalidArgument(format!(
+                    "int8 program: step {i} uses slot {s} but only {} slots have parameters",
+                    params.len()
+                )));
+            }
+            for s in srcs {
+                last_use[s] = i;
+            }
+        }
+        if heads != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "int8 program: needs exactly one head step, got {heads}"
+            )));
+        }
         Ok(QProgram {
             steps,
             params,
-            slots: prog.slots,
-            last_use: prog.last_use.clone(),
+            last_use,
             isa: Isa::detect(),
         })
+    }
+}
+
+impl QStep {
+    /// The slots the step reads and the one it writes.
+    pub fn slots(&self) -> (Vec<Slot>, Slot) {
+        match self {
+            QStep::Conv { src, dst, .. }
+            | QStep::Relu { src, dst }
+            | QStep::Pool { src, dst, .. }
+            | QStep::Affine { src, dst, .. }
+            | QStep::Shift { src, dst }
+            | QStep::Head { src, dst, .. } => (vec![*src], *dst),
+            QStep::Zeros { like, dst, .. } => (vec![*like], *dst),
+            QStep::Sum { srcs, dst } | QStep::Concat { srcs, dst } => (srcs.clone(), *dst),
+        }
     }
 }
 
