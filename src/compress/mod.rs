@@ -4,5 +4,6 @@
 pub mod int8;
 pub mod prune;
 pub mod quantize;
+mod run;
 #[cfg(test)]
 mod tests;

@@ -9,10 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::int8::{self, Isa, OutQ, QConv, QTensor};
+use super::int8::{Isa, QConv};
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
-use crate::ops;
 use crate::tensor::Tensor;
 
 /// How a slot's range is read from the calibration batches.
@@ -43,22 +42,6 @@ impl QParams {
             scale,
             zp: (-lo / scale).round().clamp(0.0, 255.0) as u8,
         }
-    }
-
-    fn quantize(&self, t: &Tensor) -> Result<QTensor> {
-        let (n, c, h, w) = t.dims4("quantize")?;
-        let inv = 1.0 / self.scale;
-        let data = t
-            .data()
-            .iter()
-            .map(|&v| ((v * inv).round() + self.zp as f32).clamp(0.0, 255.0) as u8)
-            .collect();
-        Ok(QTensor {
-            data,
-            shape: [n, c, h, w],
-            scale: self.scale,
-            zp: self.zp,
-        })
     }
 }
 
@@ -176,12 +159,11 @@ pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// A quantised network: its steps, each slot's parameters, and the f32 program's liveness.
+/// A quantised network: its steps, each slot's parameters, and each slot's last reader.
 pub struct QProgram {
     pub steps: Vec<QStep>,
     pub params: Vec<QParams>,
-    slots: usize,
-    last_use: Vec<usize>,
+    pub(super) last_use: Vec<usize>,
     pub isa: Isa,
 }
 
@@ -209,15 +191,7 @@ impl QProgram {
                     }
                     let (q, w_scale) = quantize_weights(w.data(), shape[0]);
                     let cin = if cfg.groups > 1 { shape[0] } else { shape[1] };
-                    let conv = QConv {
-                        w: q,
-                        w_scale,
-                        bias: b.to_vec(),
-                        cin,
-                        cout: shape[0],
-                        k: shape[2],
-                        cfg: *cfg,
-                    };
+                    let conv = QConv::new(q, w_scale, b.to_vec(), cin, shape[0], shape[2], *cfg)?;
                     QStep::Conv {
                         src: *src,
                         dst: *dst,
@@ -291,243 +265,54 @@ impl QProgram {
                 },
             });
         }
+        QProgram::from_parts(steps, params)
+    }
+
+    /// The program of `steps` over slots with `params` (slot 0 the input images, one step the
+    /// head): what a serialised model is rebuilt from. Computes each slot's last reader.
+    pub fn from_parts(steps: Vec<QStep>, params: Vec<QParams>) -> Result<QProgram> {
+        let mut last_use = vec![0; params.len()];
+        let mut heads = 0;
+        for (i, step) in steps.iter().enumerate() {
+            let (srcs, dst) = step.slots();
+            heads += matches!(step, QStep::Head { .. }) as usize;
+            if let Some(&s) = srcs.iter().chain([&dst]).find(|&&s| s >= params.len()) {
+                return Err(Error::InvalidArgument(format!(
+                    "int8 program: step {i} uses slot {s} but only {} slots have parameters",
+                    params.len()
+                )));
+            }
+            for s in srcs {
+                last_use[s] = i;
+            }
+        }
+        if heads != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "int8 program: needs exactly one head step, got {heads}"
+            )));
+        }
         Ok(QProgram {
             steps,
             params,
-            slots: prog.slots,
-            last_use: prog.last_use.clone(),
+            last_use,
             isa: Isa::detect(),
         })
     }
+}
 
-    /// Logits for f32 images (quantised with the input slot's parameters).
-    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
-        let mut slots: Vec<Option<QTensor>> = (0..self.slots).map(|_| None).collect();
-        slots[0] = Some(self.params[0].quantize(&x)?);
-        let mut logits = None;
-        for (i, step) in self.steps.iter().enumerate() {
-            let get = |s: Slot| {
-                slots[s]
-                    .as_ref()
-                    .ok_or_else(|| Error::InvalidArgument(format!("int8: slot {s} unset")))
-            };
-            let (dst, out) = match step {
-                QStep::Head { src, dst, w, b } => {
-                    let f = dequantize(get(*src)?)?;
-                    logits = Some(ops::linear(&ops::global_avg_pool(&f)?, w, b.as_ref())?);
-                    (*dst, None)
-                }
-                _ => self.exec(step, &get)?,
-            };
-            for s in srcs(step) {
-                if self.last_use[s] == i {
-                    slots[s] = None;
-                }
-            }
-            slots[dst] = out;
+impl QStep {
+    /// The slots the step reads and the one it writes.
+    pub fn slots(&self) -> (Vec<Slot>, Slot) {
+        match self {
+            QStep::Conv { src, dst, .. }
+            | QStep::Relu { src, dst }
+            | QStep::Pool { src, dst, .. }
+            | QStep::Affine { src, dst, .. }
+            | QStep::Shift { src, dst }
+            | QStep::Head { src, dst, .. } => (vec![*src], *dst),
+            QStep::Zeros { like, dst, .. } => (vec![*like], *dst),
+            QStep::Sum { srcs, dst } | QStep::Concat { srcs, dst } => (srcs.clone(), *dst),
         }
-        logits.ok_or_else(|| Error::InvalidArgument("int8: no logits computed".into()))
-    }
-}
-
-impl QProgram {
-    fn out(&self, dst: Slot, relu: bool) -> OutQ {
-        let p = self.params[dst];
-        OutQ {
-            scale: p.scale,
-            zp: p.zp,
-            relu,
-        }
-    }
-
-    fn exec<'a>(
-        &self,
-        step: &QStep,
-        get: &dyn Fn(Slot) -> Result<&'a QTensor>,
-    ) -> Result<(Slot, Option<QTensor>)> {
-        let y = match step {
-            QStep::Conv {
-                src,
-                dst,
-                conv,
-                relu,
-            } => (
-                *dst,
-                conv.forward(self.isa, get(*src)?, self.out(*dst, *relu))?,
-            ),
-            QStep::Relu { src, dst } => {
-                let mut x = get(*src)?.clone();
-                let zp = x.zp;
-                x.data.iter_mut().for_each(|v| *v = (*v).max(zp));
-                (*dst, x)
-            }
-            QStep::Pool {
-                src,
-                dst,
-                max,
-                k,
-                stride,
-                pad,
-            } => (*dst, int8::pool(get(*src)?, *max, *k, *stride, *pad)?),
-            QStep::Shift { src, dst } => (*dst, shift(get(*src)?)),
-            QStep::Affine {
-                src,
-                dst,
-                scale,
-                shift,
-                relu,
-            } => {
-                let x = get(*src)?;
-                let [_, c, h, w] = x.shape;
-                let p = self.out(*dst, *relu);
-                let mut data = vec![0u8; x.data.len()];
-                for (k, (o, xp)) in data.chunks_mut(h * w).zip(x.data.chunks(h * w)).enumerate() {
-                    let (a, b) = (scale[k % c], shift[k % c]);
-                    for (v, &q) in o.iter_mut().zip(xp) {
-                        *v = quant(x.scale * (q as f32 - x.zp as f32) * a + b, p);
-                    }
-                }
-                (
-                    *dst,
-                    QTensor {
-                        data,
-                        shape: x.shape,
-                        scale: p.scale,
-                        zp: p.zp,
-                    },
-                )
-            }
-            QStep::Sum { srcs, dst } => {
-                let p = self.out(*dst, false);
-                let xs = srcs.iter().map(|&s| get(s)).collect::<Result<Vec<_>>>()?;
-                let mut acc = vec![0f32; xs[0].data.len()];
-                for x in &xs {
-                    if x.shape != xs[0].shape {
-                        return Err(Error::shape(
-                            "int8 sum",
-                            "shapes differ",
-                            &[&x.shape, &xs[0].shape],
-                        ));
-                    }
-                    for (a, &q) in acc.iter_mut().zip(&x.data) {
-                        *a += x.scale * (q as f32 - x.zp as f32);
-                    }
-                }
-                let data = acc.iter().map(|&r| quant(r, p)).collect();
-                (
-                    *dst,
-                    QTensor {
-                        data,
-                        shape: xs[0].shape,
-                        scale: p.scale,
-                        zp: p.zp,
-                    },
-                )
-            }
-            QStep::Concat { srcs, dst } => {
-                let p = self.out(*dst, false);
-                let xs = srcs.iter().map(|&s| get(s)).collect::<Result<Vec<_>>>()?;
-                let [n, _, h, w] = xs[0].shape;
-                let c: usize = xs.iter().map(|x| x.shape[1]).sum();
-                let parts: Vec<QTensor> = xs.iter().map(|x| requantize(x, p)).collect();
-                let mut data = Vec::with_capacity(n * c * h * w);
-                for s in 0..n {
-                    for x in &parts {
-                        let per = x.shape[1] * h * w;
-                        data.extend_from_slice(&x.data[s * per..][..per]);
-                    }
-                }
-                (
-                    *dst,
-                    QTensor {
-                        data,
-                        shape: [n, c, h, w],
-                        scale: p.scale,
-                        zp: p.zp,
-                    },
-                )
-            }
-            QStep::Zeros { like, stride, dst } => {
-                let [n, c, h, w] = get(*like)?.shape;
-                let p = self.params[*dst];
-                let shape = [n, c, h.div_ceil(*stride), w.div_ceil(*stride)];
-                let data = vec![p.zp; shape.iter().product()];
-                (
-                    *dst,
-                    QTensor {
-                        data,
-                        shape,
-                        scale: p.scale,
-                        zp: p.zp,
-                    },
-                )
-            }
-            QStep::Head { .. } => unreachable!("the head is run by forward"),
-        };
-        Ok((y.0, Some(y.1)))
-    }
-}
-
-fn quant(real: f32, p: OutQ) -> u8 {
-    let lo = if p.relu { p.zp as f32 } else { 0.0 };
-    ((real / p.scale).round() + p.zp as f32).clamp(lo, 255.0) as u8
-}
-
-/// `x` in the parameters `p` (a copy when they are already its own).
-fn requantize(x: &QTensor, p: OutQ) -> QTensor {
-    let same = x.scale == p.scale && x.zp == p.zp && !p.relu;
-    let data = if same {
-        x.data.clone()
-    } else {
-        x.data
-            .iter()
-            .map(|&q| quant(x.scale * (q as f32 - x.zp as f32), p))
-            .collect()
-    };
-    QTensor {
-        data,
-        shape: x.shape,
-        scale: p.scale,
-        zp: p.zp,
-    }
-}
-
-/// `x[i + 1, j + 1]`, real zero (the zero point) past the border.
-fn shift(x: &QTensor) -> QTensor {
-    let [n, c, h, w] = x.shape;
-    let mut y = vec![x.zp; x.data.len()];
-    for (yp, xp) in y.chunks_mut(h * w).zip(x.data.chunks(h * w)).take(n * c) {
-        for i in 0..h.saturating_sub(1) {
-            yp[i * w..i * w + w - 1].copy_from_slice(&xp[(i + 1) * w + 1..(i + 2) * w]);
-        }
-    }
-    QTensor {
-        data: y,
-        shape: x.shape,
-        scale: x.scale,
-        zp: x.zp,
-    }
-}
-
-fn dequantize(x: &QTensor) -> Result<Tensor> {
-    let v = x
-        .data
-        .iter()
-        .map(|&q| x.scale * (q as f32 - x.zp as f32))
-        .collect();
-    Tensor::from_vec(v, &x.shape)
-}
-
-fn srcs(step: &QStep) -> Vec<Slot> {
-    match step {
-        QStep::Conv { src, .. }
-        | QStep::Relu { src, .. }
-        | QStep::Pool { src, .. }
-        | QStep::Affine { src, .. }
-        | QStep::Shift { src, .. }
-        | QStep::Head { src, .. } => vec![*src],
-        QStep::Zeros { like, .. } => vec![*like],
-        QStep::Sum { srcs, .. } | QStep::Concat { srcs, .. } => srcs.clone(),
     }
 }
 

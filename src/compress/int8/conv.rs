@@ -1,56 +1,23 @@
-//! int8 layers on uint8 activations (asymmetric per tensor: `real = scale·(q − zero_point)`)
-//! and int8 weights (symmetric per output channel, in [−127, 127]): dense convolution (patches
-//! gathered per output position, then [`matvec`] against all output channels), depthwise
-//! convolution (direct, one plane per task), max and average pooling, and the requantisation
-//! from the i32 accumulator to the next layer's uint8.
+//! [`QConv`], a quantised convolution on channels-last uint8 maps: dense convolutions as one
+//! matrix product over (output positions × output channels) ([`gemm`]: patches gathered only
+//! when the kernel is larger than 1×1, strided or padded, or the channels are not a multiple of
+//! 4), depthwise convolutions on [`depthwise`]'s lane-parallel loops.
 //!
 //! The accumulator is `Σ w·(x − zp_x) + bias_q` with `bias_q = round(b / (s_x·s_w))`; the
-//! output `clamp(round(acc · s_x·s_w/s_y) + zp_y)`, clamped below at `zp_y` (real 0) when a
-//! ReLU follows. Padding holds `zp_x`, which is real 0. The integer parts are exact, and the
-//! one float multiply per output is the same code for every instruction set, so results do not
-//! depend on the CPU.
+//! output `requant(acc, s_x·s_w/s_y)` ([`requant`](super::isa::requant)), clamped below at
+//! `zp_y` (real 0) when a ReLU follows. Padding holds `zp_x`, which is real 0. The dense
+//! kernels multiply raw bytes, so their bias also takes `−zp_x·Σ_k w[o, k]`.
 
-use rayon::prelude::*;
-
-use super::dot::{matvec, Isa};
+use super::depthwise::depthwise;
+use super::gemm::{gemm, Epilogue, PackedW};
+use super::isa::Isa;
+use super::map::{OutQ, QTensor};
 use crate::error::{Error, Result};
 use crate::ops::Conv2dCfg;
 
-/// A uint8 feature map `[N, C, H, W]` with its scale and zero point.
-#[derive(Clone, Debug)]
-pub struct QTensor {
-    pub data: Vec<u8>,
-    pub shape: [usize; 4],
-    pub scale: f32,
-    pub zp: u8,
-}
-
-/// Where a layer's output goes: its scale and zero point, and whether a ReLU is fused.
-#[derive(Clone, Copy, Debug)]
-pub struct OutQ {
-    pub scale: f32,
-    pub zp: u8,
-    pub relu: bool,
-}
-
-impl OutQ {
-    fn lo(&self) -> i32 {
-        if self.relu {
-            self.zp as i32
-        } else {
-            0
-        }
-    }
-}
-
-/// `clamp(round(acc·m) + zp, lo, 255)`.
-#[inline]
-pub fn requant(acc: i32, m: f32, zp: u8, lo: i32) -> u8 {
-    ((acc as f32 * m).round() as i32 + zp as i32).clamp(lo, 255) as u8
-}
-
-/// A quantised convolution: weights `[Cout, Cin/groups·kh·kw]` (dense, groups = 1) or
-/// `[C, kh·kw]` (depthwise, groups = Cin = Cout).
+/// A quantised convolution. `w` is int8 OIHW: `[Cout, Cin, k, k]` (dense, groups = 1) or
+/// `[C, 1, k, k]` (depthwise, groups = Cin = Cout); `w_scale` per output channel, `bias` f32.
+/// The private half is the weights repacked for the kernels, made by [`QConv::new`].
 #[derive(Clone, Debug)]
 pub struct QConv {
     pub w: Vec<i8>,
@@ -60,27 +27,99 @@ pub struct QConv {
     pub cout: usize,
     pub k: usize,
     pub cfg: Conv2dCfg,
+    packed: Packed,
 }
 
-fn out_len(len: usize, k: usize, c: &Conv2dCfg) -> Option<usize> {
+#[derive(Clone, Debug)]
+enum Packed {
+    /// Rows in patch order `[ky][kx][c]`, the order of an NHWC patch.
+    Dense(PackedW),
+    /// `[tap][c]`, widened to i32: one lane per channel.
+    Depthwise(Vec<i32>),
+}
+
+/// The output length of a window of `k` taps over `len`.
+pub(super) fn out_len(len: usize, k: usize, c: &Conv2dCfg) -> Option<usize> {
     (len + 2 * c.padding)
         .checked_sub(c.dilation * (k - 1) + 1)
         .map(|r| r / c.stride + 1)
 }
 
 impl QConv {
+    /// Checks the sizes and packs the weights.
+    pub fn new(
+        w: Vec<i8>,
+        w_scale: Vec<f32>,
+        bias: Vec<f32>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        cfg: Conv2dCfg,
+    ) -> Result<QConv> {
+        let dw = cfg.groups > 1;
+        let per = if dw { 1 } else { cin };
+        let ok = (cfg.groups == 1 || cfg.groups == cin && cin == cout)
+            && k > 0
+            && cfg.stride > 0
+            && cfg.dilation > 0
+            && w.len() == cout * per * k * k
+            && w_scale.len() == cout
+            && bias.len() == cout;
+        if !ok {
+            return Err(Error::shape(
+                "int8 conv",
+                format!(
+                    "{cin} -> {cout} channels, kernel {k}, groups {}: give OIHW int8 weights and one scale and bias per output channel",
+                    cfg.groups
+                ),
+                &[&[w.len()], &[w_scale.len()], &[bias.len()]],
+            ));
+        }
+        let taps = k * k;
+        let packed = if dw {
+            let mut t = vec![0i32; taps * cout];
+            for (c, row) in w.chunks_exact(taps).enumerate() {
+                for (tap, &v) in row.iter().enumerate() {
+                    t[tap * cout + c] = v as i32;
+                }
+            }
+            Packed::Depthwise(t)
+        } else {
+            let mut rows = vec![0i8; w.len()];
+            for o in 0..cout {
+                for c in 0..cin {
+                    for tap in 0..taps {
+                        rows[(o * taps + tap) * cin + c] = w[(o * cin + c) * taps + tap];
+                    }
+                }
+            }
+            Packed::Dense(PackedW::new(&rows, cout, cin * taps))
+        };
+        Ok(QConv {
+            w,
+            w_scale,
+            bias,
+            cin,
+            cout,
+            k,
+            cfg,
+            packed,
+        })
+    }
+
     pub fn depthwise(&self) -> bool {
         self.cfg.groups > 1
     }
 
     fn check(&self, x: &QTensor) -> Result<(usize, usize)> {
-        let [_, c, h, w] = x.shape;
-        let ok_groups = self.cfg.groups == 1 || self.cfg.groups == c && self.cout == c;
-        let per = if self.cfg.groups == 1 { self.cin } else { 1 };
-        if c != self.cin || !ok_groups || self.w.len() != self.cout * per * self.k * self.k {
+        let [_, h, w, c] = x.shape;
+        if c != self.cin {
             return Err(Error::shape(
                 "int8 conv",
-                format!("weights for {} -> {} channels", self.cin, self.cout),
+                format!(
+                    "weights for {} -> {} channels (NHWC input)",
+                    self.cin, self.cout
+                ),
                 &[&x.shape],
             ));
         }
@@ -94,191 +133,86 @@ impl QConv {
         }
     }
 
-    /// The i32 bias and the requantisation multiplier of each output channel. For the dense
-    /// kernel, whose dot products run on raw `x`, the bias also takes `−zp_x·Σ_k w[o, k]`:
-    /// `Σ w·(x − zp) = Σ w·x − zp·Σ w`.
-    fn epilogue(&self, x: &QTensor, out: OutQ) -> (Vec<i32>, Vec<f32>) {
+    /// The i32 bias and multiplier of each output channel, padded to 16 channels.
+    fn epilogue(&self, x: &QTensor, out: OutQ) -> Epilogue {
         let sb = |o: usize| x.scale * self.w_scale[o];
         let per = self.w.len() / self.cout;
-        let bias = (0..self.cout).map(|o| {
+        let padded = self.cout.div_ceil(16) * 16;
+        let mut bias = vec![0i32; padded];
+        let mut mult = vec![0f32; padded];
+        for o in 0..self.cout {
             let b = (self.bias[o] / sb(o)).round() as i32;
-            if self.depthwise() {
-                return b;
-            }
             let wsum: i32 = self.w[o * per..][..per].iter().map(|&v| v as i32).sum();
-            b - x.zp as i32 * wsum
-        });
-        let mult = (0..self.cout).map(|o| sb(o) / out.scale);
-        (bias.collect(), mult.collect())
+            bias[o] = if self.depthwise() {
+                b
+            } else {
+                b - x.zp as i32 * wsum
+            };
+            mult[o] = sb(o) / out.scale;
+        }
+        Epilogue {
+            bias,
+            mult,
+            zp: out.zp as i32,
+            lo: out.lo(),
+        }
     }
 
-    /// The patch of output position (oy, ox) in `[c][ky][kx]` order, `zp` outside the map.
-    fn gather(
-        &self,
-        xs: &[u8],
-        zp: u8,
-        (h, w): (usize, usize),
-        oy: usize,
-        ox: usize,
-        patch: &mut [u8],
-    ) {
-        let (k, c) = (self.k, &self.cfg);
-        let mut i = 0;
-        for ch in 0..self.cin {
-            let plane = &xs[ch * h * w..][..h * w];
-            for ky in 0..k {
-                let y = (oy * c.stride + ky * c.dilation) as isize - c.padding as isize;
-                for kx in 0..k {
-                    let xx = (ox * c.stride + kx * c.dilation) as isize - c.padding as isize;
-                    let inside = y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w;
-                    patch[i] = if inside {
-                        plane[y as usize * w + xx as usize]
-                    } else {
-                        zp
-                    };
-                    i += 1;
+    /// The patch of output position `p` into `row` in `[ky][kx][c]` order, `zp` outside.
+    fn gather(&self, x: &QTensor, (oh, ow): (usize, usize), p: usize, row: &mut [u8]) {
+        let [_, h, w, c] = x.shape;
+        let (k, cfg) = (self.k, &self.cfg);
+        let (s, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+        for ky in 0..k {
+            let iy = (oy * cfg.stride + ky * cfg.dilation) as isize - cfg.padding as isize;
+            for kx in 0..k {
+                let ix = (ox * cfg.stride + kx * cfg.dilation) as isize - cfg.padding as isize;
+                let dst = &mut row[(ky * k + kx) * c..][..c];
+                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                    let at = ((s * h + iy as usize) * w + ix as usize) * c;
+                    dst.copy_from_slice(&x.data[at..][..c]);
+                } else {
+                    dst.fill(x.zp);
                 }
             }
         }
     }
 
-    /// One depthwise output plane: `Σ_taps w·(x − zp)` over the taps inside the map.
-    #[allow(clippy::too_many_arguments)]
-    fn depthwise_plane(
-        &self,
-        zp: u8,
-        xp: &[u8],
-        ch: usize,
-        (h, w, oh, ow): (usize, usize, usize, usize),
-        bias: i32,
-        mult: f32,
-        out: OutQ,
-        yp: &mut [u8],
-    ) {
-        let (k, c) = (self.k, &self.cfg);
-        let wk = &self.w[ch * k * k..][..k * k];
-        let zp = zp as i32;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = bias;
-                for ky in 0..k {
-                    let y = (oy * c.stride + ky * c.dilation) as isize - c.padding as isize;
-                    if y < 0 || y as usize >= h {
-                        continue;
-                    }
-                    let row = &xp[y as usize * w..][..w];
-                    for kx in 0..k {
-                        let xx = (ox * c.stride + kx * c.dilation) as isize - c.padding as isize;
-                        if xx >= 0 && (xx as usize) < w {
-                            acc += wk[ky * k + kx] as i32 * (row[xx as usize] as i32 - zp);
-                        }
-                    }
-                }
-                yp[oy * ow + ox] = requant(acc, mult, out.zp, out.lo());
-            }
-        }
-    }
-
-    /// The convolution of `x`, requantised to `out`.
+    /// The convolution of the NHWC map `x`, requantised to `out`.
     pub fn forward(&self, isa: Isa, x: &QTensor, out: OutQ) -> Result<QTensor> {
         let (oh, ow) = self.check(x)?;
-        let [n, c, h, w] = x.shape;
-        let (bias, mult) = self.epilogue(x, out);
-        let mut y = vec![0u8; n * self.cout * oh * ow];
-        if self.depthwise() {
-            y.par_chunks_mut(oh * ow).enumerate().for_each(|(i, yp)| {
-                let ch = i % c;
-                let xp = &x.data[i * h * w..][..h * w];
-                self.depthwise_plane(x.zp, xp, ch, (h, w, oh, ow), bias[ch], mult[ch], out, yp)
-            });
-        } else {
-            let kk = self.cin * self.k * self.k;
-            // Tasks are output rows; each gathers its patches and writes [Cout, ow] at once.
-            let rows: Vec<Vec<u8>> = (0..n * oh)
-                .into_par_iter()
-                .map_init(
-                    || (vec![0u8; kk], vec![0i32; self.cout]),
-                    |(patch, acc), r| {
-                        let (s, oy) = (r / oh, r % oh);
-                        let xs = &x.data[s * c * h * w..][..c * h * w];
-                        let mut row = vec![0u8; self.cout * ow];
-                        for ox in 0..ow {
-                            self.gather(xs, x.zp, (h, w), oy, ox, patch);
-                            matvec(isa, patch, &self.w, acc);
-                            for o in 0..self.cout {
-                                let v = acc[o] + bias[o];
-                                row[o * ow + ox] = requant(v, mult[o], out.zp, out.lo());
-                            }
+        let n = x.shape[0];
+        let epi = self.epilogue(x, out);
+        let mut y = vec![0u8; n * oh * ow * self.cout];
+        match &self.packed {
+            Packed::Depthwise(taps) => {
+                depthwise(isa, self, taps, x, (oh, ow), &epi, &mut y);
+            }
+            Packed::Dense(pw) => {
+                let c = &self.cfg;
+                let rows = n * oh * ow;
+                if self.k == 1 && c.stride == 1 && c.padding == 0 && pw.kp == pw.k {
+                    // The map is already the matrix: one row of C bytes per position.
+                    gemm(isa, &x.data, self.cin, rows, pw, &epi, &mut y);
+                } else {
+                    const BLOCK: usize = 64;
+                    let mut a = vec![0u8; BLOCK * pw.kp];
+                    for p0 in (0..rows).step_by(BLOCK) {
+                        let m = BLOCK.min(rows - p0);
+                        for (r, row) in a.chunks_exact_mut(pw.kp).take(m).enumerate() {
+                            self.gather(x, (oh, ow), p0 + r, &mut row[..pw.k]);
                         }
-                        row
-                    },
-                )
-                .collect();
-            let ohw = oh * ow;
-            for (r, row) in rows.iter().enumerate() {
-                let (s, oy) = (r / oh, r % oh);
-                for o in 0..self.cout {
-                    let at = (s * self.cout + o) * ohw + oy * ow;
-                    y[at..at + ow].copy_from_slice(&row[o * ow..][..ow]);
+                        let dst = &mut y[p0 * self.cout..][..m * self.cout];
+                        gemm(isa, &a, pw.kp, m, pw, &epi, dst);
+                    }
                 }
             }
         }
         Ok(QTensor {
             data: y,
-            shape: [n, self.cout, oh, ow],
+            shape: [n, oh, ow, self.cout],
             scale: out.scale,
             zp: out.zp,
         })
     }
-}
-
-/// Max or average pooling of a uint8 map, padding ignored (excluded from the average's count, as
-/// the training path does); the output keeps the input's scale and zero point, since both are
-/// exact (max) or rounded (average) in the same units.
-pub fn pool(x: &QTensor, max: bool, k: usize, stride: usize, pad: usize) -> Result<QTensor> {
-    let [n, c, h, w] = x.shape;
-    let cfg = Conv2dCfg {
-        stride,
-        padding: pad,
-        dilation: 1,
-        groups: 1,
-    };
-    let (Some(oh), Some(ow)) = (out_len(h, k, &cfg), out_len(w, k, &cfg)) else {
-        return Err(Error::shape(
-            "int8 pool",
-            "window larger than input",
-            &[&x.shape],
-        ));
-    };
-    let mut y = vec![0u8; n * c * oh * ow];
-    y.par_chunks_mut(oh * ow).enumerate().for_each(|(i, yp)| {
-        let xp = &x.data[i * h * w..][..h * w];
-        for oy in 0..oh {
-            let y0 = (oy * stride) as isize - pad as isize;
-            let (ya, yb) = (y0.max(0) as usize, ((y0 + k as isize) as usize).min(h));
-            for ox in 0..ow {
-                let x0 = (ox * stride) as isize - pad as isize;
-                let (xa, xb) = (x0.max(0) as usize, ((x0 + k as isize) as usize).min(w));
-                let (mut m, mut sum) = (0u8, 0u32);
-                for yy in ya..yb {
-                    for &v in &xp[yy * w + xa..yy * w + xb] {
-                        m = m.max(v);
-                        sum += v as u32;
-                    }
-                }
-                let cnt = ((yb - ya) * (xb - xa)) as u32;
-                yp[oy * ow + ox] = if max {
-                    m
-                } else {
-                    ((sum + cnt / 2) / cnt) as u8
-                };
-            }
-        }
-    });
-    Ok(QTensor {
-        data: y,
-        shape: [n, c, oh, ow],
-        scale: x.scale,
-        zp: x.zp,
-    })
 }

@@ -1,10 +1,17 @@
-//! int8 kernels for the CPU: u8 × i8 → i32 dot products ([`dot`]) and the layers built on them
-//! ([`conv`]), each checked bit for bit against a scalar reference in `tests.rs`.
+//! int8 kernels for the CPU on channels-last uint8 maps ([`map`]): the matrix product under the
+//! dense convolutions ([`gemm`]), depthwise convolution ([`depthwise`]), the convolution layer
+//! that picks between them ([`conv`]) and the other steps ([`elementwise`]), each for every
+//! instruction set ([`isa`]) and checked bit for bit against a scalar reference in `tests.rs`.
 
 pub mod conv;
-pub mod dot;
+mod depthwise;
+pub mod elementwise;
+pub mod gemm;
+pub mod isa;
+pub mod map;
 #[cfg(test)]
 mod tests;
 
-pub use conv::{pool, requant, OutQ, QConv, QTensor};
-pub use dot::Isa;
+pub use conv::QConv;
+pub use isa::{requant, Isa};
+pub use map::{OutQ, QTensor};

@@ -1,8 +1,12 @@
-//! Every int8 kernel, on every instruction set this CPU has, against a scalar reference written
-//! the plain way (seven loops, padding skipped), bit for bit, on awkward shapes.
+//! Every int8 kernel, on every instruction set this CPU has (the scalar and AVX2 paths always
+//! among them where the CPU has AVX2), against a reference written the plain way (NCHW, seven
+//! loops, padding skipped), bit for bit, on awkward shapes: odd channel counts, reductions not
+//! a multiple of 4, stride 2, dilation 2, depthwise, batches of 1 and 3.
 
 use rand::{Rng, RngCore};
 
+use super::elementwise as ew;
+use super::gemm::{gemm, Epilogue, PackedW};
 use super::*;
 use crate::ops::Conv2dCfg;
 use crate::tensor::Tensor;
@@ -16,35 +20,72 @@ fn weights(n: usize, rng: &mut impl RngCore) -> Vec<i8> {
 }
 
 #[test]
-fn matvec_is_exact_on_every_isa() {
+fn every_isa_this_cpu_has_is_tested() {
+    let all = Isa::available();
+    assert_eq!(all[0], Isa::Scalar);
+    assert!(all.contains(&Isa::detect()));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        assert!(all.contains(&Isa::Avx2));
+    }
+}
+
+#[test]
+fn rounding_is_to_nearest_even() {
+    let mut rng = crate::rng(4);
+    for _ in 0..10_000 {
+        let v: f32 = rng.random_range(-600.0..600.0);
+        let want = (v.clamp(-512.0, 512.0).round_ties_even() as i32 + 7).clamp(0, 255) as u8;
+        assert_eq!(isa::to_u8(v, 7, 0), want, "{v}");
+    }
+    assert_eq!(isa::to_u8(2.5, 0, 0), 2);
+    assert_eq!(isa::to_u8(3.5, 0, 0), 4);
+}
+
+#[test]
+fn gemm_is_exact_on_every_isa() {
     let mut rng = crate::rng(1);
-    for k in [1, 15, 16, 17, 63, 64, 65, 200] {
-        for rows in [1, 3, 4, 9] {
-            let mut x = bytes(k, &mut rng);
-            let mut w = weights(k * rows, &mut rng);
+    for k in [1usize, 3, 4, 9, 13, 16, 64, 67] {
+        for n in [1, 3, 8, 13, 16, 17, 24, 33, 64, 70] {
+            let rows = rng.random_range(1..20);
+            let kp = k.div_ceil(4) * 4;
+            let mut a = bytes(rows * kp, &mut rng);
+            let mut w = weights(n * k, &mut rng);
             // The extremes, where vpmaddubsw's i16 pair sums would saturate.
-            x[0] = 255;
-            w[0] = 127;
-            if k > 1 {
-                x[1] = 255;
-                w[1] = 127;
-            }
-            let mut want = vec![0; rows];
-            dot::matvec_scalar(&x, &w, &mut want);
-            let exact: i64 = (0..k).map(|i| x[i] as i64 * w[i] as i64).sum();
-            assert_eq!(want[0] as i64, exact);
+            a[..k.min(2)].fill(255);
+            w[..k.min(2)].fill(127);
+            let epi = Epilogue {
+                bias: (0..n.div_ceil(16) * 16)
+                    .map(|_| rng.random_range(-9999..9999))
+                    .collect(),
+                mult: (0..n.div_ceil(16) * 16)
+                    .map(|_| rng.random_range(1e-4..1e-2))
+                    .collect(),
+                zp: rng.random_range(0..256),
+                lo: rng.random_range(0..100),
+            };
+            let want: Vec<u8> = (0..rows * n)
+                .map(|i| {
+                    let (p, o) = (i / n, i % n);
+                    let acc: i32 = (0..k)
+                        .map(|j| a[p * kp + j] as i32 * w[o * k + j] as i32)
+                        .sum();
+                    requant(acc + epi.bias[o], epi.mult[o], epi.zp, epi.lo)
+                })
+                .collect();
+            let packed = PackedW::new(&w, n, k);
             for isa in Isa::available() {
-                let mut got = vec![0; rows];
-                dot::matvec(isa, &x, &w, &mut got);
-                assert_eq!(got, want, "{isa:?} k {k} rows {rows}");
+                let mut got = vec![0u8; rows * n];
+                gemm(isa, &a, kp, rows, &packed, &epi, &mut got);
+                assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows}");
             }
         }
     }
 }
 
-/// The plain convolution: `requant(round(b/(s_x s_w)) + Σ w·(x − zp))`, taps outside skipped.
-fn reference(c: &QConv, x: &QTensor, out: OutQ) -> Vec<u8> {
-    let [n, cin, h, w] = x.shape;
+/// The plain convolution on NCHW bytes: `requant(round(b/(s_x s_w)) + Σ w·(x − zp))`, taps
+/// outside skipped.
+fn reference(c: &QConv, x: &[u8], [n, cin, h, w]: [usize; 4], xq: (f32, u8), out: OutQ) -> Vec<u8> {
     let (k, s, p, d) = (c.k, c.cfg.stride, c.cfg.padding, c.cfg.dilation);
     let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1;
     let ow = (w + 2 * p - d * (k - 1) - 1) / s + 1;
@@ -52,7 +93,7 @@ fn reference(c: &QConv, x: &QTensor, out: OutQ) -> Vec<u8> {
     let mut y = Vec::new();
     for b in 0..n {
         for o in 0..c.cout {
-            let sb = x.scale * c.w_scale[o];
+            let sb = xq.0 * c.w_scale[o];
             for oy in 0..oh {
                 for ox in 0..ow {
                     let mut acc = (c.bias[o] / sb).round() as i32;
@@ -65,15 +106,13 @@ fn reference(c: &QConv, x: &QTensor, out: OutQ) -> Vec<u8> {
                                 if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
                                     continue;
                                 }
-                                let xv =
-                                    x.data[((b * cin + ch) * h + iy as usize) * w + ix as usize];
+                                let xv = x[((b * cin + ch) * h + iy as usize) * w + ix as usize];
                                 let wv = c.w[((o * chans.len() + ci) * k + ky) * k + kx];
-                                acc += wv as i32 * (xv as i32 - x.zp as i32);
+                                acc += wv as i32 * (xv as i32 - xq.1 as i32);
                             }
                         }
                     }
-                    let lo = if out.relu { out.zp as i32 } else { 0 };
-                    y.push(requant(acc, sb / out.scale, out.zp, lo));
+                    y.push(requant(acc, sb / out.scale, out.zp as i32, out.lo()));
                 }
             }
         }
@@ -86,80 +125,165 @@ fn convolutions_match_the_reference_bit_for_bit() {
     let mut rng = crate::rng(2);
     // (n, cin, cout, h, w, k, stride, padding, dilation, depthwise)
     let cases = [
-        (2, 5, 7, 9, 7, 3, 2, 1, 1, false),
+        (3, 5, 7, 9, 7, 3, 2, 1, 1, false),
         (1, 37, 6, 5, 5, 1, 1, 0, 1, false),
         (3, 3, 9, 8, 11, 3, 1, 2, 2, false),
-        (2, 70, 5, 3, 4, 1, 2, 0, 1, false),
-        (2, 5, 5, 11, 9, 5, 2, 4, 2, true),
+        (1, 1, 24, 9, 8, 3, 1, 1, 1, false),
+        (3, 13, 33, 6, 5, 1, 1, 0, 1, false),
+        (1, 16, 16, 7, 7, 1, 1, 0, 1, false),
+        (3, 64, 70, 4, 3, 1, 1, 0, 1, false),
+        (1, 70, 5, 3, 4, 1, 2, 0, 1, false),
+        (3, 5, 5, 11, 9, 5, 2, 4, 2, true),
         (1, 3, 3, 7, 6, 3, 1, 1, 1, true),
-        (2, 6, 6, 9, 9, 3, 2, 2, 2, true),
+        (3, 13, 13, 9, 9, 3, 1, 2, 2, true),
+        (1, 6, 6, 9, 9, 3, 2, 2, 2, true),
+        (3, 8, 8, 10, 7, 3, 1, 1, 1, true),
     ];
     for (n, cin, cout, h, w, k, s, p, d, dw) in cases {
         let per = if dw { 1 } else { cin };
-        let conv = QConv {
-            w: weights(cout * per * k * k, &mut rng),
-            w_scale: (0..cout).map(|_| rng.random_range(0.001..0.02)).collect(),
-            bias: (0..cout).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        let cfg = Conv2dCfg {
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: if dw { cin } else { 1 },
+        };
+        let conv = QConv::new(
+            weights(cout * per * k * k, &mut rng),
+            (0..cout).map(|_| rng.random_range(0.001..0.02)).collect(),
+            (0..cout).map(|_| rng.random_range(-1.0..1.0)).collect(),
             cin,
             cout,
             k,
-            cfg: Conv2dCfg {
-                stride: s,
-                padding: p,
-                dilation: d,
-                groups: if dw { cin } else { 1 },
-            },
-        };
-        let x = QTensor {
-            data: bytes(n * cin * h * w, &mut rng),
-            shape: [n, cin, h, w],
-            scale: 0.03,
-            zp: rng.random(),
-        };
+            cfg,
+        )
+        .unwrap();
+        let nchw = bytes(n * cin * h * w, &mut rng);
+        let xq = (0.03, rng.random());
+        let x = QTensor::from_nchw(&nchw, [n, cin, h, w], xq.0, xq.1);
         for relu in [false, true] {
             let out = OutQ {
                 scale: 0.05,
                 zp: 100,
                 relu,
             };
-            let want = reference(&conv, &x, out);
+            let want = reference(&conv, &nchw, [n, cin, h, w], xq, out);
             for isa in Isa::available() {
                 let got = conv.forward(isa, &x, out).unwrap();
                 assert_eq!(
-                    got.data, want,
-                    "{isa:?} case {cin}->{cout} k{k} s{s} d{d} dw {dw}"
+                    got.to_nchw(),
+                    want,
+                    "{isa:?} case n{n} {cin}->{cout} k{k} s{s} d{d} dw {dw}"
                 );
             }
         }
     }
 }
 
+#[test]
+fn bad_conv_weights_are_an_error() {
+    let cfg = Conv2dCfg {
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups: 1,
+    };
+    assert!(QConv::new(vec![0; 5], vec![1.0; 2], vec![0.0; 2], 3, 2, 1, cfg).is_err());
+    let conv = QConv::new(vec![0; 6], vec![1.0; 2], vec![0.0; 2], 3, 2, 1, cfg).unwrap();
+    let x = QTensor::zeros([1, 2, 2, 4], 1.0, 0);
+    let out = OutQ {
+        scale: 1.0,
+        zp: 0,
+        relu: false,
+    };
+    assert!(conv.forward(Isa::Scalar, &x, out).is_err());
+}
+
 fn dequant(q: &QTensor) -> Tensor {
+    let [n, h, w, c] = q.shape;
     let v = q
-        .data
+        .to_nchw()
         .iter()
         .map(|&b| q.scale * (b as f32 - q.zp as f32))
         .collect();
-    Tensor::from_vec(v, &q.shape).unwrap()
+    Tensor::from_vec(v, &[n, c, h, w]).unwrap()
 }
 
 #[test]
-fn pools_match_the_float_pools() {
+fn pools_match_the_float_pools_on_every_isa() {
     let mut rng = crate::rng(3);
-    for (h, w, k, s, p) in [(7, 9, 3, 1, 1), (8, 5, 3, 2, 1), (9, 9, 2, 2, 0)] {
-        let x = QTensor {
-            data: bytes(2 * 3 * h * w, &mut rng),
-            shape: [2, 3, h, w],
-            scale: 0.1,
-            zp: 17,
-        };
+    for (n, c, h, w, k, s, p) in [
+        (1, 3, 7, 9, 3, 1, 1),
+        (3, 16, 8, 5, 3, 2, 1),
+        (3, 13, 9, 9, 2, 2, 0),
+    ] {
+        let x = QTensor::from_nchw(&bytes(n * c * h * w, &mut rng), [n, c, h, w], 0.1, 17);
         let f = dequant(&x);
-        let mx = dequant(&pool(&x, true, k, s, p).unwrap()).to_vec();
-        assert_eq!(mx, crate::ops::max_pool2d(&f, k, s, p).unwrap().to_vec());
-        let av = dequant(&pool(&x, false, k, s, p).unwrap()).to_vec();
-        let want = crate::ops::avg_pool2d(&f, k, s, p).unwrap().to_vec();
-        for (a, b) in av.iter().zip(&want) {
-            assert!((a - b).abs() <= 0.05 + 1e-5, "{a} vs {b}");
+        let mx = crate::ops::max_pool2d(&f, k, s, p).unwrap().to_vec();
+        let av = crate::ops::avg_pool2d(&f, k, s, p).unwrap().to_vec();
+        let first = ew::pool(Isa::Scalar, &x, false, k, s, p).unwrap();
+        for isa in Isa::available() {
+            assert_eq!(
+                dequant(&ew::pool(isa, &x, true, k, s, p).unwrap()).to_vec(),
+                mx
+            );
+            let got = ew::pool(isa, &x, false, k, s, p).unwrap();
+            assert_eq!(got, first, "{isa:?}");
+            for (a, b) in dequant(&got).to_vec().iter().zip(&av) {
+                assert!((a - b).abs() <= 0.05 + 1e-5, "{a} vs {b}");
+            }
         }
+    }
+}
+
+#[test]
+fn sums_and_concats_are_exact_on_every_isa_and_close_to_real() {
+    let mut rng = crate::rng(5);
+    for (n, h, w, c) in [(1, 3, 5, 13), (3, 7, 7, 8), (1, 28, 28, 3)] {
+        let a = QTensor::from_nchw(&bytes(n * c * h * w, &mut rng), [n, c, h, w], 0.02, 30);
+        let b = QTensor::from_nchw(&bytes(n * c * h * w, &mut rng), [n, c, h, w], 0.05, 200);
+        let out = OutQ {
+            scale: 0.04,
+            zp: 90,
+            relu: false,
+        };
+        let (fa, fb) = (dequant(&a).to_vec(), dequant(&b).to_vec());
+        let s0 = ew::sum(Isa::Scalar, &[&a, &b], out).unwrap();
+        for (got, (x, y)) in dequant(&s0).to_vec().iter().zip(fa.iter().zip(&fb)) {
+            let want = (x + y).clamp(-90.0 * 0.04, 165.0 * 0.04);
+            assert!((got - want).abs() <= 0.02 + 1e-4, "{got} vs {want}");
+        }
+        let c0 = ew::concat(Isa::Scalar, &[&a, &b, &a], out).unwrap();
+        assert_eq!(c0.shape, [n, h, w, 3 * c]);
+        let cat = dequant(&c0).to_vec();
+        let plane = h * w;
+        for (i, &b) in fb.iter().enumerate() {
+            let (s, r) = (i / (c * plane), i % (c * plane));
+            let got = cat[s * 3 * c * plane + c * plane + r];
+            let want = b.clamp(-90.0 * 0.04, 165.0 * 0.04);
+            assert!((got - want).abs() <= 0.02 + 1e-4, "{got} vs {want}");
+        }
+        for isa in Isa::available() {
+            assert_eq!(ew::sum(isa, &[&a, &b], out).unwrap(), s0, "{isa:?}");
+            assert_eq!(ew::concat(isa, &[&a, &b, &a], out).unwrap(), c0, "{isa:?}");
+        }
+    }
+}
+
+#[test]
+fn layout_round_trips_and_shift_moves_one_pixel() {
+    let mut rng = crate::rng(6);
+    let (n, c, h, w) = (3, 5, 4, 6);
+    let nchw = bytes(n * c * h * w, &mut rng);
+    let x = QTensor::from_nchw(&nchw, [n, c, h, w], 1.0, 9);
+    assert_eq!(x.to_nchw(), nchw);
+    let y = ew::shift(&x).to_nchw();
+    for (i, &v) in y.iter().enumerate() {
+        let (yy, xx) = (i / w % h, i % w);
+        let want = if yy + 1 < h && xx + 1 < w {
+            nchw[i + w + 1]
+        } else {
+            9
+        };
+        assert_eq!(v, want);
     }
 }

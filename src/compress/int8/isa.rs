@@ -1,0 +1,97 @@
+//! The instruction sets the int8 kernels are built for, chosen once at run time, and
+//! [`for_each_isa`], which compiles a plain loop for each of them.
+//!
+//! Every kernel computes the same exact integer sums and the same IEEE float epilogue (no fused
+//! multiply-add, rounding by the 1.5·2²³ trick rather than a library call), so the instruction
+//! set changes the speed and never a byte of the result: `tests.rs` checks that on each.
+
+/// The instruction set the int8 kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    /// u8/i8 widened to i16, multiplied and paired into i32 by `vpmaddwd`.
+    Avx2,
+    /// `vpdpbusd`: four u8 × i8 products summed into each i32 lane.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best this CPU has.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                return Isa::Avx512Vnni;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every instruction set this CPU can run, the scalar one first (for tests).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|&i| i == Isa::Scalar || (i == Isa::Avx2 && best != Isa::Scalar) || i == best)
+            .collect()
+    }
+}
+
+/// Defines `fn $name(isa: Isa, args…)` that runs `$body` compiled for `isa`: the body is an
+/// `#[inline(always)]` function inlined into one copy per target-feature set, so LLVM
+/// vectorises its plain loops for those registers (a closure passed to a target-feature
+/// function is not reliably inlined, which leaves the loops scalar). Unlike
+/// `ops::simd::simd_fn` the caller picks the copy, so tests can run each, and there is an
+/// AVX-512 one.
+macro_rules! for_each_isa {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        $vis fn $name(isa: $crate::compress::int8::isa::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::detect` names these only where the CPU has the features.
+                $crate::compress::int8::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::compress::int8::isa::Isa::Avx512Vnni => unsafe { avx512($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+pub(super) use for_each_isa;
+
+/// Adding and subtracting 1.5·2²³ rounds an f32 of magnitude below 2²² to the nearest integer,
+/// ties to even, in two additions that vectorise (`f32::round_ties_even` may be a call).
+pub(super) const ROUND: f32 = 12_582_912.0;
+
+/// `clamp(round(v) + zp, lo, 255)`, the one requantisation every kernel ends in; `v` is
+/// clamped to ±512 first (past that the result saturates anyway) so that it stays exact.
+#[inline(always)]
+pub fn to_u8(v: f32, zp: i32, lo: i32) -> u8 {
+    let r = (v.clamp(-512.0, 512.0) + ROUND) - ROUND;
+    (r as i32 + zp).clamp(lo, 255) as u8
+}
+
+/// An i32 accumulator times its channel's multiplier, requantised: [`to_u8`]`(acc·m)`.
+#[inline(always)]
+pub fn requant(acc: i32, m: f32, zp: i32, lo: i32) -> u8 {
+    to_u8(acc as f32 * m, zp, lo)
+}

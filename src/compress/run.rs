@@ -1,0 +1,138 @@
+//! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
+//! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
+//! int8 kernels, slots freed after their last reader, and the head in f32 on the channel means
+//! of the last map.
+
+use rayon::prelude::*;
+
+use super::int8::{elementwise as ew, OutQ, QTensor};
+use super::quantize::{QProgram, QStep};
+use crate::error::{Error, Result};
+use crate::infer::Slot;
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Images per parallel task: enough to amortise a step's fixed cost, few enough that a
+/// chunk's maps fit in a core's L2.
+const CHUNK: usize = 8;
+
+impl QProgram {
+    /// Logits `[N, classes]` for f32 NCHW images (quantised with the input slot's parameters).
+    pub fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4("int8 forward")?;
+        let per = c * h * w;
+        let data = x.try_to_vec()?;
+        let logits = data
+            .par_chunks(CHUNK * per)
+            .map(|xs| self.run_chunk(xs, [xs.len() / per, c, h, w]))
+            .collect::<Result<Vec<_>>>()?;
+        let logits = logits.concat();
+        let classes = logits.len() / n.max(1);
+        Tensor::from_vec(logits, &[n, classes])
+    }
+
+    fn run_chunk(&self, x: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        let mut slots: Vec<Option<QTensor>> = vec![None; self.params.len()];
+        let p = self.params[0];
+        slots[0] = Some(ew::quantize_nchw(x, shape, p.scale, p.zp));
+        let mut logits = None;
+        for (i, step) in self.steps.iter().enumerate() {
+            let (srcs, dst) = step.slots();
+            let out = match step {
+                QStep::Head { src, w, b, .. } => {
+                    let x = get(&slots, *src)?;
+                    let [n, _, _, c] = x.shape;
+                    let means = Tensor::from_vec(ew::channel_means(self.isa, x), &[n, c])?;
+                    logits = Some(ops::linear(&means, w, b.as_ref())?.try_to_vec()?);
+                    None
+                }
+                QStep::Relu { src, .. } => {
+                    let mut y = self.take(&mut slots, *src, i)?;
+                    ew::relu(self.isa, &mut y);
+                    Some(y)
+                }
+                _ => Some(self.exec(step, &slots)?),
+            };
+            for s in srcs {
+                if self.last_use[s] == i {
+                    slots[s] = None;
+                }
+            }
+            slots[dst] = out;
+        }
+        logits.ok_or_else(|| Error::InvalidArgument("int8: no logits computed".into()))
+    }
+
+    /// Slot `s`'s map, moved out when step `i` reads it last, else copied.
+    fn take(&self, slots: &mut [Option<QTensor>], s: Slot, i: usize) -> Result<QTensor> {
+        if self.last_use[s] == i {
+            slots[s].take().ok_or_else(|| unset(s))
+        } else {
+            get(slots, s).cloned()
+        }
+    }
+
+    fn out(&self, dst: Slot, relu: bool) -> OutQ {
+        let p = self.params[dst];
+        OutQ {
+            scale: p.scale,
+            zp: p.zp,
+            relu,
+        }
+    }
+
+    fn exec(&self, step: &QStep, slots: &[Option<QTensor>]) -> Result<QTensor> {
+        let isa = self.isa;
+        let many = |srcs: &[Slot]| {
+            srcs.iter()
+                .map(|&s| get(slots, s))
+                .collect::<Result<Vec<_>>>()
+        };
+        match step {
+            QStep::Conv {
+                src,
+                dst,
+                conv,
+                relu,
+            } => conv.forward(isa, get(slots, *src)?, self.out(*dst, *relu)),
+            QStep::Pool {
+                src,
+                max,
+                k,
+                stride,
+                pad,
+                ..
+            } => ew::pool(isa, get(slots, *src)?, *max, *k, *stride, *pad),
+            QStep::Shift { src, .. } => Ok(ew::shift(get(slots, *src)?)),
+            QStep::Affine {
+                src,
+                dst,
+                scale,
+                shift,
+                relu,
+            } => ew::affine(get(slots, *src)?, scale, shift, self.out(*dst, *relu)),
+            QStep::Sum { srcs, dst } => ew::sum(isa, &many(srcs)?, self.out(*dst, false)),
+            QStep::Concat { srcs, dst } => ew::concat(isa, &many(srcs)?, self.out(*dst, false)),
+            QStep::Zeros { like, stride, dst } => {
+                let [n, h, w, c] = get(slots, *like)?.shape;
+                let p = self.params[*dst];
+                let shape = [n, h.div_ceil(*stride), w.div_ceil(*stride), c];
+                Ok(QTensor::zeros(shape, p.scale, p.zp))
+            }
+            QStep::Relu { .. } | QStep::Head { .. } => {
+                unreachable!("run_chunk runs these itself")
+            }
+        }
+    }
+}
+
+fn unset(s: Slot) -> Error {
+    Error::InvalidArgument(format!("int8: slot {s} read before it was set"))
+}
+
+fn get(slots: &[Option<QTensor>], s: Slot) -> Result<&QTensor> {
+    slots
+        .get(s)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| unset(s))
+}
