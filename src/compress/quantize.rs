@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::int8::{self, Isa, OutQ, QConv, QTensor};
-pub use super::observe::{calibrate, Observer};
+pub use super::observe::{calibrate, calibration_batches, Observer};
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
 use crate::ops;
@@ -235,11 +235,32 @@ impl QProgram {
                 },
             });
         }
+        QProgram::from_steps(steps, params)
+    }
+
+    /// The program of `steps` over slots with the parameters `params` (one per slot): the one
+    /// constructor, used by [`QProgram::new`] and by a saved program's loader alike, so that
+    /// what is derived from the steps (liveness, the kernel set) is computed in one place.
+    pub fn from_steps(steps: Vec<QStep>, params: Vec<QParams>) -> Result<QProgram> {
+        let slots = params.len();
+        let mut last_use = vec![0; slots];
+        for (i, step) in steps.iter().enumerate() {
+            for s in srcs(step).into_iter().chain([dst(step)]) {
+                if s >= slots {
+                    return Err(Error::InvalidArgument(format!(
+                        "int8 program: step {i} uses slot {s}, but there are {slots} slots"
+                    )));
+                }
+            }
+            for s in srcs(step) {
+                last_use[s] = i;
+            }
+        }
         Ok(QProgram {
             steps,
             params,
-            slots: prog.slots,
-            last_use: prog.last_use.clone(),
+            slots,
+            last_use,
             isa: Isa::detect(),
         })
     }
@@ -462,6 +483,20 @@ fn dequantize(x: &QTensor) -> Result<Tensor> {
     Tensor::from_vec(v, &x.shape)
 }
 
+fn dst(step: &QStep) -> Slot {
+    match step {
+        QStep::Conv { dst, .. }
+        | QStep::Relu { dst, .. }
+        | QStep::Pool { dst, .. }
+        | QStep::Affine { dst, .. }
+        | QStep::Shift { dst, .. }
+        | QStep::Sum { dst, .. }
+        | QStep::Concat { dst, .. }
+        | QStep::Zeros { dst, .. }
+        | QStep::Head { dst, .. } => *dst,
+    }
+}
+
 fn srcs(step: &QStep) -> Vec<Slot> {
     match step {
         QStep::Conv { src, .. }
@@ -475,24 +510,17 @@ fn srcs(step: &QStep) -> Vec<Slot> {
     }
 }
 
-/// Lowers `net`, calibrates it on the first `batches` batches of 64 of `train` (normalised as
-/// in training) and quantises it.
+/// Lowers `net`, calibrates it on `batches` batches of the training set `train` drawn by `seed`
+/// (see [`calibration_batches`]) and quantises it.
 pub fn quantize_network(
     net: &crate::nas::network::Network,
     kind: crate::data::DatasetKind,
     train: std::sync::Arc<crate::data::Dataset>,
     batches: usize,
     observer: Observer,
+    seed: u64,
 ) -> Result<QProgram> {
-    let available = train.len() / 64;
-    if batches == 0 || batches > available {
-        return Err(Error::InvalidArgument(format!(
-            "--calibration-batches must be in 1..={available} (batches of 64 of the training set), got {batches}"
-        )));
-    }
-    let norm = crate::data::source::default_normalize(kind, &train)?;
-    let loader = crate::train::in_order_loader(train, norm, 64)?;
-    let xs: Vec<Tensor> = loader.epoch(0)?.take(batches).map(|b| b.images).collect();
+    let xs = calibration_batches(train, kind, batches, seed)?;
     let prog = crate::infer::lower(net)?;
     QProgram::new(&prog, &calibrate(&prog, &xs, observer)?)
 }
