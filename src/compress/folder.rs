@@ -150,6 +150,8 @@ pub fn reject(dir: &Path) -> Result<()> {
 
 /// One tensor of the weights file: dtype, shape, little-endian bytes.
 type Raw = (Dtype, Vec<usize>, Vec<u8>);
+/// A weights file's tensors by name.
+type Named = BTreeMap<String, Raw>;
 
 fn f32_raw(shape: &[usize], v: &[f32]) -> Raw {
     (
@@ -159,7 +161,7 @@ fn f32_raw(shape: &[usize], v: &[f32]) -> Raw {
     )
 }
 
-fn serialize(tensors: &BTreeMap<String, Raw>) -> Result<Vec<u8>> {
+fn serialize(tensors: &Named) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
         .map(|(k, (dt, shape, bytes))| {
@@ -175,10 +177,7 @@ fn serialize(tensors: &BTreeMap<String, Raw>) -> Result<Vec<u8>> {
 /// The step specs of `q` and its tensors (`int8`) and those same tensors in f32 from the
 /// f32 program `prog` it was quantised from (`f32`, the size baseline). Step names are
 /// `prog.names`, `steps.I` where a step has none or its name is taken.
-fn describe(
-    q: &QProgram,
-    prog: &Program,
-) -> Result<(Vec<StepSpec>, BTreeMap<String, Raw>, BTreeMap<String, Raw>)> {
+fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named)> {
     let (mut specs, mut int8, mut f32) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
     let mut taken = HashSet::new();
     for (i, (qs, fs)) in q.steps.iter().zip(&prog.steps).enumerate() {
