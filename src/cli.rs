@@ -37,6 +37,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a trained network: top-1/top-5, loss, per-class accuracy, confusion matrix.
     Eval(EvalArgs),
+    /// Quantise a trained network to int8 (post-training static, calibrated on training
+    /// batches) into its own run folder.
+    Quantize(crate::compress::quantize_cli::QuantizeArgs),
     /// Export a trained network: ONNX (onnxruntime, TensorRT, ...) or PyTorch weights + model.py.
     Export(crate::export::ExportArgs),
     /// Prune a trained network's channels (or weights) to a sparsity or MACs target, then fine-tune.
@@ -525,7 +528,7 @@ fn run_fetch(a: FetchArgs) -> Result<()> {
     Ok(())
 }
 
-fn set_threads(threads: Option<usize>) -> Result<()> {
+pub(crate) fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
             return Err(Error::InvalidArgument(
@@ -630,6 +633,7 @@ fn resumed_config<C: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
     validate: impl Fn(&C) -> Result<()>,
 ) -> Result<C> {
+    crate::compress::folder::reject(dir)?;
     let path = dir.join(crate::train::MODEL_CONFIG);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let cfg = serde_json::from_str(&text)
@@ -782,42 +786,78 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 fn run_eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads)?;
     let device = a.device.start()?;
-    let (mut cfg, mut net, splits) =
-        crate::evaluate::load_trained(&a.checkpoint, a.dataset, a.data_dir.clone())?;
-    crate::nn::to_device(&mut net, device)?;
-    cfg.device = device;
+    let int8 = a.int8 || crate::compress::folder::is_quantized(&a.checkpoint);
+    if int8 && device != crate::Device::Cpu {
+        return Err(Error::InvalidArgument(
+            "int8 runs on the CPU; drop --device".into(),
+        ));
+    }
+    let (cfg, splits, mut forward) = eval_forward(&a, device)?;
     let train = std::sync::Arc::new(splits.train);
-    let mut forward: Box<dyn FnMut(crate::Tensor) -> Result<crate::Tensor>> = if a.int8 {
-        if device != crate::Device::Cpu {
-            return Err(Error::InvalidArgument(
-                "--int8 runs on the CPU; drop --device".into(),
-            ));
-        }
-        let c = a.calibration;
-        let q = crate::compress::quantize::quantize_network(
-            &net,
-            cfg.data.kind,
-            train.clone(),
-            c.calibration_batches,
-            c.observer,
-        )?;
-        Box::new(move |x| q.forward(x))
-    } else {
-        crate::evaluate::eval_forward(net, device)?
-    };
-    let report = crate::evaluate::evaluate_network(
+    let mut report = crate::evaluate::evaluate_network(
         &mut forward,
         &cfg,
         &train,
         std::sync::Arc::new(splits.test),
         a.seed,
     )?;
+    if int8 {
+        report.precision = "int8";
+    }
     if a.json {
         print_json(&report)
     } else {
         print!("{}", crate::evaluate::render(&report));
         Ok(())
     }
+}
+
+type Forward = Box<dyn FnMut(crate::Tensor) -> Result<crate::Tensor>>;
+
+/// What `darts eval` measures: a quantised folder's saved int8 program, a training run
+/// quantised on the fly (`--int8`), or the f32 network on `device`.
+fn eval_forward(
+    a: &EvalArgs,
+    device: crate::Device,
+) -> Result<(TrainConfig, crate::data::Splits, Forward)> {
+    use crate::compress::{folder, quantize, quantize_cli};
+    if folder::is_quantized(&a.checkpoint) {
+        if a.int8 {
+            return Err(Error::InvalidArgument(format!(
+                "{} is already int8: drop --int8",
+                a.checkpoint.display()
+            )));
+        }
+        let (run, cfg, splits, q) =
+            quantize_cli::load_with_data(&a.checkpoint, a.dataset, a.data_dir.clone())?;
+        let c = run.calibration;
+        eprintln!(
+            "int8 run folder: the saved program ({:?} observer, {} calibration batches)",
+            c.observer, c.batches
+        );
+        return Ok((cfg, splits, Box::new(move |x| q.forward(x))));
+    }
+    let (mut cfg, mut net, splits) =
+        crate::evaluate::load_trained(&a.checkpoint, a.dataset, a.data_dir.clone())?;
+    crate::nn::to_device(&mut net, device)?;
+    cfg.device = device;
+    let forward: Forward = if a.int8 {
+        let c = a.calibration;
+        let train = std::sync::Arc::new(splits.train.clone());
+        let q = quantize::quantize_network(
+            &net,
+            cfg.data.kind,
+            train,
+            c.calibration_batches,
+            c.observer,
+            a.seed,
+        )?;
+        eprintln!("int8: quantised on the fly ({:?} observer)", c.observer);
+        Box::new(move |x| q.forward(x))
+    } else {
+        crate::evaluate::eval_forward(net, device)?
+    };
+    Ok((cfg, splits, forward))
 }
 
 fn run_report(a: ReportArgs) -> Result<()> {
@@ -854,6 +894,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Train(a) => run_train(a, sub),
         Command::Eval(a) => run_eval(a),
         Command::Report(a) => run_report(a),
+        Command::Quantize(a) => crate::compress::quantize_cli::run(&a),
         Command::Export(a) => crate::export::run(&a),
         Command::Prune(a) => crate::compress::prune::run(&a),
         Command::Predict(a) => crate::predict::run(&a),

@@ -20,6 +20,8 @@ use crate::train::{build_network, in_order_loader, TrainConfig, MODEL_CONFIG, MO
 /// The measurements `darts eval` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
+    /// What computed the logits: "f32", or "int8" for a quantised network.
+    pub precision: &'static str,
     pub samples: usize,
     pub top1: f32,
     /// 95 % bootstrap interval of top-1 over resamplings of the test set.
@@ -40,6 +42,7 @@ pub fn load_trained(
     kind: Option<data::DatasetKind>,
     dir: Option<std::path::PathBuf>,
 ) -> Result<(TrainConfig, Network, data::Splits)> {
+    crate::compress::folder::reject(run)?;
     let cfg_path = run.join(MODEL_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let mut cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
@@ -48,14 +51,7 @@ pub fn load_trained(
     })?;
     cfg.validate()
         .map_err(|e| Error::data(&cfg_path, e.to_string()))?;
-    if let Some(kind) = kind {
-        cfg.data = data::DataSpec { kind, dir: None };
-    }
-    if dir.is_some() {
-        cfg.data.dir = dir;
-    }
-    crate::validate::data(&cfg.data)?;
-    let splits = data::load(&cfg.data, cfg.seed)?;
+    let splits = load_data(&mut cfg, kind, dir)?;
     let mut net = build_network(&cfg, &splits.train.shape())?;
     let weights_path = run.join(MODEL_WEIGHTS);
     let (tensors, _) = checkpoint::load(&weights_path)?;
@@ -74,6 +70,23 @@ pub fn load_trained(
     }
     checkpoint::load_module_state(&mut net, "", &tensors, &weights_path)?;
     Ok((cfg, net, splits))
+}
+
+/// The data of a trained run's config: the trained dataset unless `kind` names another, read
+/// from `dir` when given (both recorded in `cfg`).
+pub fn load_data(
+    cfg: &mut TrainConfig,
+    kind: Option<data::DatasetKind>,
+    dir: Option<std::path::PathBuf>,
+) -> Result<data::Splits> {
+    if let Some(kind) = kind {
+        cfg.data = data::DataSpec { kind, dir: None };
+    }
+    if dir.is_some() {
+        cfg.data.dir = dir;
+    }
+    crate::validate::data(&cfg.data)?;
+    data::load(&cfg.data, cfg.seed)
 }
 
 /// Why a config's genotype does not read, which the untagged [`Arch`](crate::nas::space::Arch) cannot say (an op we do
@@ -144,6 +157,7 @@ pub fn evaluate_network(
         .map(|(c, row)| row[c] as f32 / row.iter().sum::<usize>().max(1) as f32)
         .collect();
     Ok(EvalReport {
+        precision: "f32",
         samples: n,
         top1: correct as f32 / n.max(1) as f32,
         top1_ci95: bootstrap_ci95(&hits, seed),
@@ -172,8 +186,9 @@ pub fn eval_forward(
 /// A plain-text rendering: summary, per-class accuracy, confusion matrix.
 pub fn render(r: &EvalReport) -> String {
     let mut s = format!(
-        "{} test images: top-1 {:.2}% (95% CI {:.2}-{:.2}%)  top-5 {:.2}%  loss {:.4}\n\nper-class accuracy:\n",
+        "{} test images ({}): top-1 {:.2}% (95% CI {:.2}-{:.2}%)  top-5 {:.2}%  loss {:.4}\n\nper-class accuracy:\n",
         r.samples,
+        r.precision,
         100.0 * r.top1,
         100.0 * r.top1_ci95[0],
         100.0 * r.top1_ci95[1],

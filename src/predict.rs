@@ -10,10 +10,11 @@ use clap::Args;
 use image::imageops::FilterType;
 use image::DynamicImage;
 
-use crate::data::{source, Normalize};
+use crate::data::{source, Normalize, Splits};
 use crate::error::{Error, Result};
 use crate::nn::Ctx;
 use crate::tensor::Tensor;
+use crate::train::TrainConfig;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -146,22 +147,39 @@ fn top_k(logits: &[f32], k: usize, names: &[String]) -> Vec<Class> {
         .collect()
 }
 
-pub fn run(a: &PredictArgs) -> Result<()> {
+type Forward = Box<dyn FnMut(&Tensor) -> Result<Tensor>>;
+
+/// The run's config, data and logits: a quantised folder's int8 program, or a training run's
+/// network in evaluation mode.
+fn load(a: &PredictArgs) -> Result<(TrainConfig, Splits, Forward)> {
+    let dir = a.data_dir.clone();
+    if crate::compress::folder::is_quantized(&a.checkpoint) {
+        let (_, cfg, splits, q) =
+            crate::compress::quantize_cli::load_with_data(&a.checkpoint, None, dir)?;
+        eprintln!("int8 run folder: the saved int8 program");
+        return Ok((cfg, splits, Box::new(move |x| q.forward(x.clone()))));
+    }
     crate::export::require_weights(&a.checkpoint)?;
+    let (cfg, mut net, splits) = crate::evaluate::load_trained(&a.checkpoint, None, dir)?;
+    let mut ctx = Ctx::new(false, 0);
+    let forward = move |x: &Tensor| crate::no_grad(|| Ok(net.forward(x, &mut ctx)?.0));
+    Ok((cfg, splits, Box::new(forward)))
+}
+
+pub fn run(a: &PredictArgs) -> Result<()> {
     if a.batch_size == 0 || a.top_k == 0 {
         return Err(Error::InvalidArgument(
             "--batch-size and --top-k must be at least 1".into(),
         ));
     }
     let files = image_files(&a.images)?;
-    let (cfg, mut net, splits) =
-        crate::evaluate::load_trained(&a.checkpoint, None, a.data_dir.clone())?;
+    let (cfg, splits, mut forward) = load(a)?;
     let norm: Normalize = source::default_normalize(cfg.data.kind, &splits.train)?;
-    let (c, size) = (net.spec.in_channels, net.spec.image_size);
+    let shape = splits.train.shape();
+    let (c, size, classes) = (shape.channels, shape.height, splits.test.num_classes);
     let names = &splits.test.class_names;
-    let k = a.top_k.min(net.spec.num_classes);
-    let mut ctx = Ctx::new(false, 0);
-    let mut counts = vec![0usize; net.spec.num_classes];
+    let k = a.top_k.min(classes);
+    let mut counts = vec![0usize; classes];
     for chunk in files.chunks(a.batch_size) {
         let mut pixels = Vec::with_capacity(chunk.len() * c * size * size);
         for f in chunk {
@@ -170,9 +188,8 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             pixels.extend(img);
         }
         let x = Tensor::from_vec(pixels, &[chunk.len(), c, size, size])?;
-        let (logits, _) = crate::no_grad(|| net.forward(&x, &mut ctx))?;
-        let n = net.spec.num_classes;
-        for (f, row) in chunk.iter().zip(logits.try_to_vec()?.chunks(n)) {
+        let logits = forward(&x)?;
+        for (f, row) in chunk.iter().zip(logits.try_to_vec()?.chunks(classes)) {
             let p = Prediction {
                 image: f.clone(),
                 top: top_k(row, k, names),

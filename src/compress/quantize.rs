@@ -10,20 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::int8::{Isa, QConv};
+pub use super::observe::{calibrate, calibration_batches, Observer};
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
 use crate::tensor::Tensor;
-
-/// How a slot's range is read from the calibration batches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Observer {
-    /// The smallest and largest value seen.
-    Minmax,
-    /// The 0.01 % and 99.99 % percentiles of each batch, averaged over the batches: outliers
-    /// no longer stretch the scale.
-    Percentile,
-}
 
 /// Scale and zero point of a uint8 tensor: `real = scale·(q − zp)`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,52 +33,6 @@ impl QParams {
             zp: (-lo / scale).round().clamp(0.0, 255.0) as u8,
         }
     }
-}
-
-/// Each slot's calibrated range, from the f32 program run on `batches`.
-pub fn calibrate(
-    prog: &Program,
-    batches: &[Tensor],
-    observer: Observer,
-) -> Result<Vec<(f32, f32)>> {
-    if batches.is_empty() {
-        return Err(Error::InvalidArgument(
-            "quantize: calibration needs at least one batch".into(),
-        ));
-    }
-    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); prog.slots];
-    let mut sums = vec![(0f64, 0f64); prog.slots];
-    for x in batches {
-        prog.forward_observed(x.clone(), &mut |s, t| {
-            let Ok(d) = t.try_to_vec() else { return };
-            match observer {
-                Observer::Minmax => {
-                    let r = &mut ranges[s];
-                    for v in d {
-                        r.0 = r.0.min(v);
-                        r.1 = r.1.max(v);
-                    }
-                }
-                Observer::Percentile => {
-                    let mut d = d;
-                    let n = d.len();
-                    let at = |q: f64| ((n - 1) as f64 * q).round() as usize;
-                    let lo = *d.select_nth_unstable_by(at(1e-4), f32::total_cmp).1;
-                    let hi = *d.select_nth_unstable_by(at(1.0 - 1e-4), f32::total_cmp).1;
-                    sums[s].0 += lo as f64;
-                    sums[s].1 += hi as f64;
-                }
-            }
-        })?;
-    }
-    if observer == Observer::Percentile {
-        let n = batches.len() as f64;
-        ranges = sums
-            .iter()
-            .map(|&(a, b)| ((a / n) as f32, (b / n) as f32))
-            .collect();
-    }
-    Ok(ranges)
 }
 
 /// One int8 step; the slots and meaning are those of the f32 [`Step`] it replaces.
@@ -316,24 +260,17 @@ impl QStep {
     }
 }
 
-/// Lowers `net`, calibrates it on the first `batches` batches of 64 of `train` (normalised as
-/// in training) and quantises it.
+/// Lowers `net`, calibrates it on `batches` batches of the training set `train` drawn by `seed`
+/// (see [`calibration_batches`]) and quantises it.
 pub fn quantize_network(
     net: &crate::nas::network::Network,
     kind: crate::data::DatasetKind,
     train: std::sync::Arc<crate::data::Dataset>,
     batches: usize,
     observer: Observer,
+    seed: u64,
 ) -> Result<QProgram> {
-    let available = train.len() / 64;
-    if batches == 0 || batches > available {
-        return Err(Error::InvalidArgument(format!(
-            "--calibration-batches must be in 1..={available} (batches of 64 of the training set), got {batches}"
-        )));
-    }
-    let norm = crate::data::source::default_normalize(kind, &train)?;
-    let loader = crate::train::in_order_loader(train, norm, 64)?;
-    let xs: Vec<Tensor> = loader.epoch(0)?.take(batches).map(|b| b.images).collect();
+    let xs = calibration_batches(train, kind, batches, seed)?;
     let prog = crate::infer::lower(net)?;
     QProgram::new(&prog, &calibrate(&prog, &xs, observer)?)
 }

@@ -55,16 +55,22 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(net: &dyn Module, fold: bool) -> Self {
-        let mut names = HashMap::new();
+        let mut b = Builder::bare();
         net.visit("", &mut |name, t, _| {
-            names.insert(t.data().as_ptr(), name.to_string());
+            b.names.insert(t.data().as_ptr(), name.to_string());
         });
+        b.fold = fold;
+        b
+    }
+
+    /// A builder that names its initializers itself (a quantised program has no network).
+    pub fn bare() -> Self {
         Builder {
             nodes: Vec::new(),
             initializers: Vec::new(),
-            names,
+            names: HashMap::new(),
             memo: HashMap::new(),
-            fold,
+            fold: true,
         }
     }
 
@@ -112,7 +118,9 @@ impl Builder {
         self.init(name, &[values.len()], INT64, bytes)
     }
 
-    fn init(
+    /// An initializer of element type `ty` (a `proto` data type) from its little-endian bytes;
+    /// returns its name.
+    pub fn init(
         &mut self,
         name: &str,
         dims: &[usize],
@@ -189,16 +197,8 @@ impl Builder {
         bn: Option<(&BatchNorm2d, usize)>,
     ) -> Result<String> {
         let w = &conv.weight;
-        let cfg = conv.cfg;
-        let (cout, k) = (w.shape()[0], w.shape()[2] as i64);
-        let (p, s, d) = (cfg.padding as i64, cfg.stride as i64, cfg.dilation as i64);
-        let attrs = vec![
-            ints("dilations", &[d, d]),
-            int("group", cfg.groups as i64),
-            ints("kernel_shape", &[k, k]),
-            ints("pads", &[p, p, p, p]),
-            ints("strides", &[s, s]),
-        ];
+        let cout = w.shape()[0];
+        let attrs = conv_attrs(&conv.cfg, w.shape()[2]);
         let w_name = self.name_of(w)?;
         let b_name = format!("{}bias", w_name.trim_end_matches("weight"));
         let mut inputs = vec![x.to_string()];
@@ -234,6 +234,17 @@ impl Builder {
         }
     }
 
+    /// Our one-pixel shift (`x[i + 1, j + 1]`): a Slice from row and column 1, zero-padded back
+    /// to the size at the far edges, so odd sizes keep their output size.
+    pub fn shift(&mut self, x: &str) -> String {
+        let starts = self.init_i64("shift.starts", &[1, 1]);
+        let ends = self.init_i64("shift.ends", &[i64::MAX, i64::MAX]);
+        let axes = self.init_i64("shift.axes", &[2, 3]);
+        let sliced = self.node("Slice", vec![x.into(), starts, ends, axes], vec![], None);
+        let pads = self.init_i64("shift.pads", &[0, 0, 0, 0, 0, 0, 1, 1]);
+        self.node("Pad", vec![sliced, pads], vec![], None)
+    }
+
     /// BatchNormalization with the running statistics (inference mode); a BN without affine
     /// parameters gets γ = 1, β = 0 initializers, which ONNX requires.
     pub fn batch_norm(&mut self, x: &str, bn: &BatchNorm2d) -> Result<String> {
@@ -267,6 +278,23 @@ impl Builder {
         }
         Ok(self.node("Gemm", inputs, vec![int("transB", 1)], Some(out)))
     }
+}
+
+/// A Conv node's attributes for a square `k`×`k` kernel.
+pub fn conv_attrs(cfg: &crate::ops::Conv2dCfg, k: usize) -> Vec<AttributeProto> {
+    let (k, p, s, d) = (
+        k as i64,
+        cfg.padding as i64,
+        cfg.stride as i64,
+        cfg.dilation as i64,
+    );
+    vec![
+        ints("dilations", &[d, d]),
+        int("group", cfg.groups as i64),
+        ints("kernel_shape", &[k, k]),
+        ints("pads", &[p, p, p, p]),
+        ints("strides", &[s, s]),
+    ]
 }
 
 /// Per-channel scale and shift of BN channels `at..at + n` in inference mode.

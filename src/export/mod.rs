@@ -6,6 +6,7 @@ pub mod builder;
 pub mod check;
 pub mod onnx;
 pub mod proto;
+pub mod qdq;
 pub mod torch;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ pub fn require_weights(run: &Path) -> Result<()> {
 }
 
 pub fn run(a: &ExportArgs) -> Result<()> {
+    if crate::compress::folder::is_quantized(&a.checkpoint) {
+        return run_quantized(a);
+    }
     require_weights(&a.checkpoint)?;
     if a.format == Format::Torch && (a.no_fold || a.check) {
         return Err(Error::InvalidArgument(
@@ -126,6 +130,35 @@ pub fn run(a: &ExportArgs) -> Result<()> {
         crate::cli::print_json(&result)
     } else {
         println!("{}", result["out"].as_str().unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// A quantised run folder as a QDQ ONNX model [default: RUN/model.int8.onnx].
+fn run_quantized(a: &ExportArgs) -> Result<()> {
+    if a.format != Format::Onnx || a.no_fold || a.check {
+        return Err(Error::InvalidArgument(
+            "an int8 run folder exports as --format onnx (QDQ) only, BN folded, without \
+             --check (check it with onnx.checker)"
+                .into(),
+        ));
+    }
+    let (run, _, splits, q) =
+        crate::compress::quantize_cli::load_with_data(&a.checkpoint, None, a.data_dir.clone())?;
+    let shape = splits.train.shape();
+    let model = qdq::model(&run, &q, shape.channels, shape.height)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join("model.int8.onnx"));
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    crate::checkpoint::write_atomic(&out, &onnx::to_bytes(&model))?;
+    if a.json {
+        crate::cli::print_json(&serde_json::json!({ "format": "onnx-qdq", "out": out }))
+    } else {
+        println!("{}", out.display());
         Ok(())
     }
 }

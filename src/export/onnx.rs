@@ -55,11 +55,19 @@ pub fn model(net: &Network, fold: bool) -> Result<ModelProto> {
         initializer: std::mem::take(&mut b.initializers),
         ..Default::default()
     };
-    let meta = |k: &str, v: String| StringStringEntryProto {
-        key: Some(k.into()),
-        value: Some(v),
-    };
-    Ok(ModelProto {
+    Ok(wrap(
+        graph,
+        "DARTS evaluation network exported by darts",
+        &[
+            ("architecture", format!("{}", spec.genotype)),
+            ("bn_folded", fold.to_string()),
+        ],
+    ))
+}
+
+/// `graph` as a model of our opset, with a description and metadata.
+pub fn wrap(graph: GraphProto, doc: &str, meta: &[(&str, String)]) -> ModelProto {
+    ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
@@ -67,13 +75,16 @@ pub fn model(net: &Network, fold: bool) -> Result<ModelProto> {
         }],
         producer_name: Some("darts".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        doc_string: Some("DARTS evaluation network exported by darts".into()),
+        doc_string: Some(doc.into()),
         graph: Some(graph),
-        metadata_props: vec![
-            meta("architecture", format!("{}", spec.genotype)),
-            meta("bn_folded", fold.to_string()),
-        ],
-    })
+        metadata_props: meta
+            .iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: Some((*k).into()),
+                value: Some(v.clone()),
+            })
+            .collect(),
+    }
 }
 
 /// The model's protobuf bytes.
@@ -97,12 +108,7 @@ fn relu_conv_bn(b: &mut Builder, x: &str, m: &ReluConvBn) -> Result<String> {
 /// so odd sizes give the same output size as the first conv), concatenated, then BN.
 fn factorized_reduce(b: &mut Builder, x: &str, m: &FactorizedReduce) -> Result<String> {
     let r = b.relu(x);
-    let starts = b.init_i64("shift.starts", &[1, 1]);
-    let ends = b.init_i64("shift.ends", &[i64::MAX, i64::MAX]);
-    let axes = b.init_i64("shift.axes", &[2, 3]);
-    let sliced = b.node("Slice", vec![r.clone(), starts, ends, axes], vec![], None);
-    let pads = b.init_i64("shift.pads", &[0, 0, 0, 0, 0, 0, 1, 1]);
-    let shifted = b.node("Pad", vec![sliced, pads], vec![], None);
+    let shifted = b.shift(&r);
     let half = m.conv_1.weight.shape()[0];
     if b.fold {
         let y1 = b.conv(&r, &m.conv_1, Some((&m.bn, 0)))?;
@@ -189,7 +195,7 @@ fn cell_graph(b: &mut Builder, cell: &Cell<Op>, inputs: &[String]) -> Result<Str
 
 /// Zeros of the shape of `x` subsampled at `stride` (a 1×1 average pool picks every
 /// `stride`-th pixel, `⌈H/stride⌉` of them, as our zero node has), times 0.
-fn zeros_like(b: &mut Builder, x: &str, stride: usize) -> String {
+pub fn zeros_like(b: &mut Builder, x: &str, stride: usize) -> String {
     let sub = if stride > 1 {
         b.pool(x, false, 1, stride, 0)
     } else {

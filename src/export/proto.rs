@@ -6,6 +6,11 @@
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.UINT8`, `INT8`, `INT32`: a quantised model's zero points, weights and
+/// biases.
+pub const UINT8: i32 = 2;
+pub const INT8: i32 = 3;
+pub const INT32: i32 = 6;
 /// `TensorProto.DataType.INT64`.
 pub const INT64: i32 = 7;
 /// `AttributeProto.AttributeType` values we write.

@@ -36,17 +36,30 @@ pub struct PathTiming {
 
 /// The paths `darts bench infer` compares on the run folder `checkpoint`: the training path's
 /// eval-mode forward, the lowered f32 program, and the int8 program calibrated on `batches`
-/// training batches.
+/// training batches; on a quantised folder, its saved int8 program alone.
 pub fn paths(
     checkpoint: &std::path::Path,
     batches: usize,
     observer: crate::compress::quantize::Observer,
 ) -> Result<Vec<Path>> {
+    if crate::compress::folder::is_quantized(checkpoint) {
+        let (_, q) = crate::compress::folder::load(checkpoint)?;
+        return Ok(vec![Path {
+            name: format!("int8 saved program ({:?})", q.isa),
+            forward: Box::new(move |x| q.forward(x)),
+        }]);
+    }
     let (cfg, mut net, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
     let program = super::lower(&net)?;
     let train = std::sync::Arc::new(splits.train);
-    let q =
-        crate::compress::quantize::quantize_network(&net, cfg.data.kind, train, batches, observer)?;
+    let q = crate::compress::quantize::quantize_network(
+        &net,
+        cfg.data.kind,
+        train,
+        batches,
+        observer,
+        0,
+    )?;
     let isa = format!("int8 inference path ({:?})", q.isa);
     let mut ctx = Ctx::new(false, 0);
     Ok(vec![
@@ -105,7 +118,14 @@ fn timed(
 
 /// The first 64 test images of the run's dataset, normalised as in training.
 fn timed_batch(checkpoint: &std::path::Path) -> Result<Tensor> {
-    let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
+    let (cfg, splits) = if crate::compress::folder::is_quantized(checkpoint) {
+        let (_, cfg, splits, _) =
+            crate::compress::quantize_cli::load_with_data(checkpoint, None, None)?;
+        (cfg, splits)
+    } else {
+        let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
+        (cfg, splits)
+    };
     let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
     let test = std::sync::Arc::new(splits.test);
     Ok(in_order_loader(test, norm, 64)?

@@ -2,12 +2,14 @@
 //! residual blocks, head) in the order the training path's forward runs it, and emits one step
 //! per conv with its BN folded in.
 
+use std::collections::HashMap;
+
 use super::{Program, Slot, Step};
 use crate::error::{Error, Result};
 use crate::nas::network::Network;
 use crate::nas::operations::{DwPwBn, FactorizedReduce, Op, Preprocess, ReluConvBn, ResidualBlock};
 use crate::nas::space::skeleton::{Block, Cell};
-use crate::nn::{BatchNorm2d, Conv2d};
+use crate::nn::{BatchNorm2d, Conv2d, Module};
 use crate::tensor::Tensor;
 
 /// The BN's eval-mode map `x·s + t` per channel: `s = γ/√(σ² + ε)`, `t = β − μ·s`.
@@ -63,9 +65,21 @@ struct Shared {
 struct Builder {
     steps: Vec<Step>,
     slots: usize,
+    /// Every tensor of the network → its state-dict name.
+    tensor_names: HashMap<*const Tensor, String>,
+    /// Step index → the state-dict prefix of its layer.
+    names: HashMap<usize, String>,
 }
 
 impl Builder {
+    /// Records that the step about to be pushed carries the weights of the layer owning `t`.
+    fn name_next(&mut self, t: &Tensor) {
+        if let Some(n) = self.tensor_names.get(&(t as *const Tensor)) {
+            let prefix = n.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+            self.names.insert(self.steps.len(), prefix);
+        }
+    }
+
     fn slot(&mut self) -> Slot {
         self.slots += 1;
         self.slots - 1
@@ -80,6 +94,7 @@ impl Builder {
     ) -> Result<Slot> {
         let (w, b) = fold(conv, bn)?;
         let dst = self.slot();
+        self.name_next(&conv.weight);
         self.steps.push(Step::Conv {
             src,
             dst,
@@ -204,6 +219,7 @@ impl Builder {
     fn affine(&mut self, src: Slot, bn: &BatchNorm2d, relu: bool) -> Result<Slot> {
         let (scale, shift) = bn_affine(bn)?;
         let dst = self.slot();
+        self.name_next(&bn.running_mean);
         self.steps.push(Step::Affine {
             src,
             dst,
@@ -269,9 +285,15 @@ impl Builder {
 /// left out). Reads the weights once; later changes to `net` do not reach the program.
 pub fn lower(net: &Network) -> Result<Program> {
     let body = &net.body;
+    let mut tensor_names = HashMap::new();
+    net.visit("", &mut |name, t, _| {
+        tensor_names.insert(t as *const Tensor, name.to_string());
+    });
     let mut b = Builder {
         steps: Vec::new(),
         slots: 1,
+        tensor_names,
+        names: HashMap::new(),
     };
     let stem = b.conv(0, &body.stem.conv, Some((&body.stem.bn, 0)), false)?;
     let mut window = vec![stem; body.inputs];
@@ -289,11 +311,15 @@ pub fn lower(net: &Network) -> Result<Program> {
     }
     let dst = b.slot();
     let cls = &body.classifier;
+    b.name_next(&cls.weight);
     b.steps.push(Step::Head {
         src: last,
         dst,
         w: cls.weight.to_host()?,
         b: cls.bias.as_ref().map(|t| t.to_host()).transpose()?,
     });
-    Ok(Program::new(b.steps, b.slots, dst))
+    let names = (0..b.steps.len())
+        .map(|i| b.names.remove(&i).unwrap_or_default())
+        .collect();
+    Ok(Program::new(b.steps, names, b.slots, dst))
 }

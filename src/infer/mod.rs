@@ -123,6 +123,10 @@ impl Step {
 /// A lowered network: its steps in execution order and, per slot, the step that reads it last.
 pub struct Program {
     pub steps: Vec<Step>,
+    /// Per step, the state-dict prefix of the layer whose weights it carries (`cells.0._ops.1.op.1`
+    /// for a conv, `classifier` for the head, the BN's for an affine step), empty when it has
+    /// none: what a saved quantised network names its tensors after.
+    pub names: Vec<String>,
     pub(crate) slots: usize,
     pub(crate) output: Slot,
     pub(crate) last_use: Vec<usize>,
@@ -130,7 +134,7 @@ pub struct Program {
 
 impl Program {
     /// Closes a program whose logits are in `output`: computes each slot's last reader.
-    pub(crate) fn new(steps: Vec<Step>, slots: usize, output: Slot) -> Program {
+    pub(crate) fn new(steps: Vec<Step>, names: Vec<String>, slots: usize, output: Slot) -> Program {
         let mut last_use = vec![0; slots];
         for (i, s) in steps.iter().enumerate() {
             for src in s.srcs() {
@@ -140,6 +144,7 @@ impl Program {
         last_use[output] = usize::MAX;
         Program {
             steps,
+            names,
             slots,
             output,
             last_use,
