@@ -143,6 +143,16 @@ pub fn external(
     runs: usize,
     calibration_batches: usize,
 ) -> Result<super::external::External> {
+    if crate::compress::folder::is_quantized(checkpoint) {
+        return Ok(super::external::External {
+            rows: vec![],
+            notes: vec![
+                "onnxruntime and PyTorch rows left out: they run the f32 network, so give the \
+                 `darts train` run folder this int8 folder came from"
+                    .into(),
+            ],
+        });
+    }
     let (cfg, net, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
     let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
     let torch_config = crate::export::torch::config(&net, &norm, &splits.test.class_names);
