@@ -237,6 +237,58 @@ fn nb201_cell_matches_onnxruntime() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
+/// `darts bench infer` times the same network in onnxruntime (f32, and int8 by its own
+/// quantize_static of our ONNX) beside our paths; a Python that cannot run leaves a note.
+#[test]
+fn bench_infer_times_onnxruntime_beside_our_paths() {
+    let Some(py) = python() else { return };
+    let run = train(
+        "bench",
+        &["--arch", NB201_CELL, "--channels", "4", "--layers", "1"],
+    );
+    let r = run.to_str().unwrap();
+    let bench = |python: &str| -> serde_json::Value {
+        let args = [
+            "bench",
+            "infer",
+            "--checkpoint",
+            r,
+            "--runs",
+            "10",
+            "--json",
+        ];
+        let out = ok(&[&args[..], &["--python", python]].concat());
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let v = bench(&py);
+    let rows = v["paths"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for want in ["f32 inference path", "onnxruntime", "onnxruntime int8"] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "no row {want:?} in {names:?} (notes {})",
+            v["notes"]
+        );
+    }
+    for row in rows {
+        for key in [
+            "batch1_median_ms",
+            "batch64_ms",
+            "batch1_cpu_ms",
+            "batch64_cpu_ms",
+        ] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key} of {row}");
+        }
+    }
+    let v = bench("/nonexistent/python");
+    assert_eq!(v["paths"].as_array().unwrap().len(), 3, "{v}");
+    assert!(
+        v["notes"][0].as_str().unwrap().contains("cannot run"),
+        "{v}"
+    );
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
 /// DARTS_V2 channel-pruned to half its MACs (`darts prune`, a few fine-tuning steps): its
 /// ONNX graph has the smaller tensors and still matches ours in onnxruntime (`--format torch`
 /// refuses it, see tests/prune.rs).
