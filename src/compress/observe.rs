@@ -20,9 +20,9 @@ pub enum Observer {
     /// The 0.01 % and 99.99 % percentiles of each batch, averaged over the batches: outliers
     /// no longer stretch the scale.
     Percentile,
-    /// TensorRT's entropy calibration: a 2048-bin histogram of |x| over all batches, clipped at
-    /// the threshold whose 256-level (non-negative slots) or 128-level (signed slots, one sign's
-    /// half of the levels) quantised histogram is closest to it in KL divergence.
+    /// TensorRT's entropy calibration, per sign: a 2048-bin histogram of each side of zero over
+    /// all batches, clipped at the threshold whose quantised histogram (that side's share of the
+    /// 256 levels) is closest to it in KL divergence.
     Entropy,
 }
 
@@ -122,29 +122,42 @@ fn percentiles(prog: &Program, batches: &[Tensor]) -> Result<Vec<(f32, f32)>> {
 
 /// Two passes: the min-max range fixes each slot's histogram span `[0, max|x|]`, then the
 /// histograms are filled and each clipped at its KL-optimal threshold.
+/// Each sign of a slot gets its own histogram and threshold: the uint8 range is asymmetric, so
+/// one histogram of |x| would clip the long side at the short side's mass (a normalised image's
+/// background at −0.8 would clip its bright pixels at +0.8).
 fn entropy(prog: &Program, batches: &[Tensor]) -> Result<Vec<(f32, f32)>> {
     let ranges = min_max(prog, batches)?;
-    let amax: Vec<f32> = ranges.iter().map(|&(a, b)| a.abs().max(b.abs())).collect();
-    let mut hists = vec![vec![0u64; HISTOGRAM_BINS]; prog.slots];
+    let mut hists = vec![[vec![0u64; HISTOGRAM_BINS], vec![0u64; HISTOGRAM_BINS]]; prog.slots];
     observe(prog, batches, &mut |s, d| {
-        if amax[s] > 0.0 {
-            let per_bin = HISTOGRAM_BINS as f32 / amax[s];
-            for v in d {
-                hists[s][((v.abs() * per_bin) as usize).min(HISTOGRAM_BINS - 1)] += 1;
+        let (lo, hi) = ranges[s];
+        for v in d {
+            let (side, extent) = if v < 0.0 { (0, -lo) } else { (1, hi) };
+            if extent > 0.0 {
+                let bin = (v.abs() / extent * HISTOGRAM_BINS as f32) as usize;
+                hists[s][side][bin.min(HISTOGRAM_BINS - 1)] += 1;
             }
         }
     })?;
     Ok(ranges
         .iter()
         .zip(&hists)
-        .zip(&amax)
-        .map(|((&(lo, hi), hist), &m)| {
-            if m == 0.0 {
-                return (lo, hi);
-            }
-            let levels = if lo >= 0.0 { 256 } else { 128 };
-            let t = kl_threshold(hist, levels) as f32 * m / HISTOGRAM_BINS as f32;
-            (lo.max(-t), hi.min(t))
+        .map(|(&(lo, hi), [neg, pos])| {
+            // Levels in proportion to each side's extent, as the affine uint8 grid splits them.
+            let levels = |extent: f32| {
+                ((256.0 * extent / (hi - lo).max(f32::MIN_POSITIVE)) as usize).clamp(1, 256)
+            };
+            let clip = |hist: &[u64], extent: f32| {
+                if extent <= 0.0 {
+                    return 0.0;
+                }
+                // The first bin holds every exact zero (half of a ReLU's output, all the
+                // padding): as in NVIDIA's pytorch-quantization it counts as its neighbour, or
+                // that spike alone decides the threshold and clips the whole tail.
+                let mut hist = hist.to_vec();
+                hist[0] = hist[1];
+                kl_threshold(&hist, levels(extent)) as f32 * extent / HISTOGRAM_BINS as f32
+            };
+            (-clip(neg, -lo), clip(pos, hi))
         })
         .collect())
 }
