@@ -126,8 +126,17 @@ fn timed_batch(checkpoint: &std::path::Path) -> Result<Tensor> {
         let (cfg, _, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
         (cfg, splits)
     };
-    let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
-    let test = std::sync::Arc::new(splits.test);
+    first_test_batch(cfg.data.kind, &splits.train, splits.test)
+}
+
+/// The first 64 images of `test`, normalised as `train` is in training.
+fn first_test_batch(
+    kind: crate::data::DatasetKind,
+    train: &crate::data::Dataset,
+    test: crate::data::Dataset,
+) -> Result<Tensor> {
+    let norm = source::default_normalize(kind, train)?;
+    let test = std::sync::Arc::new(test);
     Ok(in_order_loader(test, norm, 64)?
         .epoch(0)?
         .next()
@@ -136,7 +145,8 @@ fn timed_batch(checkpoint: &std::path::Path) -> Result<Tensor> {
 }
 
 /// The onnxruntime and PyTorch rows for the same network and images (see [`super::external`]),
-/// onnxruntime's int8 calibrated on the first `calibration_batches` training batches of 64.
+/// onnxruntime's int8 calibrated on the same `calibration_batches` training batches as our
+/// int8 row.
 pub fn external(
     checkpoint: &std::path::Path,
     python: &std::path::Path,
@@ -156,13 +166,14 @@ pub fn external(
     let (cfg, net, splits) = crate::evaluate::load_trained(checkpoint, None, None)?;
     let norm = source::default_normalize(cfg.data.kind, &splits.train)?;
     let torch_config = crate::export::torch::config(&net, &norm, &splits.test.class_names);
+    let x64 = first_test_batch(cfg.data.kind, &splits.train, splits.test)?;
     let train = std::sync::Arc::new(splits.train);
-    let calibration: Vec<Tensor> = in_order_loader(train, norm, 64)?
-        .epoch(0)?
-        .take(calibration_batches)
-        .map(|b| b.images)
-        .collect();
-    let x64 = timed_batch(checkpoint)?;
+    let calibration = crate::compress::quantize::calibration_batches(
+        train,
+        cfg.data.kind,
+        calibration_batches,
+        0,
+    )?;
     super::external::run(python, &net, &torch_config, &x64, &calibration, runs)
 }
 
