@@ -3,7 +3,6 @@
 //! int8 kernels, slots freed after their last reader, and the head in f32 on the channel means
 //! of the last map.
 
-use rayon::prelude::*;
 
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
@@ -12,23 +11,14 @@ use crate::infer::Slot;
 use crate::ops;
 use crate::tensor::Tensor;
 
-/// Images per parallel task: enough to amortise a step's fixed cost, few enough that a
-/// chunk's maps fit in a core's L2.
-const CHUNK: usize = 8;
-
 impl QProgram {
-    /// Logits `[N, classes]` for f32 NCHW images (quantised with the input slot's parameters).
+    /// Logits `[N, classes]` for f32 NCHW images (quantised with the input slot's parameters),
+    /// by [`crate::infer::by_chunks`].
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4("int8 forward")?;
-        let per = c * h * w;
-        let data = x.try_to_vec()?;
-        let logits = data
-            .par_chunks(CHUNK * per)
-            .map(|xs| self.run_chunk(xs, [xs.len() / per, c, h, w]))
-            .collect::<Result<Vec<_>>>()?;
-        let logits = logits.concat();
-        let classes = logits.len() / n.max(1);
-        Tensor::from_vec(logits, &[n, classes])
+        crate::infer::by_chunks(&x.try_to_vec()?, [n, c, h, w], |xs, shape| {
+            self.run_chunk(xs, shape)
+        })
     }
 
     fn run_chunk(&self, x: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {

@@ -24,8 +24,29 @@ use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-/// Images per chunk of [`Program::forward`].
+/// Images per parallel task of [`by_chunks`]: enough to amortise a step's fixed cost, few
+/// enough that a chunk's maps stay in a core's L2.
 const CHUNK: usize = 8;
+
+/// Logits `[N, classes]` of the images `data` of `shape` `[N, C, H, W]`: the batch is cut into
+/// chunks of up to [`CHUNK`] images, and `run` (the logits of one chunk of the given shape) runs
+/// each in parallel on the thread pool, so that a chunk's activations stay in cache from one
+/// step to the next and the threads meet once per batch instead of once per step.
+pub(crate) fn by_chunks(
+    data: &[f32],
+    shape: [usize; 4],
+    run: impl Fn(&[f32], [usize; 4]) -> Result<Vec<f32>> + Sync,
+) -> Result<Tensor> {
+    let [n, c, h, w] = shape;
+    let per = c * h * w;
+    let logits = data
+        .par_chunks(CHUNK * per.max(1))
+        .map(|part| run(part, [part.len() / per.max(1), c, h, w]))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    let classes = logits.len() / n.max(1);
+    Tensor::from_vec(logits, &[n, classes])
+}
 
 /// Index of a value of the program; slot 0 is the input images.
 pub type Slot = usize;
@@ -151,30 +172,13 @@ impl Program {
         }
     }
 
-    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU: the batch is cut
-    /// into chunks of a few images that run the whole program each, in parallel, so that a
-    /// chunk's activations stay in cache from one step to the next and the threads meet once per
-    /// batch instead of once per step.
+    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU, by [`by_chunks`].
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4("inference")?;
-        if n <= CHUNK {
-            return self.forward_observed(x, &mut |_, _| {});
-        }
-        let per = c * h * w;
-        let logits = x
-            .data()
-            .par_chunks(CHUNK * per)
-            .map(|part| {
-                let xs = Tensor::from_vec(part.to_vec(), &[part.len() / per, c, h, w])?;
-                self.run_steps(xs, &mut |_, _| {})
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let classes = logits[0].shape()[1];
-        let data = logits
-            .iter()
-            .flat_map(|l| l.data().iter().copied())
-            .collect();
-        Tensor::from_vec(data, &[n, classes])
+        by_chunks(x.data(), [n, c, h, w], |part, shape| {
+            let xs = Tensor::from_vec(part.to_vec(), &shape)?;
+            self.run_steps(xs, &mut |_, _| {})?.try_to_vec()
+        })
     }
 
     /// [`Program::forward`], showing `observe` every slot's value as it is computed (the input
