@@ -3,7 +3,6 @@
 //! int8 kernels, slots freed after their last reader, and the head in f32 on the channel means
 //! of the last map.
 
-
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
 use crate::error::{Error, Result};
