@@ -8,6 +8,7 @@ pub mod network;
 pub mod operations;
 pub mod primitives;
 pub mod search;
+mod search_config;
 pub mod space;
 pub mod strategy;
 pub mod supernet;
