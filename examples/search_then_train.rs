@@ -46,6 +46,7 @@ fn main() -> darts::Result<()> {
         max_steps: None,
         valid_fraction: 0.0,
         prune: None,
+        distill: None,
         stop_after: None,
         device: darts::Device::Cpu,
     };

@@ -42,17 +42,30 @@ pub fn load_trained(
     kind: Option<data::DatasetKind>,
     dir: Option<std::path::PathBuf>,
 ) -> Result<(TrainConfig, Network, data::Splits)> {
+    let mut cfg = read_config(run)?;
+    let splits = load_data(&mut cfg, kind, dir)?;
+    let net = load_network(run, &cfg, &splits.train.shape())?;
+    Ok((cfg, net, splits))
+}
+
+/// A training run's `config.json`, checked.
+pub fn read_config(run: &Path) -> Result<TrainConfig> {
     crate::compress::folder::reject(run)?;
     let cfg_path = run.join(MODEL_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let mut cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
+    let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
         let why = arch_error(&text).unwrap_or_else(|| e.to_string());
         Error::data(&cfg_path, format!("not a darts training config: {why}"))
     })?;
     cfg.validate()
         .map_err(|e| Error::data(&cfg_path, e.to_string()))?;
-    let splits = load_data(&mut cfg, kind, dir)?;
-    let mut net = build_network(&cfg, &splits.train.shape())?;
+    Ok(cfg)
+}
+
+/// The network of `run`'s config `cfg` for images of `shape`, with the run's saved weights.
+pub fn load_network(run: &Path, cfg: &TrainConfig, shape: &data::ImageShape) -> Result<Network> {
+    let cfg_path = run.join(MODEL_CONFIG);
+    let mut net = build_network(cfg, shape)?;
     let weights_path = run.join(MODEL_WEIGHTS);
     let (tensors, _) = checkpoint::load(&weights_path)?;
     let mut expected = BTreeSet::new();
@@ -69,7 +82,7 @@ pub fn load_trained(
         ));
     }
     checkpoint::load_module_state(&mut net, "", &tensors, &weights_path)?;
-    Ok((cfg, net, splits))
+    Ok(net)
 }
 
 /// The data of a trained run's config: the trained dataset unless `kind` names another, read

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod compress;
 pub mod data;
 pub mod device;
+pub mod distill;
 pub mod error;
 pub mod evaluate;
 pub mod export;

@@ -14,6 +14,7 @@ use crate::checkpoint;
 use crate::data::{
     self, source, Batch, DataSpec, Dataset, ImageShape, Loader, LoaderConfig, Normalize,
 };
+use crate::distill::Teacher;
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::nas::network::{Network, NetworkSpec};
@@ -163,6 +164,9 @@ pub struct TrainConfig {
     /// What `darts prune` removed from the recipe's network (none in an unpruned run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<crate::compress::prune::Pruning>,
+    /// A teacher whose softened predictions join the hard labels (`darts prune --distill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<crate::distill::Distill>,
     /// Stop after this many epochs of the `epochs`-long schedule, checkpointed so `--resume`
     /// continues it (successive halving's rungs): a choice of this process, not of the run.
     #[serde(skip, default)]
@@ -197,6 +201,9 @@ impl TrainConfig {
         v::non_negative("weight-decay", self.weight_decay)?;
         v::positive("grad-clip", self.grad_clip)?;
         v::non_negative("auxiliary-weight", self.auxiliary_weight)?;
+        if let Some(d) = &self.distill {
+            d.validate()?;
+        }
         v::unit("drop-path", self.drop_path)
     }
 }
@@ -275,18 +282,23 @@ pub fn build_network(cfg: &TrainConfig, shape: &ImageShape) -> Result<Network> {
     Ok(net)
 }
 
-/// One training step: forward (with the auxiliary head's loss when the network has one),
-/// backward, clip, SGD; returns the logits and the loss.
+/// One training step: forward (with the auxiliary head's loss when the network has one, and
+/// distilled from `teacher` when there is one), backward, clip, SGD; returns the logits and
+/// the loss.
 fn train_step(
     net: &mut Network,
     sgd: &mut Sgd,
     cfg: &TrainConfig,
+    teacher: Option<&Teacher>,
     images: &Tensor,
     labels: &[usize],
     ctx: &mut Ctx,
 ) -> Result<(Tensor, f32)> {
     let (logits, aux) = net.forward(images, ctx)?;
-    let mut loss = ops::cross_entropy(&logits, labels)?;
+    let mut loss = match (teacher, &cfg.distill) {
+        (Some(t), Some(d)) => crate::distill::loss(&logits, &t.logits(images)?, labels, d)?,
+        _ => ops::cross_entropy(&logits, labels)?,
+    };
     if let Some(aux) = aux {
         let aux_loss = ops::cross_entropy(&aux, labels)?;
         loss = ops::add(&loss, &ops::scale(&aux_loss, cfg.auxiliary_weight)?)?;
@@ -325,6 +337,7 @@ fn probe_peak(
             &mut net,
             &mut sgd,
             &cfg,
+            None,
             &x,
             &y,
             &mut Ctx::new(true, cfg.seed),
@@ -466,6 +479,11 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             checkpoint::remove_if_exists(&dir.join("train.jsonl"))?;
         }
     }
+    let teacher = cfg
+        .distill
+        .as_ref()
+        .map(|d| d.teacher(&train.shape()))
+        .transpose()?;
     // Magnitude pruning's zeros, re-applied after every step.
     let masks = cfg.prune.as_ref().and_then(|p| p.masks(&net));
     let norm = source::default_normalize(cfg.data.kind, &train)?;
@@ -509,8 +527,15 @@ pub fn run(cfg: TrainConfig, out: Option<&Path>, resume: bool) -> Result<TrainRe
             lr = cosine_lr(cfg.lr, 0.0, epoch * steps + step, total_steps);
             sgd.set_lr(lr)?;
             let images = batch.images_on(cfg.device)?;
-            let (logits, value) =
-                train_step(&mut net, &mut sgd, &cfg, &images, &batch.labels, &mut ctx)?;
+            let (logits, value) = train_step(
+                &mut net,
+                &mut sgd,
+                &cfg,
+                teacher.as_ref(),
+                &images,
+                &batch.labels,
+                &mut ctx,
+            )?;
             if let Some(m) = &masks {
                 m.apply(&mut net)?;
             }

@@ -381,6 +381,15 @@ fn softmax_log_softmax_cross_entropy() {
     gradcheck("cross_entropy", &[&x], |x| {
         ops::cross_entropy(&x[0], &[0, 4, 2])
     });
+    let teacher = randn(&[3, 5], 31);
+    let d = darts::distill::Distill {
+        teacher: Default::default(),
+        temperature: 3.0,
+        weight: 0.7,
+    };
+    gradcheck("distillation loss", &[&x], |x| {
+        darts::distill::loss(&x[0], &teacher, &[0, 4, 2], &d)
+    });
 }
 
 #[test]

@@ -211,6 +211,7 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         max_steps: a.max_steps,
         valid_fraction: a.valid_fraction,
         prune: None,
+        distill: None,
         stop_after: a.stop_after,
         device: crate::Device::Cpu,
     };

@@ -80,7 +80,7 @@ impl Layer for Conv2d {
         let y = ops::conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)?;
         // Each output value costs one multiply-add per weight of its filter.
         let per_output = self.weight.numel() / self.weight.shape()[0];
-        super::macs::add((y.numel() * per_output) as u64);
+        super::macs::add_layer(&self.weight, (y.numel() * per_output) as u64);
         Ok(y)
     }
 }
@@ -180,7 +180,7 @@ impl Module for Linear {
 impl Layer for Linear {
     fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Result<Tensor> {
         let y = ops::linear(x, &self.weight, self.bias.as_ref())?;
-        super::macs::add((y.numel() * self.weight.shape()[1]) as u64);
+        super::macs::add_layer(&self.weight, (y.numel() * self.weight.shape()[1]) as u64);
         Ok(y)
     }
 }

@@ -38,7 +38,7 @@ use crate::ops;
 use crate::tensor::Tensor;
 
 pub use layers::{BatchNorm2d, Conv2d, Linear};
-pub use macs::count_macs;
+pub use macs::{count_macs, macs_by_layer};
 
 /// Whether a named tensor is trained (a weight, it gets a gradient) or only carried along (a
 /// buffer such as batch-norm running statistics, saved in checkpoints but never optimised).

@@ -2,13 +2,16 @@
 //! tensors, fewer MACs), or unstructured magnitude pruning for comparison, then fine-tuning
 //! with the run's training recipe. The channels that sums and concatenations tie together are
 //! found by a dependency analysis of the built network (`graph.rs`), ranked by BN scale or
-//! filter norm and cut with one keep ratio per group (`plan.rs`).
+//! filter norm, and cut either greedily over the whole network, where a channel costs the most
+//! MACs per unit of importance (`allocate.rs`, the default), or with one keep ratio per group
+//! (`plan.rs`).
 //!
 //! The pruned model is a normal run folder: its `config.json` is the recipe's with a
 //! [`Pruning`] record (the removed units), so that building the network from it (train, eval,
 //! export, inference lowering) builds the full-width network and removes the same channels
 //! before the weights are loaded.
 
+pub mod allocate;
 pub mod graph;
 pub mod latency;
 pub mod magnitude;
@@ -19,13 +22,15 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{source, Dataset};
+use crate::distill::Distill;
 use crate::error::{Error, Result};
 use crate::nas::network::Network;
 use crate::nn::Module as _;
+use crate::tensor::Tensor;
 use crate::train::{self, TrainConfig};
 
 pub use plan::Method;
@@ -71,9 +76,16 @@ pub struct PruneArgs {
     #[arg(long, conflicts_with = "macs_target")]
     pub sparsity: Option<f32>,
     /// The pruned network's MACs as a fraction of today's, in (0, 1] (1: nothing removed, the
-    /// fine-tuning-only baseline): the largest uniform keep ratio that reaches it.
+    /// fine-tuning-only baseline), spread over the channel groups as --allocation says.
     #[arg(long)]
     pub macs_target: Option<f32>,
+    /// How --macs-target is spread over the channel groups [default: global].
+    #[arg(long, value_enum, conflicts_with = "sparsity")]
+    pub allocation: Option<Allocation>,
+    /// Global allocation: the fraction of every channel group always kept, in (0, 1]
+    /// [default: 0.25].
+    #[arg(long, conflicts_with = "sparsity")]
+    pub min_keep: Option<f32>,
     /// Magnitude pruning: one threshold per layer instead of one over the whole network.
     #[arg(long)]
     pub per_layer: bool,
@@ -83,6 +95,13 @@ pub struct PruneArgs {
     /// Fine-tuning's starting learning rate [default: the run's].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Distil the fine-tuning from the unpruned network at this softmax temperature (soft
+    /// targets mixed with the labels, Hinton et al.).
+    #[arg(long)]
+    pub distill: Option<f32>,
+    /// Weight of the soft targets in the distilled loss, in [0, 1].
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    pub distill_weight: f32,
     /// Stop each fine-tuning epoch after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -104,6 +123,20 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+/// How a MACs budget is spread over the channel groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Allocation {
+    /// Greedily over the whole network: first the channels that cost the most MACs per unit of
+    /// importance (normalised within their group), down to --min-keep of each group.
+    Global,
+    /// One keep ratio for every group, the largest that reaches the target (by bisection).
+    Uniform,
+}
+
+/// The global allocation's default floor: a quarter of every group stays.
+const MIN_KEEP: f32 = 0.25;
+
 /// A model's size and accuracy.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measures {
@@ -119,7 +152,11 @@ pub struct Measures {
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneReport {
     pub method: Method,
-    /// The keep ratio of each channel group (channel methods).
+    /// How --macs-target was spread (channel methods with a MACs target).
+    pub allocation: Option<Allocation>,
+    /// The global allocation's floor per group.
+    pub min_keep: Option<f32>,
+    /// The keep ratio of each channel group (uniform allocation, --sparsity).
     pub keep_ratio: Option<f64>,
     /// Channel units removed, of all.
     pub removed_units: usize,
@@ -132,6 +169,10 @@ pub struct PruneReport {
     /// Fraction of conv and linear weights that are zero after fine-tuning.
     pub weight_sparsity: f64,
     pub finetune_epochs: usize,
+    /// Fine-tuning's starting learning rate.
+    pub finetune_lr: f32,
+    /// The fine-tuning's distillation from the unpruned network, if any.
+    pub distill: Option<Distill>,
     /// The f32 inference path, unpruned against pruned, timed in turns in this run.
     pub latency: latency::Latency,
     pub out: PathBuf,
@@ -152,6 +193,19 @@ fn check_args(a: &PruneArgs) -> Result<()> {
             "say how much to prune: --sparsity S or --macs-target F".into(),
         )),
     }?;
+    if let Some(k) = a.min_keep {
+        if a.allocation == Some(Allocation::Uniform) {
+            return Err(Error::InvalidArgument(
+                "--min-keep is the global allocation's floor; drop it or --allocation uniform"
+                    .into(),
+            ));
+        }
+        if !(k > 0.0 && k <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--min-keep must be in (0, 1] (got {k})"
+            )));
+        }
+    }
     v::count("finetune-epochs", a.finetune_epochs)?;
     if a.runs < 10 {
         return Err(Error::InvalidArgument(format!(
@@ -245,36 +299,62 @@ fn ratio_for_macs(
     Ok(lo)
 }
 
-/// Prunes `net` (the recipe `cfg`'s network with trained weights) as the flags ask; returns
-/// the record and the keep ratio.
+/// How `net` was pruned: the record and, as the report gives them, the allocation's settings.
+struct Plan {
+    pruning: Pruning,
+    allocation: Option<Allocation>,
+    min_keep: Option<f32>,
+    keep_ratio: Option<f64>,
+}
+
+/// Prunes `net` (the recipe `cfg`'s network with trained weights) as the flags ask.
 fn prune_network(
     a: &PruneArgs,
     cfg: &TrainConfig,
     train: &Dataset,
     net: &mut Network,
     full_macs: u64,
-) -> Result<(Pruning, Option<f64>)> {
+) -> Result<Plan> {
+    let mut plan = Plan {
+        pruning: Pruning::Magnitude,
+        allocation: None,
+        min_keep: None,
+        keep_ratio: None,
+    };
     if a.method == Method::Magnitude {
         let s = f64::from(a.sparsity.expect("checked"));
         magnitude::prune(net, s, a.per_layer)?;
-        return Ok((Pruning::Magnitude, None));
+        return Ok(plan);
     }
     let analysis = plan::Analysis::of(net, a.method)?;
-    let ratio = match (a.sparsity, a.macs_target) {
-        (Some(s), _) => 1.0 - f64::from(s),
-        (None, Some(t)) => ratio_for_macs(
-            cfg,
-            train,
-            &analysis,
-            f64::from(t) * full_macs as f64,
-            full_macs,
-        )?,
+    let removed = match (a.sparsity, a.macs_target) {
+        (Some(s), _) => {
+            plan.keep_ratio = Some(1.0 - f64::from(s));
+            analysis.removed(1.0 - f64::from(s))
+        }
+        (None, Some(t)) => match a.allocation.unwrap_or(Allocation::Global) {
+            Allocation::Uniform => {
+                let target = f64::from(t) * full_macs as f64;
+                let ratio = ratio_for_macs(cfg, train, &analysis, target, full_macs)?;
+                plan.allocation = Some(Allocation::Uniform);
+                plan.keep_ratio = Some(ratio);
+                analysis.removed(ratio)
+            }
+            Allocation::Global => {
+                let floor = a.min_keep.unwrap_or(MIN_KEEP);
+                let x = Tensor::zeros(&[1, train.channels, train.height, train.width]);
+                let costs = allocate::Costs::of(net, &x)?;
+                plan.allocation = Some(Allocation::Global);
+                plan.min_keep = Some(floor);
+                allocate::global(&analysis, &costs, f64::from(t), f64::from(floor))?
+            }
+        },
         (None, None) => unreachable!("checked"),
     };
-    let removed = analysis.removed(ratio);
     let units = analysis.units.len();
     plan::apply(net, &removed, units)?;
-    Ok((Pruning::Channels { units, removed }, Some(ratio)))
+    plan.pruning = Pruning::Channels { units, removed };
+    Ok(plan)
 }
 
 /// `--resume` continues `dir` only if it holds this very pruning and recipe.
@@ -317,7 +397,7 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         before.macs as f64 / 1e6,
         100.0 * before.test_accuracy
     );
-    let (pruning, keep_ratio) = prune_network(a, &cfg, &train, &mut net, before.macs)?;
+    let plan = prune_network(a, &cfg, &train, &mut net, before.macs)?;
     let pruned = measure(&mut net, &cfg, &train, &test)?;
     eprintln!(
         "pruned: {} params, {:.2} MMACs, test accuracy {:.2}% before fine-tuning",
@@ -325,7 +405,7 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         pruned.macs as f64 / 1e6,
         100.0 * pruned.test_accuracy
     );
-    let (units, removed_units) = match &pruning {
+    let (units, removed_units) = match &plan.pruning {
         Pruning::Channels { units, removed } => (*units, removed.len()),
         Pruning::Magnitude => (0, 0),
     };
@@ -340,7 +420,18 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         max_steps: a.max_steps,
         seed: a.seed.unwrap_or(cfg.seed),
         eval_every_epoch: false,
-        prune: Some(pruning),
+        prune: Some(plan.pruning),
+        distill: a
+            .distill
+            .map(|temperature| -> Result<_> {
+                Ok(Distill {
+                    teacher: std::fs::canonicalize(&a.checkpoint)
+                        .map_err(|e| Error::io(&a.checkpoint, e))?,
+                    temperature,
+                    weight: a.distill_weight,
+                })
+            })
+            .transpose()?,
         ..cfg.clone()
     };
     if a.resume && train::has_state(&a.out) {
@@ -363,7 +454,9 @@ pub fn run(a: &PruneArgs) -> Result<()> {
     let latency = latency::compare(&unpruned, &pruned_program, &x64, a.runs)?;
     let report = PruneReport {
         method: a.method,
-        keep_ratio,
+        allocation: plan.allocation,
+        min_keep: plan.min_keep,
+        keep_ratio: plan.keep_ratio,
         removed_units,
         units,
         before,
@@ -371,6 +464,8 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         after,
         weight_sparsity,
         finetune_epochs: a.finetune_epochs,
+        finetune_lr: tuned_cfg.lr,
+        distill: tuned_cfg.distill.clone(),
         latency,
         out: a.out.clone(),
     };

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::allocate;
 use super::graph::{walk, Pass, Space, Units};
 use super::plan::{self, Analysis, Method};
 use crate::infer::tests::network;
@@ -271,20 +272,49 @@ fn state(net: &Network) -> std::collections::BTreeMap<String, Tensor> {
     s
 }
 
-/// Prunes `make()`'s network to half its channels by L1 norm and checks it against the zeroed
-/// full network, its lowered program, and a fresh network shaped by the record and loaded.
-fn check_exact(make: impl Fn() -> Network) {
+/// Half the channels of every group, by L1 norm.
+fn uniform_half(_: &mut Network, analysis: &Analysis) -> Vec<usize> {
+    analysis.removed(0.5)
+}
+
+/// Half the MACs, allocated globally by L1 norm per MAC.
+fn global_half(net: &mut Network, analysis: &Analysis) -> Vec<usize> {
+    allocate::global(analysis, &costs(net), 0.5, 0.25).unwrap()
+}
+
+/// The cost model of `net`, priced at batch 1.
+fn costs(net: &mut Network) -> allocate::Costs {
+    let x = image(net);
+    allocate::Costs::of(net, &x).unwrap()
+}
+
+/// A batch-1 input for `net`.
+fn image(net: &Network) -> Tensor {
+    let s = net.spec.image_size;
+    Tensor::zeros(&[1, net.spec.in_channels, s, s])
+}
+
+/// The MACs the counter finds in a forward of `net`.
+fn counted_macs(net: &mut Network) -> f64 {
+    let x = image(net);
+    crate::nn::count_macs(|| logits(net, &x)).0 as f64
+}
+
+/// Prunes `make()`'s network as `plan` says (scored by L1 norm) and checks it against the
+/// zeroed full network, its lowered program, and a fresh network shaped by the record and
+/// loaded.
+fn check_exact(make: impl Fn() -> Network, plan: fn(&mut Network, &Analysis) -> Vec<usize>) {
     let mut full = make();
     let s = full.spec.image_size;
     let x = Tensor::randn(&[3, 3, s, s], 1.0, &mut crate::rng(5));
     let analysis = Analysis::of(&mut full, Method::L1).unwrap();
-    let removed = analysis.removed(0.5);
+    let removed = plan(&mut full, &analysis);
     let n = analysis.units.len();
     assert!(!removed.is_empty());
     let keep = plan::node_mask(&analysis.units, &removed, n).unwrap();
     let mut pruned = make();
     plan::apply(&mut pruned, &removed, n).unwrap();
-    assert!(pruned.param_count_without_auxiliary() < full.param_count_without_auxiliary() * 7 / 10);
+    assert!(pruned.param_count_without_auxiliary() < full.param_count_without_auxiliary() * 9 / 10);
     walk(&mut full, &mut Zeroer(&keep)).unwrap();
     let want = logits(&mut full, &x);
     let got = logits(&mut pruned, &x);
@@ -307,8 +337,13 @@ fn check_exact(make: impl Fn() -> Network) {
 
 #[test]
 fn pruned_darts_network_equals_the_zeroed_full_one() {
-    check_exact(|| darts_v2(3));
-    check_exact(|| network(Arch::Darts(Genotype::named("DARTS_V1").unwrap()), 4, 9));
+    for plan in [uniform_half, global_half] {
+        check_exact(|| darts_v2(3), plan);
+        check_exact(
+            || network(Arch::Darts(Genotype::named("DARTS_V1").unwrap()), 4, 9),
+            plan,
+        );
+    }
 }
 
 #[test]
@@ -317,7 +352,9 @@ fn pruned_nb201_network_equals_the_zeroed_full_one() {
         "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
         "|none~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|none~1|none~2|",
     ] {
-        check_exact(|| network(Arch::Nb201(arch.parse().unwrap()), 1, 8));
+        for plan in [uniform_half, global_half] {
+            check_exact(|| network(Arch::Nb201(arch.parse().unwrap()), 1, 8), plan);
+        }
     }
 }
 
@@ -366,4 +403,98 @@ fn magnitude_pruning_zeroes_the_smallest_weights_and_the_mask_keeps_them() {
             assert!((f - 0.5).abs() < 0.05, "{name}: {f}");
         }
     });
+}
+
+#[test]
+fn the_cost_model_prices_every_plan_as_the_mac_counter_counts_it() {
+    const NB201: &str =
+        "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|";
+    for make in [(|| darts_v2(3)) as fn() -> Network, || {
+        network(Arch::Nb201(NB201.parse().unwrap()), 1, 8)
+    }] {
+        let mut full = make();
+        let analysis = Analysis::of(&mut full, Method::L1).unwrap();
+        let costs = costs(&mut full);
+        let n = analysis.units.len();
+        assert_eq!(costs.macs(&vec![true; n]), counted_macs(&mut full));
+        for removed in [
+            analysis.removed(0.0),
+            analysis.removed(0.3),
+            analysis.removed(0.8),
+            allocate::global(&analysis, &costs, 0.4, 0.1).unwrap(),
+        ] {
+            let mut keep = vec![true; n];
+            removed.iter().for_each(|&u| keep[u] = false);
+            let mut pruned = make();
+            plan::apply(&mut pruned, &removed, n).unwrap();
+            assert_eq!(costs.macs(&keep), counted_macs(&mut pruned));
+        }
+    }
+}
+
+#[test]
+fn global_allocation_reaches_the_target_above_the_floors_deterministically() {
+    let mut full = darts_v2(3);
+    let analysis = Analysis::of(&mut full, Method::L1).unwrap();
+    let costs = costs(&mut full);
+    let n = analysis.units.len();
+    let macs = counted_macs(&mut full);
+    for (target, floor) in [(0.5, 0.25), (0.7, 0.5), (1.0, 0.25)] {
+        let removed = allocate::global(&analysis, &costs, target, floor).unwrap();
+        assert_eq!(
+            removed,
+            allocate::global(&analysis, &costs, target, floor).unwrap()
+        );
+        let mut pruned = darts_v2(3);
+        plan::apply(&mut pruned, &removed, n).unwrap();
+        let got = counted_macs(&mut pruned) / macs;
+        // The last unit removed overshoots by at most one unit's price: a few per cent here.
+        assert!(got <= target && got > target - 0.05, "{target}: {got}");
+        for group in &analysis.units.groups {
+            let kept = group.iter().filter(|u| !removed.contains(u)).count();
+            assert!(
+                kept as f64 >= (floor * group.len() as f64).ceil(),
+                "{group:?}"
+            );
+            if group.iter().any(|&u| analysis.units.fixed[u]) {
+                assert_eq!(kept, group.len());
+            }
+        }
+    }
+    assert!(allocate::global(&analysis, &costs, 1.0, 0.25)
+        .unwrap()
+        .is_empty());
+    let err = allocate::global(&analysis, &costs, 0.05, 0.25)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be reached") && err.contains("--min-keep"),
+        "{err}"
+    );
+}
+
+#[test]
+fn global_allocation_cuts_where_a_channel_is_cheapest_per_mac() {
+    // Two groups of equal importance: the one whose channels cost more MACs loses more.
+    let mut full = darts_v2(3);
+    let mut analysis = Analysis::of(&mut full, Method::L1).unwrap();
+    analysis.scores.iter_mut().for_each(|s| *s = 1.0);
+    let costs = costs(&mut full);
+    let removed = allocate::global(&analysis, &costs, 0.8, 0.25).unwrap();
+    let n = analysis.units.len();
+    let price = |u: usize| {
+        let mut keep = vec![true; n];
+        keep[u] = false;
+        costs.macs(&vec![true; n]) - costs.macs(&keep)
+    };
+    let cut: f64 = removed.iter().map(|&u| price(u)).sum::<f64>() / removed.len() as f64;
+    let all: f64 = (0..n)
+        .filter(|&u| !analysis.units.fixed[u])
+        .map(price)
+        .sum::<f64>()
+        / (0..n).filter(|&u| !analysis.units.fixed[u]).count() as f64;
+    assert!(
+        cut > all,
+        "removed units save {cut} MACs each, the average one {all}"
+    );
 }
