@@ -23,7 +23,7 @@ pub struct Distill {
     pub teacher: PathBuf,
     /// Softmax temperature `T` of both sides of the soft term, > 0.
     pub temperature: f32,
-    /// Weight `α` of the soft term, in [0, 1].
+    /// Weight `α` of the soft term, in [0, 1).
     pub weight: f32,
 }
 

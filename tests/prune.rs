@@ -164,6 +164,52 @@ fn channel_pruning_halves_the_macs_and_the_folder_is_a_normal_run() {
 }
 
 #[test]
+fn uniform_and_global_allocations_and_a_distilled_fine_tuning() {
+    let run = trained("alloc-src");
+    let (uniform, global) = (tmp("uniform"), tmp("global"));
+    let u = prune(
+        &run,
+        &uniform,
+        &["--macs-target", "0.5", "--allocation", "uniform"],
+    );
+    assert_eq!(u["allocation"], "uniform");
+    assert!(u["keep_ratio"].as_f64().unwrap() < 1.0, "{u}");
+    let how = [
+        "--macs-target",
+        "0.6",
+        "--allocation",
+        "global",
+        "--min-keep",
+        "0.4",
+        "--distill",
+        "3",
+    ];
+    let g = prune(&run, &global, &how);
+    assert_eq!(g["allocation"], "global");
+    assert_eq!(g["min_keep"], 0.4);
+    assert!(g["keep_ratio"].is_null(), "{g}");
+    assert_eq!(g["distill"]["temperature"], 3.0);
+    assert_eq!(g["distill"]["weight"], 0.5);
+    let macs = |r: &serde_json::Value, m: &str| r[m]["macs"].as_f64().unwrap();
+    for (r, target) in [(&u, 0.5), (&g, 0.6)] {
+        assert!(macs(r, "after") <= target * macs(r, "before"), "{r}");
+        assert!(
+            macs(r, "after") > (target - 0.15) * macs(r, "before"),
+            "{r}"
+        );
+    }
+    // The recipe, teacher included, is the pruned run's: resuming it asks for the same one.
+    let config = std::fs::read_to_string(global.join("config.json")).unwrap();
+    assert!(config.contains("\"teacher\""), "{config}");
+    let again = prune(&run, &global, &[&how[..], &["--resume"]].concat());
+    assert_eq!(again["after"]["test_accuracy"], g["after"]["test_accuracy"]);
+    ok(&["eval", "--checkpoint", s(&global), "--json"]);
+    for d in [&run, &uniform, &global] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
 fn magnitude_pruning_keeps_its_zeros_and_the_dense_macs() {
     let run = trained("mag-src");
     let out = tmp("mag");
@@ -200,11 +246,48 @@ fn bad_input_is_a_one_line_error() {
         &with(&base, &["--macs-target", "1.2"]),
         "--macs-target must be in (0, 1]",
     );
-    fails_with(
-        &with(&base, &["--macs-target", "0.001"]),
-        "cannot be reached",
-    );
+    for allocation in ["uniform", "global"] {
+        fails_with(
+            &with(
+                &base,
+                &["--macs-target", "0.001", "--allocation", allocation],
+            ),
+            "cannot be reached",
+        );
+    }
     fails_with(&with(&base, &[]), "--sparsity S or --macs-target F");
+    fails_with(
+        &with(
+            &base,
+            &[
+                "--macs-target",
+                "0.5",
+                "--allocation",
+                "uniform",
+                "--min-keep",
+                "0.3",
+            ],
+        ),
+        "global allocation's floor",
+    );
+    fails_with(
+        &with(
+            &base,
+            &[
+                "--macs-target",
+                "0.5",
+                "--allocation",
+                "global",
+                "--min-keep",
+                "1.5",
+            ],
+        ),
+        "--min-keep must be in (0, 1]",
+    );
+    fails_with(
+        &with(&base, &["--macs-target", "0.5", "--distill", "0"]),
+        "distill",
+    );
     fails_with(
         &with(&base, &["--method", "magnitude", "--macs-target", "0.5"]),
         "needs --sparsity",

@@ -2,9 +2,9 @@
 //! tensors, fewer MACs), or unstructured magnitude pruning for comparison, then fine-tuning
 //! with the run's training recipe. The channels that sums and concatenations tie together are
 //! found by a dependency analysis of the built network (`graph.rs`), ranked by BN scale or
-//! filter norm, and cut either greedily over the whole network, where a channel costs the most
-//! MACs per unit of importance (`allocate.rs`, the default), or with one keep ratio per group
-//! (`plan.rs`).
+//! filter norm, and cut either with one keep ratio per group (`plan.rs`, the default) or
+//! greedily over the whole network, where a channel costs the most MACs per unit of importance
+//! (`allocate.rs`).
 //!
 //! The pruned model is a normal run folder: its `config.json` is the recipe's with a
 //! [`Pruning`] record (the removed units), so that building the network from it (train, eval,
@@ -79,10 +79,11 @@ pub struct PruneArgs {
     /// fine-tuning-only baseline), spread over the channel groups as --allocation says.
     #[arg(long)]
     pub macs_target: Option<f32>,
-    /// How --macs-target is spread over the channel groups [default: global].
+    /// How --macs-target is spread over the channel groups [default: uniform, which fine-tuned
+    /// better than global on fm8 (BENCHMARKS.md)].
     #[arg(long, value_enum, conflicts_with = "sparsity")]
     pub allocation: Option<Allocation>,
-    /// Global allocation: the fraction of every channel group always kept, in (0, 1]
+    /// --allocation global: the fraction of every channel group always kept, in (0, 1]
     /// [default: 0.25].
     #[arg(long, conflicts_with = "sparsity")]
     pub min_keep: Option<f32>,
@@ -95,11 +96,14 @@ pub struct PruneArgs {
     /// Fine-tuning's starting learning rate [default: the run's].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Fine-tuning's largest drop-path probability (ramped over the epochs) [default: the run's].
+    #[arg(long)]
+    pub drop_path: Option<f32>,
     /// Distil the fine-tuning from the unpruned network at this softmax temperature (soft
     /// targets mixed with the labels, Hinton et al.).
     #[arg(long)]
     pub distill: Option<f32>,
-    /// Weight of the soft targets in the distilled loss, in [0, 1].
+    /// Weight of the soft targets in the distilled loss, in [0, 1).
     #[arg(long, default_value_t = 0.5, requires = "distill")]
     pub distill_weight: f32,
     /// Stop each fine-tuning epoch after this many steps.
@@ -171,6 +175,8 @@ pub struct PruneReport {
     pub finetune_epochs: usize,
     /// Fine-tuning's starting learning rate.
     pub finetune_lr: f32,
+    /// Fine-tuning's largest drop-path probability.
+    pub finetune_drop_path: f32,
     /// The fine-tuning's distillation from the unpruned network, if any.
     pub distill: Option<Distill>,
     /// The f32 inference path, unpruned against pruned, timed in turns in this run.
@@ -194,10 +200,9 @@ fn check_args(a: &PruneArgs) -> Result<()> {
         )),
     }?;
     if let Some(k) = a.min_keep {
-        if a.allocation == Some(Allocation::Uniform) {
+        if a.allocation != Some(Allocation::Global) {
             return Err(Error::InvalidArgument(
-                "--min-keep is the global allocation's floor; drop it or --allocation uniform"
-                    .into(),
+                "--min-keep is the global allocation's floor; add --allocation global".into(),
             ));
         }
         if !(k > 0.0 && k <= 1.0) {
@@ -205,6 +210,14 @@ fn check_args(a: &PruneArgs) -> Result<()> {
                 "--min-keep must be in (0, 1] (got {k})"
             )));
         }
+    }
+    if let Some(t) = a.distill {
+        Distill {
+            teacher: a.checkpoint.clone(),
+            temperature: t,
+            weight: a.distill_weight,
+        }
+        .validate()?;
     }
     v::count("finetune-epochs", a.finetune_epochs)?;
     if a.runs < 10 {
@@ -332,7 +345,7 @@ fn prune_network(
             plan.keep_ratio = Some(1.0 - f64::from(s));
             analysis.removed(1.0 - f64::from(s))
         }
-        (None, Some(t)) => match a.allocation.unwrap_or(Allocation::Global) {
+        (None, Some(t)) => match a.allocation.unwrap_or(Allocation::Uniform) {
             Allocation::Uniform => {
                 let target = f64::from(t) * full_macs as f64;
                 let ratio = ratio_for_macs(cfg, train, &analysis, target, full_macs)?;
@@ -417,6 +430,7 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         ),
         epochs: a.finetune_epochs,
         lr: a.lr.unwrap_or(cfg.lr),
+        drop_path: a.drop_path.unwrap_or(cfg.drop_path),
         max_steps: a.max_steps,
         seed: a.seed.unwrap_or(cfg.seed),
         eval_every_epoch: false,
@@ -465,6 +479,7 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         weight_sparsity,
         finetune_epochs: a.finetune_epochs,
         finetune_lr: tuned_cfg.lr,
+        finetune_drop_path: tuned_cfg.drop_path,
         distill: tuned_cfg.distill.clone(),
         latency,
         out: a.out.clone(),
