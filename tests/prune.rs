@@ -256,34 +256,20 @@ fn bad_input_is_a_one_line_error() {
         );
     }
     fails_with(&with(&base, &[]), "--sparsity S or --macs-target F");
-    fails_with(
-        &with(
-            &base,
-            &[
-                "--macs-target",
-                "0.5",
-                "--allocation",
-                "uniform",
-                "--min-keep",
-                "0.3",
-            ],
-        ),
-        "global allocation's floor",
-    );
-    fails_with(
-        &with(
-            &base,
-            &[
-                "--macs-target",
-                "0.5",
-                "--allocation",
-                "global",
-                "--min-keep",
-                "1.5",
-            ],
-        ),
-        "--min-keep must be in (0, 1]",
-    );
+    for (allocation, keep, message) in [
+        ("uniform", "0.3", "global allocation's floor"),
+        ("global", "1.5", "--min-keep must be in (0, 1]"),
+    ] {
+        let how = [
+            "--macs-target",
+            "0.5",
+            "--allocation",
+            allocation,
+            "--min-keep",
+            keep,
+        ];
+        fails_with(&with(&base, &how), message);
+    }
     fails_with(
         &with(&base, &["--macs-target", "0.5", "--distill", "0"]),
         "distill",
