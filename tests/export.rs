@@ -600,12 +600,16 @@ fn a_quantised_folder_reloads_bit_identically_and_only_int8_commands_take_it() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replacen("\"version\": 1", "\"version\": 99", 1),
+        text.replacen(
+            &format!("\"version\":{}", folder::VERSION),
+            "\"version\":99",
+            1,
+        ),
     )
     .unwrap();
     let err = fails(&["eval", "--checkpoint", qs]);
     assert!(
-        err.contains("version 99") && err.contains("quantise"),
+        err.contains("version 99") && err.contains("re-run `darts quantize"),
         "{err}"
     );
     std::fs::remove_dir_all(&run).unwrap();
@@ -642,8 +646,8 @@ fn quantised_darts_v2_runs_on_onnxruntime_int8_kernels() {
         .steps
         .iter()
         .find_map(|s| match s {
-            QStep::Head { src, w, .. } => {
-                let w = w.to_vec();
+            QStep::Head { src, head, .. } => {
+                let w = head.real_weights();
                 let c = w.len() / y.shape()[1];
                 let row_sum = |k: usize| w[k * c..(k + 1) * c].iter().map(|v| v.abs()).sum::<f32>();
                 let widest = (0..y.shape()[1]).map(row_sum).fold(0f32, f32::max);

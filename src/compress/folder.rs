@@ -1,35 +1,35 @@
 //! A quantised run folder (`darts quantize --out DIR`), two files written atomically:
 //!
-//! - `quantized.json`: the format and its version, the source run and its training config (the
-//!   dataset, its normalisation and class names come from there), the calibration (observer,
-//!   batches, seed), every slot's uint8 scale and zero point, the int8 program's steps with the
-//!   names of their tensors, and what `darts quantize` measured;
-//! - `model.int8.safetensors`: each conv's weights `NAME.weight` (I8, OIHW, BN folded), their
-//!   per-output-channel scales `NAME.weight_scale` (F32) and bias `NAME.bias` (F32); the f32
-//!   affine of a BN that follows no conv (`NAME.scale`, `NAME.shift`) and the f32 classifier
-//!   (`classifier.weight`, `classifier.bias`). `NAME` is the conv's PyTorch state-dict prefix.
+//! - `quantized.json` (compact): the format and its version, the source run and its training
+//!   config (the dataset, its normalisation and class names come from there), the calibration
+//!   (observer, batches, seed), every slot's uint8 `[scale, zero point]`, the int8 program's
+//!   steps with their shapes and where their tensors start ([`At`]), and what `darts quantize`
+//!   measured;
+//! - `model.int8.safetensors`: the packed tensors of [`super::packed`].
 //!
-//! Loading rebuilds the [`QProgram`] from these files alone, without the network code.
+//! Loading rebuilds the [`QProgram`] from these files alone, without the network code. A step's
+//! `name` is the PyTorch state-dict prefix of its layer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::head::QHead;
 use super::int8::QConv;
+use super::packed::{part, Packed, PackedF32};
 use super::quantize::{Observer, QParams, QProgram, QStep};
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
 use crate::ops::Conv2dCfg;
-use crate::tensor::Tensor;
 use crate::train::TrainConfig;
 
 pub const CONFIG: &str = "quantized.json";
 pub const WEIGHTS: &str = "model.int8.safetensors";
 const FORMAT: &str = "darts-int8";
-/// The version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The version this build writes and reads (1: a tensor per layer and f32 scales, biases and
+/// classifier).
+pub const VERSION: u32 = 2;
 
 /// How the activation ranges were calibrated.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -48,8 +48,8 @@ pub struct Measured {
     pub delta_points: f32,
     /// The source run's `model.safetensors` (training weights, BN, auxiliary head).
     pub source_bytes: u64,
-    /// The tensors of `model.int8.safetensors` stored as f32 (folded weights, no scales): the
-    /// like-for-like baseline.
+    /// The f32 program's tensors in the same packed layout (folded weights, biases, the f32
+    /// classifier; no scales): the like-for-like baseline.
     pub f32_bytes: u64,
     pub int8_bytes: u64,
     /// `f32_bytes / int8_bytes`.
@@ -70,7 +70,34 @@ pub struct QuantizedRun {
     pub measured: Option<Measured>,
 }
 
-/// One int8 step without its tensors, which are in the weights file under `name`.
+/// Where a layer's tensors start: its weights in `weights`, its output channels' scales in
+/// `scales`, its bias in `biases` (absent: all zero, not stored).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct At {
+    pub w: usize,
+    pub s: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !v
+}
+
+/// One int8 step; its tensors are in the weights file where `at` says. Fields at their
+/// default (stride 1, no padding, ...) are left out.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum StepSpec {
@@ -78,11 +105,19 @@ pub enum StepSpec {
         src: Slot,
         dst: Slot,
         name: String,
+        /// OIHW: `[cout, cin / groups, k, k]`.
+        shape: [usize; 4],
+        #[serde(default = "one", skip_serializing_if = "is_one")]
         stride: usize,
+        #[serde(default, skip_serializing_if = "is_zero")]
         padding: usize,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
         dilation: usize,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
         groups: usize,
+        #[serde(default, skip_serializing_if = "is_false")]
         relu: bool,
+        at: At,
     },
     Relu {
         src: Slot,
@@ -96,10 +131,14 @@ pub enum StepSpec {
         stride: usize,
         pad: usize,
     },
+    /// `scale` at `affine[at..at + len]`, `shift` after it.
     Affine {
         src: Slot,
         dst: Slot,
         name: String,
+        len: usize,
+        at: usize,
+        #[serde(default, skip_serializing_if = "is_false")]
         relu: bool,
     },
     Shift {
@@ -123,6 +162,9 @@ pub enum StepSpec {
         src: Slot,
         dst: Slot,
         name: String,
+        /// `[classes, C]`.
+        shape: [usize; 2],
+        at: At,
     },
 }
 
@@ -148,37 +190,41 @@ pub fn reject(dir: &Path) -> Result<()> {
     ))
 }
 
-/// One tensor of the weights file: dtype, shape, little-endian bytes.
-type Raw = (Dtype, Vec<usize>, Vec<u8>);
-/// A weights file's tensors by name.
-type Named = BTreeMap<String, Raw>;
-
-fn f32_raw(shape: &[usize], v: &[f32]) -> Raw {
-    (
-        Dtype::F32,
-        shape.to_vec(),
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
+/// The packed tensors of the int8 program and of the f32 one it came from.
+#[derive(Default)]
+struct Packer {
+    int8: Packed,
+    f32: PackedF32,
 }
 
-fn serialize(tensors: &Named) -> Result<Vec<u8>> {
-    let views = tensors
-        .iter()
-        .map(|(k, (dt, shape, bytes))| {
-            TensorView::new(*dt, shape.clone(), bytes)
-                .map(|v| (k.as_str(), v))
-                .map_err(|e| Error::InvalidArgument(format!("int8 tensor {k}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None)
-        .map_err(|e| Error::InvalidArgument(format!("writing int8 weights: {e}")))
+impl Packer {
+    /// Appends a layer's int8 weights `q`, scales and i32 bias, and its f32 weights `w` and
+    /// bias `b`; a bias that is all zero is not stored.
+    fn layer(&mut self, q: &[i8], scales: &[f32], bias: &[i32], w: &[f32], b: &[f32]) -> At {
+        let (p, f) = (&mut self.int8, &mut self.f32);
+        let at = At {
+            w: p.weights.len(),
+            s: p.scales.len(),
+            b: bias.iter().any(|&v| v != 0).then_some(p.biases.len()),
+        };
+        p.weights.extend(q);
+        p.scales.extend(scales);
+        if at.b.is_some() {
+            p.biases.extend(bias);
+        }
+        f.weights.extend(w);
+        if b.iter().any(|&v| v != 0.0) {
+            f.biases.extend(b);
+        }
+        at
+    }
 }
 
-/// The step specs of `q` and its tensors (`int8`) and those same tensors in f32 from the
-/// f32 program `prog` it was quantised from (`f32`, the size baseline). Step names are
-/// `prog.names`, `steps.I` where a step has none or its name is taken.
-fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named)> {
-    let (mut specs, mut int8, mut f32) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+/// The step specs of `q` and its packed tensors, with those of the f32 program `prog` it was
+/// quantised from (the size baseline). Step names are `prog.names`, `steps.I` where a step has
+/// none or its name is taken.
+fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Packer)> {
+    let (mut specs, mut pack) = (Vec::new(), Packer::default());
     let mut taken = HashSet::new();
     for (i, (qs, fs)) in q.steps.iter().zip(&prog.steps).enumerate() {
         let given = prog.names.get(i).filter(|n| !n.is_empty());
@@ -186,7 +232,6 @@ fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named
             Some(n) if taken.insert(n.clone()) => n.clone(),
             _ => format!("steps.{i}"),
         };
-        let key = |suffix: &str| format!("{name}.{suffix}");
         specs.push(match (qs, fs) {
             (
                 QStep::Conv {
@@ -197,23 +242,34 @@ fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named
                 },
                 Step::Conv { w, b, .. },
             ) => {
-                let shape = w.shape().to_vec();
-                let bytes = conv.w.iter().map(|&v| v as u8).collect();
-                int8.insert(key("weight"), (Dtype::I8, shape.clone(), bytes));
-                int8.insert(key("weight_scale"), f32_raw(&[conv.cout], &conv.w_scale));
-                int8.insert(key("bias"), f32_raw(&[conv.cout], &conv.bias));
-                f32.insert(key("weight"), f32_raw(&shape, w.data()));
-                f32.insert(key("bias"), f32_raw(&[conv.cout], b.data()));
+                let at = pack.layer(&conv.w, &conv.w_scale, &conv.bias, w.data(), b.data());
                 let c = conv.cfg;
+                let per = if conv.depthwise() { 1 } else { conv.cin };
                 StepSpec::Conv {
                     src: *src,
                     dst: *dst,
                     name,
+                    shape: [conv.cout, per, conv.k, conv.k],
                     stride: c.stride,
                     padding: c.padding,
                     dilation: c.dilation,
                     groups: c.groups,
                     relu: *relu,
+                    at,
+                }
+            }
+            (QStep::Head { src, dst, head }, Step::Head { w, b, .. }) => {
+                let b = match b {
+                    Some(t) => t.try_to_vec()?,
+                    None => Vec::new(),
+                };
+                let at = pack.layer(&head.w, &head.w_scale, &head.bias, &w.try_to_vec()?, &b);
+                StepSpec::Head {
+                    src: *src,
+                    dst: *dst,
+                    name,
+                    shape: [head.classes, head.c],
+                    at,
                 }
             }
             (
@@ -226,29 +282,17 @@ fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named
                 },
                 _,
             ) => {
-                for (k, v) in [("scale", scale), ("shift", shift)] {
-                    int8.insert(key(k), f32_raw(&[v.len()], v));
-                    f32.insert(key(k), f32_raw(&[v.len()], v));
+                let at = pack.int8.affine.len();
+                for p in [&mut pack.int8.affine, &mut pack.f32.affine] {
+                    p.extend(scale.iter().chain(shift));
                 }
                 StepSpec::Affine {
                     src: *src,
                     dst: *dst,
                     name,
+                    len: scale.len(),
+                    at,
                     relu: *relu,
-                }
-            }
-            (QStep::Head { src, dst, w, b }, _) => {
-                for (k, t) in [("weight", Some(w)), ("bias", b.as_ref())] {
-                    if let Some(t) = t {
-                        let raw = f32_raw(t.shape(), &t.try_to_vec()?);
-                        int8.insert(key(k), raw.clone());
-                        f32.insert(key(k), raw);
-                    }
-                }
-                StepSpec::Head {
-                    src: *src,
-                    dst: *dst,
-                    name,
                 }
             }
             (QStep::Relu { src, dst }, _) => StepSpec::Relu {
@@ -290,14 +334,14 @@ fn describe(q: &QProgram, prog: &Program) -> Result<(Vec<StepSpec>, Named, Named
                 stride: *stride,
                 dst: *dst,
             },
-            (QStep::Conv { .. }, _) => {
+            (QStep::Conv { .. } | QStep::Head { .. }, _) => {
                 return Err(Error::InvalidArgument(format!(
-                    "int8 program: step {i} is a conv but the f32 program's is not"
+                    "int8 program: step {i} is a conv or the head but the f32 program's is not"
                 )))
             }
         });
     }
-    Ok((specs, int8, f32))
+    Ok((specs, pack))
 }
 
 /// The bytes of the two files of a quantised folder and the f32 baseline's size.
@@ -315,8 +359,8 @@ pub fn encode(
     train: &TrainConfig,
     calibration: Calibration,
 ) -> Result<Encoded> {
-    let (steps, int8, f32) = describe(q, prog)?;
-    let weights = serialize(&int8)?;
+    let (steps, pack) = describe(q, prog)?;
+    let weights = pack.int8.to_bytes()?;
     Ok(Encoded {
         config: QuantizedRun {
             format: FORMAT.into(),
@@ -329,7 +373,7 @@ pub fn encode(
             measured: None,
         },
         weights,
-        f32_bytes: serialize(&f32)?.len() as u64,
+        f32_bytes: pack.f32.to_bytes()?.len() as u64,
     })
 }
 
@@ -338,7 +382,7 @@ pub fn encode(
 pub fn write(dir: &Path, e: &Encoded) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
     crate::checkpoint::write_atomic(&dir.join(WEIGHTS), &e.weights)?;
-    let text = serde_json::to_string_pretty(&e.config)
+    let text = serde_json::to_string(&e.config)
         .map_err(|err| Error::InvalidArgument(format!("serialising {CONFIG}: {err}")))?;
     crate::checkpoint::write_atomic(&dir.join(CONFIG), text.as_bytes())
 }
@@ -352,11 +396,12 @@ fn read_config(dir: &Path) -> Result<QuantizedRun> {
         return Err(Error::data(&path, "not a `darts quantize` run folder"));
     }
     if v["version"] != VERSION {
+        let source = v["source"].as_str().unwrap_or("its training run folder");
         return Err(Error::data(
             &path,
             format!(
                 "written in int8 format version {}, this darts reads version {VERSION}: \
-                 quantise the training run again with this darts",
+                 re-run `darts quantize --checkpoint {source}` with this darts",
                 v["version"]
             ),
         ));
@@ -369,120 +414,83 @@ fn read_config(dir: &Path) -> Result<QuantizedRun> {
     Ok(run)
 }
 
-/// The tensors of a weights file by name, checked for their dtype when taken.
-struct Tensors<'a> {
-    st: SafeTensors<'a>,
-    path: &'a Path,
+/// A layer's int8 weights, scales and i32 bias.
+type Layer = (Vec<i8>, Vec<f32>, Vec<i32>);
+
+/// A layer's int8 weights (`len` of them), scales and bias (`cout` each) from `p`.
+fn layer(p: &Packed, at: At, len: usize, cout: usize) -> std::result::Result<Layer, String> {
+    let w = part(&p.weights, at.w, len, "weights", "weights")?;
+    let s = part(&p.scales, at.s, cout, "scales", "scales")?;
+    let b = match at.b {
+        Some(b) => part(&p.biases, b, cout, "biases", "bias")?.to_vec(),
+        None => vec![0; cout],
+    };
+    Ok((w.to_vec(), s.to_vec(), b))
 }
 
-impl Tensors<'_> {
-    fn get(&self, name: &str, dtype: Dtype) -> Result<(Vec<usize>, &[u8])> {
-        let t = self
-            .st
-            .tensor(name)
-            .map_err(|_| Error::data(self.path, format!("tensor {name} is missing")))?;
-        if t.dtype() != dtype {
-            return Err(Error::data(
-                self.path,
-                format!("tensor {name} is {:?}, expected {dtype:?}", t.dtype()),
-            ));
-        }
-        Ok((t.shape().to_vec(), t.data()))
-    }
-
-    /// An F32 tensor, which must have `len` values when given.
-    fn f32(&self, name: &str, len: Option<usize>) -> Result<Tensor> {
-        let (shape, bytes) = self.get(name, Dtype::F32)?;
-        let v: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if len.is_some_and(|n| n != v.len()) {
-            return Err(Error::data(
-                self.path,
-                format!("tensor {name} has {} values, expected {len:?}", v.len()),
-            ));
-        }
-        Tensor::from_vec(v, &shape)
-    }
-
-    fn conv(&self, name: &str, cfg: Conv2dCfg) -> Result<QConv> {
-        let key = |s: &str| format!("{name}.{s}");
-        let (shape, bytes) = self.get(&key("weight"), Dtype::I8)?;
-        let &[cout, per, k, k2] = shape.as_slice() else {
-            return Err(Error::data(
-                self.path,
-                format!("{} has shape {shape:?}, not OIHW", key("weight")),
-            ));
-        };
-        if k != k2 || cfg.groups == 0 {
-            return Err(Error::data(
-                self.path,
-                format!("{}: square kernels and groups ≥ 1 only", key("weight")),
-            ));
-        }
-        QConv::new(
-            bytes.iter().map(|&b| b as i8).collect(),
-            self.f32(&key("weight_scale"), Some(cout))?.try_to_vec()?,
-            self.f32(&key("bias"), Some(cout))?.try_to_vec()?,
-            if cfg.groups > 1 { cout } else { per },
-            cout,
-            k,
-            cfg,
-        )
-        .map_err(|e| Error::data(self.path, format!("{}: {e}", key("weight"))))
-    }
-}
-
-fn step(t: &Tensors, spec: &StepSpec) -> Result<QStep> {
+fn step(p: &Packed, spec: &StepSpec) -> std::result::Result<QStep, String> {
     Ok(match spec.clone() {
         StepSpec::Conv {
             src,
             dst,
             name,
+            shape,
             stride,
             padding,
             dilation,
             groups,
             relu,
-        } => QStep::Conv {
-            src,
-            dst,
-            conv: t.conv(
-                &name,
-                Conv2dCfg {
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                },
-            )?,
-            relu,
-        },
+            at,
+        } => {
+            let [cout, per, k, k2] = shape;
+            let named = |e: String| format!("{name}: {e}");
+            if k != k2 || groups == 0 {
+                return Err(named("square kernels and groups ≥ 1 only".into()));
+            }
+            let (w, s, b) = layer(p, at, shape.iter().product(), cout).map_err(named)?;
+            let cfg = Conv2dCfg {
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            let cin = if groups > 1 { cout } else { per };
+            let conv = QConv::new(w, s, b, cin, cout, k, cfg).map_err(|e| named(e.to_string()))?;
+            QStep::Conv {
+                src,
+                dst,
+                conv,
+                relu,
+            }
+        }
         StepSpec::Affine {
             src,
             dst,
             name,
+            len,
+            at,
             relu,
         } => {
-            let scale = t.f32(&format!("{name}.scale"), None)?.try_to_vec()?;
-            let shift = t.f32(&format!("{name}.shift"), Some(scale.len()))?;
+            let v = part(&p.affine, at, 2 * len, "affine", &name)?;
             QStep::Affine {
                 src,
                 dst,
-                scale,
-                shift: shift.try_to_vec()?,
+                scale: v[..len].to_vec(),
+                shift: v[len..].to_vec(),
                 relu,
             }
         }
-        StepSpec::Head { src, dst, name } => {
-            let w = t.f32(&format!("{name}.weight"), None)?;
-            let bias = format!("{name}.bias");
-            let b = match t.st.tensor(&bias) {
-                Ok(_) => Some(t.f32(&bias, Some(w.shape()[0]))?),
-                Err(_) => None,
-            };
-            QStep::Head { src, dst, w, b }
+        StepSpec::Head {
+            src,
+            dst,
+            name,
+            shape: [classes, c],
+            at,
+        } => {
+            let named = |e: String| format!("{name}: {e}");
+            let (w, s, b) = layer(p, at, classes * c, classes).map_err(named)?;
+            let head = QHead::new(w, s, b, classes).map_err(|e| named(e.to_string()))?;
+            QStep::Head { src, dst, head }
         }
         StepSpec::Relu { src, dst } => QStep::Relu { src, dst },
         StepSpec::Pool {
@@ -512,13 +520,11 @@ pub fn load(dir: &Path) -> Result<(QuantizedRun, QProgram)> {
     let run = read_config(dir)?;
     let path = dir.join(WEIGHTS);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::data(&path, format!("not a readable safetensors file: {e}")))?;
-    let t = Tensors { st, path: &path };
+    let p = Packed::from_bytes(&bytes, &path)?;
     let steps = run
         .steps
         .iter()
-        .map(|s| step(&t, s))
+        .map(|s| step(&p, s).map_err(|e| Error::data(&path, e)))
         .collect::<Result<Vec<_>>>()?;
     let q = QProgram::from_parts(steps, run.params.clone())
         .map_err(|e| Error::data(dir.join(CONFIG), e.to_string()))?;

@@ -2,8 +2,10 @@
 //! quantisation on int8 kernels.
 
 pub mod folder;
+pub mod head;
 pub mod int8;
 pub mod observe;
+pub mod packed;
 pub mod prune;
 pub mod quantize;
 pub mod quantize_cli;

@@ -1,25 +1,40 @@
 //! Post-training static int8 quantisation of a lowered network ([`Program`], BN already folded
 //! into the convs): weights symmetric per output channel in [−127, 127], activations uint8
 //! asymmetric per tensor with ranges calibrated by running the f32 program on training batches.
-//! The result, a [`QProgram`], runs every conv, depthwise conv and pool on the int8 kernels; only
-//! the classifier (global pool and linear) stays in f32, on the dequantised last map.
+//! The result, a [`QProgram`], runs every conv, depthwise conv, pool and the classifier
+//! ([`QHead`]) on int8 kernels; biases are i32 at the accumulator's scale `s_x·s_w`, and weight
+//! scales are f16 values (chosen before the weights are rounded, so that storing them in f16
+//! loses nothing).
 //!
 //! Slots whose step cannot change the range in a way that needs new parameters (ReLU, pools, the
 //! one-pixel shift) keep their input's scale and zero point, so these steps are pure uint8 ops.
 
 use serde::{Deserialize, Serialize};
 
+use super::head::QHead;
 use super::int8::{Isa, QConv};
 pub use super::observe::{calibrate, calibration_batches, Observer};
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
-use crate::tensor::Tensor;
 
-/// Scale and zero point of a uint8 tensor: `real = scale·(q − zp)`.
+/// Scale and zero point of a uint8 tensor: `real = scale·(q − zp)`; `[scale, zp]` in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(f32, u8)", into = "(f32, u8)")]
 pub struct QParams {
     pub scale: f32,
     pub zp: u8,
+}
+
+impl From<(f32, u8)> for QParams {
+    fn from((scale, zp): (f32, u8)) -> QParams {
+        QParams { scale, zp }
+    }
+}
+
+impl From<QParams> for (f32, u8) {
+    fn from(p: QParams) -> (f32, u8) {
+        (p.scale, p.zp)
+    }
 }
 
 impl QParams {
@@ -82,25 +97,50 @@ pub enum QStep {
     Head {
         src: Slot,
         dst: Slot,
-        w: Tensor,
-        b: Option<Tensor>,
+        head: QHead,
     },
 }
 
-/// Symmetric per-output-channel int8 weights of a folded conv: `s_o = max|w_o|/127`.
-pub fn quantize_weights(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
-    let per = w.len() / cout;
+/// The smallest f16 value at or above `x ≥ 0`, as f32; `None` past the f16 range.
+fn f16_up(x: f32) -> Option<f32> {
+    let h = half::f16::from_f32(x);
+    let h = if h.to_f32() < x {
+        half::f16::from_bits(h.to_bits() + 1)
+    } else {
+        h
+    };
+    h.is_finite().then(|| h.to_f32())
+}
+
+/// Symmetric per-output-channel int8 weights of a folded conv or linear layer, `s_o` the f16
+/// value rounded up from `max|w_o|/127` (so `|w/s_o| ≤ 127` and the stored f16 scale is the
+/// one the weights were rounded with).
+pub fn quantize_weights(w: &[f32], cout: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    let per = w.len() / cout.max(1);
     let mut q = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(cout);
-    for row in w.chunks(per) {
-        let s = (row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).max(1e-12);
+    for row in w.chunks(per.max(1)) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = f16_up((max / 127.0).max(f32::MIN_POSITIVE)).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "quantize: a weight of magnitude {max} is past the range of an f16 scale"
+            ))
+        })?;
         q.extend(
             row.iter()
                 .map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8),
         );
         scales.push(s);
     }
-    (q, scales)
+    Ok((q, scales))
+}
+
+/// The f32 bias `b` in i32 at the accumulator's scale `x_scale·w_scale[o]`.
+pub fn quantize_bias(b: &[f32], w_scale: &[f32], x_scale: f32) -> Vec<i32> {
+    b.iter()
+        .zip(w_scale)
+        .map(|(&v, &s)| (v / (x_scale * s)).round() as i32)
+        .collect()
 }
 
 /// A quantised network: its steps, each slot's parameters, and each slot's last reader.
@@ -133,9 +173,10 @@ impl QProgram {
                     if shape[2] != shape[3] {
                         return Err(Error::shape("quantize", "square kernels only", &[shape]));
                     }
-                    let (q, w_scale) = quantize_weights(w.data(), shape[0]);
+                    let (q, w_scale) = quantize_weights(w.data(), shape[0])?;
+                    let bias = quantize_bias(b.data(), &w_scale, params[*src].scale);
                     let cin = if cfg.groups > 1 { shape[0] } else { shape[1] };
-                    let conv = QConv::new(q, w_scale, b.to_vec(), cin, shape[0], shape[2], *cfg)?;
+                    let conv = QConv::new(q, w_scale, bias, cin, shape[0], shape[2], *cfg)?;
                     QStep::Conv {
                         src: *src,
                         dst: *dst,
@@ -204,8 +245,7 @@ impl QProgram {
                 Step::Head { src, dst, w, b } => QStep::Head {
                     src: *src,
                     dst: *dst,
-                    w: w.clone(),
-                    b: b.clone(),
+                    head: QHead::quantize(w, b.as_ref(), params[*src].scale)?,
                 },
             });
         }

@@ -95,16 +95,24 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     };
     enc.config.measured = Some(m.clone());
     folder::write(&a.out, &enc)?;
+    // The folder's size is known only once quantized.json (which holds `m`) is written.
+    let size = |name: &str| {
+        std::fs::metadata(a.out.join(name))
+            .map(|f| f.len())
+            .unwrap_or(0)
+    };
+    let folder_bytes = size(folder::CONFIG) + size(folder::WEIGHTS);
     if a.json {
         return crate::cli::print_json(&serde_json::json!({
             "out": a.out,
             "calibration": calibration,
             "measured": m,
+            "folder_bytes": folder_bytes,
         }));
     }
     println!(
         "int8 top-1 {:.2}% vs f32 {:.2}% ({:+.2} points) | weights {} bytes vs {} in f32 ({:.2}×; \
-         the source's model.safetensors: {} bytes) | {}",
+         the source's model.safetensors: {} bytes; the folder: {folder_bytes} bytes) | {}",
         100.0 * m.int8_top1,
         100.0 * m.f32_top1,
         m.delta_points,

@@ -1,13 +1,11 @@
 //! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
 //! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
-//! int8 kernels, slots freed after their last reader, and the head in f32 on the channel means
-//! of the last map.
+//! int8 kernels, slots freed after their last reader, and the logits from the int8 head.
 
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
 use crate::error::{Error, Result};
 use crate::infer::Slot;
-use crate::ops;
 use crate::tensor::Tensor;
 
 impl QProgram {
@@ -28,11 +26,8 @@ impl QProgram {
         for (i, step) in self.steps.iter().enumerate() {
             let (srcs, dst) = step.slots();
             let out = match step {
-                QStep::Head { src, w, b, .. } => {
-                    let x = get(&slots, *src)?;
-                    let [n, _, _, c] = x.shape;
-                    let means = Tensor::from_vec(ew::channel_means(self.isa, x), &[n, c])?;
-                    logits = Some(ops::linear(&means, w, b.as_ref())?.try_to_vec()?);
+                QStep::Head { src, head, .. } => {
+                    logits = Some(head.forward(self.isa, get(&slots, *src)?)?);
                     None
                 }
                 QStep::Relu { src, .. } => {

@@ -1,11 +1,19 @@
 //! The int8 network against the f32 inference path on the same folded weights: calibrated on
-//! some batches, measured on others.
+//! some batches, measured on others; the quantised folder written and read back.
 
-use super::quantize::{calibrate, Observer, QProgram};
+use std::path::{Path, PathBuf};
+
+use super::folder::{
+    encode, load, write, Calibration, Encoded, StepSpec, CONFIG, VERSION, WEIGHTS,
+};
+use super::packed::Packed;
+use super::quantize::{calibrate, quantize_weights, Observer, QProgram, QStep};
+use crate::data::{DataSpec, DatasetKind};
 use crate::infer::{lower, tests::network};
 use crate::nas::genotype::Genotype;
 use crate::nas::space::Arch;
 use crate::tensor::Tensor;
+use crate::train::TrainConfig;
 
 fn argmax(row: &[f32]) -> usize {
     (0..row.len()).fold(0, |b, k| if row[k] > row[b] { k } else { b })
@@ -44,4 +52,153 @@ fn int8_networks_agree_with_f32() {
         let cell = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|";
         assert!(agreement(Arch::Nb201(cell.parse().unwrap()), 1, 8, observer) >= 0.8);
     }
+}
+
+/// `net` quantised on random images of `image`×`image` and encoded as a folder (its training
+/// config a made-up builtin-data run: only its fields, not its data, are read back).
+fn encoded(net: &crate::nas::network::Network, image: usize) -> (QProgram, Encoded) {
+    let prog = lower(net).unwrap();
+    let mut rng = crate::rng(3);
+    let calib = vec![Tensor::randn(&[8, 3, image, image], 1.0, &mut rng)];
+    let q = QProgram::new(&prog, &calibrate(&prog, &calib, Observer::Minmax).unwrap()).unwrap();
+    let train = TrainConfig {
+        data: DataSpec {
+            kind: DatasetKind::Builtin,
+            dir: None,
+        },
+        data_files: Vec::new(),
+        genotype: Arch::Darts(Genotype::named("DARTS_V2").unwrap()),
+        genotype_source: "DARTS_V2".into(),
+        epochs: 1,
+        batch_size: 8,
+        channels: 4,
+        layers: 3,
+        lr: 0.025,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 3e-4,
+        grad_clip: 5.0,
+        auxiliary_weight: 0.0,
+        drop_path: 0.0,
+        cutout: 0,
+        seed: 0,
+        eval_every_epoch: false,
+        max_steps: None,
+        valid_fraction: 0.0,
+        prune: None,
+        stop_after: None,
+        device: Default::default(),
+    };
+    let calibration = Calibration {
+        observer: Observer::Minmax,
+        batches: 1,
+        seed: 3,
+    };
+    let e = encode(&q, &prog, Path::new("run"), &train, calibration).unwrap();
+    (q, e)
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("darts-qfolder-{}-{name}", std::process::id()))
+}
+
+fn darts_v2() -> crate::nas::network::Network {
+    network(Arch::Darts(Genotype::named("DARTS_V2").unwrap()), 3, 9)
+}
+
+#[test]
+fn a_quantised_folder_reloads_exactly_from_its_packed_tensors() {
+    let (q, e) = encoded(&darts_v2(), 9);
+    let dir = temp("roundtrip");
+    write(&dir, &e).unwrap();
+    let (run, loaded) = load(&dir).unwrap();
+    let x = Tensor::randn(&[5, 3, 9, 9], 1.0, &mut crate::rng(5));
+    let bits = |t: Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(q.forward(x.clone()).unwrap()),
+        bits(loaded.forward(x).unwrap())
+    );
+    assert_eq!(run.params, q.params);
+
+    // Other tools read it: a few 1-D tensors, a one-line JSON, no zero bias stored.
+    let bytes = std::fs::read(dir.join(WEIGHTS)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names, ["biases", "scales", "weights"]);
+    let text = std::fs::read_to_string(dir.join(CONFIG)).unwrap();
+    assert_eq!(text.lines().count(), 1, "quantized.json is one line");
+    let packed = Packed::from_bytes(&bytes, &dir).unwrap();
+    let mut biased = 0;
+    for (step, spec) in q.steps.iter().zip(&run.steps) {
+        if let (QStep::Conv { conv, .. }, StepSpec::Conv { at, .. }) = (step, spec) {
+            assert_eq!(at.b.is_none(), conv.bias.iter().all(|&b| b == 0));
+            assert_eq!(
+                conv.depthwise(),
+                at.b.is_none(),
+                "only the depthwise convs lack a bias"
+            );
+            biased += at.b.map_or(0, |_| conv.cout);
+        }
+    }
+    let classes = 10;
+    assert_eq!(packed.biases.len(), biased + classes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn weight_scales_are_exact_f16_values_the_weights_were_rounded_with() {
+    let mut rng = crate::rng(9);
+    let w: Vec<f32> = Tensor::randn(&[6 * 40], 0.3, &mut rng).to_vec();
+    let mut w = w;
+    w[40..80].fill(0.0); // an all-zero channel
+    w[80..120].iter_mut().for_each(|v| *v *= 1e-4); // below f16's normal range
+    let (q, scales) = quantize_weights(&w, 6).unwrap();
+    for (o, &s) in scales.iter().enumerate() {
+        assert_eq!(
+            half::f16::from_f32(s).to_f32(),
+            s,
+            "scale {s} is not an f16"
+        );
+        let row = &w[o * 40..][..40];
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            s >= max / 127.0,
+            "scale {s} below max/127 = {}",
+            max / 127.0
+        );
+        for (&v, &qv) in row.iter().zip(&q[o * 40..][..40]) {
+            assert_eq!(qv as f32, (v / s).round(), "{v} / {s}");
+            assert!((v - qv as f32 * s).abs() <= s / 2.0 * 1.0001);
+        }
+    }
+    assert!(quantize_weights(&[1e7], 1).is_err(), "past f16's range");
+}
+
+#[test]
+fn an_old_or_damaged_folder_is_a_clear_error() {
+    let (_, e) = encoded(&darts_v2(), 9);
+    let dir = temp("damaged");
+    write(&dir, &e).unwrap();
+    let config = dir.join(CONFIG);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = text.replacen(&format!("\"version\":{VERSION}"), "\"version\":1", 1);
+    std::fs::write(&config, old).unwrap();
+    let err = load(&dir).err().unwrap().to_string();
+    assert!(
+        err.contains("version 1") && err.contains("re-run `darts quantize --checkpoint run`"),
+        "{err}"
+    );
+    // Offsets past the packed tensors' ends.
+    let mut run = e.config.clone();
+    for spec in &mut run.steps {
+        if let StepSpec::Conv { at, .. } = spec {
+            at.w += 1 << 20;
+        }
+    }
+    let bad = serde_json::to_string(&run).unwrap();
+    std::fs::write(&config, bad).unwrap();
+    let err = load(&dir).err().unwrap().to_string();
+    assert!(err.contains("of tensor weights"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,7 +6,8 @@
 //! its int8 kernels (QLinearConv, QLinearAdd, QLinearConcat, QLinearAveragePool; max pools and
 //! ReLUs whose output zero point is the minimum drop their Q/DQ pair). A ReLU fused into a conv
 //! is a `Relu` before the output's `QuantizeLinear`, whose zero point is 0 after a ReLU, so
-//! onnxruntime removes it again. The classifier runs in f32 on the last slot dequantised.
+//! onnxruntime removes it again. The classifier is a `Gemm` on the global average pool of the
+//! last slot dequantised, its int8 weights and int32 bias dequantised the same way.
 //!
 //! Input `images` `[batch, C, H, W]` float32 normalised as for `darts eval`, output `logits`.
 
@@ -35,8 +36,8 @@ pub fn model(run: &QuantizedRun, q: &QProgram, channels: usize, size: usize) -> 
             | StepSpec::Head { name, .. } => name.clone(),
             _ => format!("steps.{i}"),
         };
-        if let QStep::Head { w, .. } = step {
-            classes = Some(w.shape()[0]);
+        if let QStep::Head { head, .. } = step {
+            classes = Some(head.classes);
         }
         g.step(step, &name)?;
     }
@@ -167,16 +168,14 @@ impl Qdq<'_> {
                 (b.concat(&xs), *dst)
             }
             QStep::Zeros { like, stride, dst } => (zeros_like(b, &real(*like), *stride), *dst),
-            QStep::Head {
-                src, w, b: bias, ..
-            } => {
+            QStep::Head { src, head, .. } => {
                 let pooled = b.node("GlobalAveragePool", vec![real(*src)], vec![], None);
                 let flat = b.node("Flatten", vec![pooled], vec![int("axis", 1)], None);
-                let wn = b.init_f32(&format!("{name}.weight"), w.shape(), &w.try_to_vec()?);
-                let mut inputs = vec![flat, wn];
-                if let Some(t) = bias {
-                    inputs.push(b.init_f32(&format!("{name}.bias"), t.shape(), &t.try_to_vec()?));
-                }
+                let x_scale = self.params[*src].scale;
+                let dims = [head.classes, head.c];
+                let w = dq_weights(b, name, &dims, &head.w, &head.w_scale);
+                let bias = dq_bias(b, name, &head.bias, &head.w_scale, x_scale);
+                let inputs = vec![flat, w, bias];
                 b.node("Gemm", inputs, vec![int("transB", 1)], Some(OUTPUT));
                 return Ok(());
             }
@@ -186,53 +185,63 @@ impl Qdq<'_> {
     }
 }
 
-/// The float output of `conv` on slot `src` (of scale `x_scale`): int8 weights and int32 bias
-/// dequantised per output channel.
-fn conv_node(b: &mut Builder, x_scale: f32, src: Slot, conv: &QConv, name: &str) -> String {
-    let per = if conv.depthwise() { 1 } else { conv.cin };
-    let cout = conv.cout;
-    let dims = [cout, per, conv.k, conv.k];
-    let w = b.init(
+/// Int8 weights `w` of shape `dims` (output channels first) through a per-output-channel
+/// `DequantizeLinear` (axis 0, zero points 0).
+fn dq_weights(b: &mut Builder, name: &str, dims: &[usize], w: &[i8], w_scale: &[f32]) -> String {
+    let cout = dims[0];
+    let q = b.init(
         &format!("{name}.weight"),
-        &dims,
+        dims,
         INT8,
-        conv.w.iter().map(|&v| v as u8),
+        w.iter().map(|&v| v as u8),
     );
-    let w_scale = b.init_f32(&format!("{name}.weight_scale"), &[cout], &conv.w_scale);
-    let w_zp = b.init(
+    let scale = b.init_f32(&format!("{name}.weight_scale"), &[cout], w_scale);
+    let zp = b.init(
         &format!("{name}.weight_zero_point"),
         &[cout],
         INT8,
         std::iter::repeat_n(0u8, cout),
     );
-    let axis = vec![int("axis", 0)];
-    let wf = b.node(
+    b.node(
         "DequantizeLinear",
-        vec![w, w_scale, w_zp],
-        axis.clone(),
+        vec![q, scale, zp],
+        vec![int("axis", 0)],
         None,
-    );
-    let bias_scale: Vec<f32> = conv.w_scale.iter().map(|s| s * x_scale).collect();
-    let bias_q: Vec<i32> = conv
-        .bias
-        .iter()
-        .zip(&bias_scale)
-        .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)
-        .collect();
-    let bq = b.init(
+    )
+}
+
+/// The int32 `bias` at scale `x_scale·w_scale[o]` through a `DequantizeLinear`.
+fn dq_bias(b: &mut Builder, name: &str, bias: &[i32], w_scale: &[f32], x_scale: f32) -> String {
+    let cout = bias.len();
+    let scale: Vec<f32> = w_scale.iter().map(|s| x_scale * s).collect();
+    let q = b.init(
         &format!("{name}.bias_int32"),
         &[cout],
         INT32,
-        bias_q.iter().flat_map(|v| v.to_le_bytes()),
+        bias.iter().flat_map(|v| v.to_le_bytes()),
     );
-    let bs = b.init_f32(&format!("{name}.bias_scale"), &[cout], &bias_scale);
-    let bz = b.init(
+    let s = b.init_f32(&format!("{name}.bias_scale"), &[cout], &scale);
+    let zp = b.init(
         &format!("{name}.bias_zero_point"),
         &[cout],
         INT32,
         std::iter::repeat_n(0u8, 4 * cout),
     );
-    let bf = b.node("DequantizeLinear", vec![bq, bs, bz], axis, None);
+    b.node(
+        "DequantizeLinear",
+        vec![q, s, zp],
+        vec![int("axis", 0)],
+        None,
+    )
+}
+
+/// The float output of `conv` on slot `src` (of scale `x_scale`): int8 weights and int32 bias
+/// dequantised per output channel.
+fn conv_node(b: &mut Builder, x_scale: f32, src: Slot, conv: &QConv, name: &str) -> String {
+    let per = if conv.depthwise() { 1 } else { conv.cin };
+    let dims = [conv.cout, per, conv.k, conv.k];
+    let wf = dq_weights(b, name, &dims, &conv.w, &conv.w_scale);
+    let bf = dq_bias(b, name, &conv.bias, &conv.w_scale, x_scale);
     let attrs = conv_attrs(&conv.cfg, conv.k);
     b.node("Conv", vec![real(src), wf, bf], attrs, None)
 }

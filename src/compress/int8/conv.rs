@@ -3,7 +3,8 @@
 //! when the kernel is larger than 1×1, strided or padded, or the channels are not a multiple of
 //! 4), depthwise convolutions on [`depthwise`]'s lane-parallel loops.
 //!
-//! The accumulator is `Σ w·(x − zp_x) + bias_q` with `bias_q = round(b / (s_x·s_w))`; the
+//! The accumulator is `Σ w·(x − zp_x) + bias_q`, the bias held as i32 at the accumulator's scale
+//! `s_x·s_w` (as standard int8 runtimes store it: quantised once, for the input's scale); the
 //! output `requant(acc, s_x·s_w/s_y)` ([`requant`](super::isa::requant)), clamped below at
 //! `zp_y` (real 0) when a ReLU follows. Padding holds `zp_x`, which is real 0. The dense
 //! kernels multiply raw bytes, so their bias also takes `−zp_x·Σ_k w[o, k]`.
@@ -16,13 +17,14 @@ use crate::error::{Error, Result};
 use crate::ops::Conv2dCfg;
 
 /// A quantised convolution. `w` is int8 OIHW: `[Cout, Cin, k, k]` (dense, groups = 1) or
-/// `[C, 1, k, k]` (depthwise, groups = Cin = Cout); `w_scale` per output channel, `bias` f32.
+/// `[C, 1, k, k]` (depthwise, groups = Cin = Cout); `w_scale` per output channel, `bias` i32 at
+/// scale `s_x·w_scale[o]` for inputs of scale `s_x`.
 /// The private half is the weights repacked for the kernels, made by [`QConv::new`].
 #[derive(Clone, Debug)]
 pub struct QConv {
     pub w: Vec<i8>,
     pub w_scale: Vec<f32>,
-    pub bias: Vec<f32>,
+    pub bias: Vec<i32>,
     pub cin: usize,
     pub cout: usize,
     pub k: usize,
@@ -50,7 +52,7 @@ impl QConv {
     pub fn new(
         w: Vec<i8>,
         w_scale: Vec<f32>,
-        bias: Vec<f32>,
+        bias: Vec<i32>,
         cin: usize,
         cout: usize,
         k: usize,
@@ -141,7 +143,7 @@ impl QConv {
         let mut bias = vec![0i32; padded];
         let mut mult = vec![0f32; padded];
         for o in 0..self.cout {
-            let b = (self.bias[o] / sb(o)).round() as i32;
+            let b = self.bias[o];
             let wsum: i32 = self.w[o * per..][..per].iter().map(|&v| v as i32).sum();
             bias[o] = if self.depthwise() {
                 b

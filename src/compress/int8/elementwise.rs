@@ -202,12 +202,12 @@ pub fn quantize_nchw(x: &[f32], [n, c, h, w]: [usize; 4], scale: f32, zp: u8) ->
     y
 }
 
-/// The real mean of each channel over the map, `[n][c]`: the head's global average pool, from
-/// integer sums.
-pub fn channel_means(isa: Isa, x: &QTensor) -> Vec<f32> {
+/// The sum of `q − zp` of each channel over the map, `[n][c]`: the head's global average pool
+/// before its division by `h·w`, exact in integers.
+pub fn channel_sums(isa: Isa, x: &QTensor) -> Vec<i32> {
     let [n, _, _, c] = x.shape;
     let mut out = Vec::with_capacity(n * c);
-    means_into(isa, x, &mut out);
+    sums_into(isa, x, &mut out);
     out
 }
 
@@ -271,16 +271,16 @@ fn mix(xs: &[&QTensor], a: &[f32], bzl: (f32, i32, i32), y: &mut [u8]) {
 }
 
 for_each_isa! {
-fn means_into(x: &QTensor, out: &mut Vec<f32>) {
+fn sums_into(x: &QTensor, out: &mut Vec<i32>) {
     let [_, h, w, c] = x.shape;
     let mut sum = vec![0u32; c];
+    let offset = (h * w) as i32 * x.zp as i32;
     for img in x.data.chunks_exact(h * w * c) {
         sum.fill(0);
         for px in img.chunks_exact(c) {
             sum.iter_mut().zip(px).for_each(|(a, &v)| *a += v as u32);
         }
-        let hw = (h * w) as f32;
-        out.extend(sum.iter().map(|&s| x.scale * (s as f32 / hw - x.zp as f32)));
+        out.extend(sum.iter().map(|&s| s as i32 - offset));
     }
 }
 }
