@@ -4,6 +4,7 @@
 pub mod folder;
 pub mod int8;
 pub mod observe;
+mod plan;
 pub mod prune;
 pub mod quantize;
 pub mod quantize_cli;
