@@ -6,6 +6,7 @@ pub mod head;
 pub mod int8;
 pub mod observe;
 pub mod packed;
+mod plan;
 pub mod prune;
 pub mod quantize;
 pub mod quantize_cli;

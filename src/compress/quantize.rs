@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::head::QHead;
 use super::int8::{Isa, QConv};
 pub use super::observe::{calibrate, calibration_batches, Observer};
+use super::plan::Plan;
 use crate::error::{Error, Result};
 use crate::infer::{Program, Slot, Step};
 
@@ -143,11 +144,11 @@ pub fn quantize_bias(b: &[f32], w_scale: &[f32], x_scale: f32) -> Vec<i32> {
         .collect()
 }
 
-/// A quantised network: its steps, each slot's parameters, and each slot's last reader.
+/// A quantised network: its steps, each slot's parameters, and how it is executed.
 pub struct QProgram {
     pub steps: Vec<QStep>,
     pub params: Vec<QParams>,
-    pub(super) last_use: Vec<usize>,
+    pub(super) plan: Plan,
     pub isa: Isa,
 }
 
@@ -253,21 +254,18 @@ impl QProgram {
     }
 
     /// The program of `steps` over slots with `params` (slot 0 the input images, one step the
-    /// head): what a serialised model is rebuilt from. Computes each slot's last reader.
+    /// head): what a serialised model is rebuilt from. Derives the execution [`Plan`].
     pub fn from_parts(steps: Vec<QStep>, params: Vec<QParams>) -> Result<QProgram> {
-        let mut last_use = vec![0; params.len()];
         let mut heads = 0;
         for (i, step) in steps.iter().enumerate() {
             let (srcs, dst) = step.slots();
             heads += matches!(step, QStep::Head { .. }) as usize;
-            if let Some(&s) = srcs.iter().chain([&dst]).find(|&&s| s >= params.len()) {
+            let bad = srcs.into_iter().chain([dst]).find(|&s| s >= params.len());
+            if let Some(s) = bad {
                 return Err(Error::InvalidArgument(format!(
                     "int8 program: step {i} uses slot {s} but only {} slots have parameters",
                     params.len()
                 )));
-            }
-            for s in srcs {
-                last_use[s] = i;
             }
         }
         if heads != 1 {
@@ -276,9 +274,9 @@ impl QProgram {
             )));
         }
         Ok(QProgram {
+            plan: Plan::new(&steps, params.len()),
             steps,
             params,
-            last_use,
             isa: Isa::detect(),
         })
     }

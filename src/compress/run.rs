@@ -1,6 +1,7 @@
 //! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
 //! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
-//! int8 kernels, slots freed after their last reader, and the logits from the int8 head.
+//! int8 kernels as the program's [`Plan`](super::plan::Plan) says (ReLUs read only by depthwise
+//! convs done by them), slots freed after their last reader, and the logits from the int8 head.
 
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
@@ -19,27 +20,33 @@ impl QProgram {
     }
 
     fn run_chunk(&self, x: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        let plan = &self.plan;
         let mut slots: Vec<Option<QTensor>> = vec![None; self.params.len()];
         let p = self.params[0];
         slots[0] = Some(ew::quantize_nchw(x, shape, p.scale, p.zp));
         let mut logits = None;
         for (i, step) in self.steps.iter().enumerate() {
+            if plan.skip[i] {
+                continue;
+            }
             let (srcs, dst) = step.slots();
             let out = match step {
                 QStep::Head { src, head, .. } => {
-                    logits = Some(head.forward(self.isa, get(&slots, *src)?)?);
+                    logits = Some(head.forward(self.isa, self.get(&slots, *src)?)?);
                     None
                 }
-                QStep::Relu { src, .. } => {
-                    let mut y = self.take(&mut slots, *src, i)?;
+                QStep::Relu { src, .. } if plan.last_use[plan.read[*src].0] == i => {
+                    let mut y = slots[plan.read[*src].0].take().ok_or_else(|| unset(*src))?;
                     ew::relu(self.isa, &mut y);
                     Some(y)
                 }
+                QStep::Relu { src, .. } => Some(ew::rectified(self.isa, self.get(&slots, *src)?)),
                 _ => Some(self.exec(step, &slots)?),
             };
             for s in srcs {
-                if self.last_use[s] == i {
-                    slots[s] = None;
+                let held = plan.read[s].0;
+                if plan.last_use[held] == i {
+                    slots[held] = None;
                 }
             }
             slots[dst] = out;
@@ -47,13 +54,12 @@ impl QProgram {
         logits.ok_or_else(|| Error::InvalidArgument("int8: no logits computed".into()))
     }
 
-    /// Slot `s`'s map, moved out when step `i` reads it last, else copied.
-    fn take(&self, slots: &mut [Option<QTensor>], s: Slot, i: usize) -> Result<QTensor> {
-        if self.last_use[s] == i {
-            slots[s].take().ok_or_else(|| unset(s))
-        } else {
-            get(slots, s).cloned()
-        }
+    /// Slot `s`'s map as held (see [`super::plan::Plan::read`]).
+    fn get<'a>(&self, slots: &'a [Option<QTensor>], s: Slot) -> Result<&'a QTensor> {
+        slots
+            .get(self.plan.read[s].0)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| unset(s))
     }
 
     fn out(&self, dst: Slot, relu: bool) -> OutQ {
@@ -69,7 +75,7 @@ impl QProgram {
         let isa = self.isa;
         let many = |srcs: &[Slot]| {
             srcs.iter()
-                .map(|&s| get(slots, s))
+                .map(|&s| self.get(slots, s))
                 .collect::<Result<Vec<_>>>()
         };
         match step {
@@ -78,7 +84,10 @@ impl QProgram {
                 dst,
                 conv,
                 relu,
-            } => conv.forward(isa, get(slots, *src)?, self.out(*dst, *relu)),
+            } => {
+                let relu_in = self.plan.read[*src].1;
+                conv.forward_relu_in(isa, self.get(slots, *src)?, relu_in, self.out(*dst, *relu))
+            }
             QStep::Pool {
                 src,
                 max,
@@ -86,19 +95,19 @@ impl QProgram {
                 stride,
                 pad,
                 ..
-            } => ew::pool(isa, get(slots, *src)?, *max, *k, *stride, *pad),
-            QStep::Shift { src, .. } => Ok(ew::shift(get(slots, *src)?)),
+            } => ew::pool(isa, self.get(slots, *src)?, *max, *k, *stride, *pad),
+            QStep::Shift { src, .. } => Ok(ew::shift(self.get(slots, *src)?)),
             QStep::Affine {
                 src,
                 dst,
                 scale,
                 shift,
                 relu,
-            } => ew::affine(get(slots, *src)?, scale, shift, self.out(*dst, *relu)),
+            } => ew::affine(self.get(slots, *src)?, scale, shift, self.out(*dst, *relu)),
             QStep::Sum { srcs, dst } => ew::sum(isa, &many(srcs)?, self.out(*dst, false)),
             QStep::Concat { srcs, dst } => ew::concat(isa, &many(srcs)?, self.out(*dst, false)),
             QStep::Zeros { like, stride, dst } => {
-                let [n, h, w, c] = get(slots, *like)?.shape;
+                let [n, h, w, c] = self.get(slots, *like)?.shape;
                 let p = self.params[*dst];
                 let shape = [n, h.div_ceil(*stride), w.div_ceil(*stride), c];
                 Ok(QTensor::zeros(shape, p.scale, p.zp))
@@ -112,11 +121,4 @@ impl QProgram {
 
 fn unset(s: Slot) -> Error {
     Error::InvalidArgument(format!("int8: slot {s} read before it was set"))
-}
-
-fn get(slots: &[Option<QTensor>], s: Slot) -> Result<&QTensor> {
-    slots
-        .get(s)
-        .and_then(Option::as_ref)
-        .ok_or_else(|| unset(s))
 }

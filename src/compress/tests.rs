@@ -86,6 +86,7 @@ fn encoded(net: &crate::nas::network::Network, image: usize) -> (QProgram, Encod
         max_steps: None,
         valid_fraction: 0.0,
         prune: None,
+        distill: None,
         stop_after: None,
         device: Default::default(),
     };

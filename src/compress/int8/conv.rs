@@ -1,7 +1,8 @@
 //! [`QConv`], a quantised convolution on channels-last uint8 maps: dense convolutions as one
-//! matrix product over (output positions × output channels) ([`gemm`]: patches gathered only
-//! when the kernel is larger than 1×1, strided or padded, or the channels are not a multiple of
-//! 4), depthwise convolutions on [`depthwise`]'s lane-parallel loops.
+//! matrix product over (output positions × output channels) ([`gemm`]: patches gathered from
+//! the [`Padded`] input, without bounds tests, only when the kernel is larger than 1×1, strided
+//! or padded, or the channels are not a multiple of 4), depthwise convolutions on
+//! [`depthwise`]'s lane-parallel loops.
 //!
 //! The accumulator is `Σ w·(x − zp_x) + bias_q`, the bias held as i32 at the accumulator's scale
 //! `s_x·s_w` (as standard int8 runtimes store it: quantised once, for the input's scale); the
@@ -13,6 +14,7 @@ use super::depthwise::depthwise;
 use super::gemm::{gemm, Epilogue, PackedW};
 use super::isa::Isa;
 use super::map::{OutQ, QTensor};
+use super::padded::Padded;
 use crate::error::{Error, Result};
 use crate::ops::Conv2dCfg;
 
@@ -160,35 +162,55 @@ impl QConv {
         }
     }
 
-    /// The patch of output position `p` into `row` in `[ky][kx][c]` order, `zp` outside.
-    fn gather(&self, x: &QTensor, (oh, ow): (usize, usize), p: usize, row: &mut [u8]) {
-        let [_, h, w, c] = x.shape;
-        let (k, cfg) = (self.k, &self.cfg);
-        let (s, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
-        for ky in 0..k {
-            let iy = (oy * cfg.stride + ky * cfg.dilation) as isize - cfg.padding as isize;
-            for kx in 0..k {
-                let ix = (ox * cfg.stride + kx * cfg.dilation) as isize - cfg.padding as isize;
-                let dst = &mut row[(ky * k + kx) * c..][..c];
-                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                    let at = ((s * h + iy as usize) * w + ix as usize) * c;
-                    dst.copy_from_slice(&x.data[at..][..c]);
-                } else {
-                    dst.fill(x.zp);
-                }
+    /// The patch of output position `p` into `row` in `[ky][kx][c]` order, from the padded
+    /// input (`taps` its [`Padded::taps`]).
+    fn gather(
+        &self,
+        pad: &Padded,
+        taps: &[usize],
+        (oh, ow): (usize, usize),
+        p: usize,
+        row: &mut [u8],
+    ) {
+        let c = self.cin;
+        let at = pad.row_start(p / (oh * ow), p / ow % oh) + p % ow * c;
+        for (dst, &t) in row.chunks_exact_mut(c).zip(taps) {
+            if c == 1 {
+                // A one-byte copy_from_slice would be a call to memcpy.
+                dst[0] = pad.data[at + t];
+            } else {
+                dst.copy_from_slice(&pad.data[at + t..][..c]);
             }
         }
     }
 
     /// The convolution of the NHWC map `x`, requantised to `out`.
     pub fn forward(&self, isa: Isa, x: &QTensor, out: OutQ) -> Result<QTensor> {
+        self.forward_relu_in(isa, x, false, out)
+    }
+
+    /// [`QConv::forward`] of `relu(x)` when `relu_in`: a depthwise conv applies it while it
+    /// pads its input, so a ReLU whose only readers are depthwise convs costs no pass of its
+    /// own; a dense one takes a rectified copy.
+    pub fn forward_relu_in(
+        &self,
+        isa: Isa,
+        x: &QTensor,
+        relu_in: bool,
+        out: OutQ,
+    ) -> Result<QTensor> {
         let (oh, ow) = self.check(x)?;
         let n = x.shape[0];
         let epi = self.epilogue(x, out);
         let mut y = vec![0u8; n * oh * ow * self.cout];
         match &self.packed {
             Packed::Depthwise(taps) => {
-                depthwise(isa, self, taps, x, (oh, ow), &epi, &mut y);
+                depthwise(isa, self, taps, x, relu_in, (oh, ow), &epi, &mut y);
+            }
+            Packed::Dense(_) if relu_in => {
+                let mut r = x.clone();
+                super::elementwise::relu(isa, &mut r);
+                return self.forward(isa, &r, out);
             }
             Packed::Dense(pw) => {
                 let c = &self.cfg;
@@ -198,11 +220,13 @@ impl QConv {
                     gemm(isa, &x.data, self.cin, rows, pw, &epi, &mut y);
                 } else {
                     const BLOCK: usize = 64;
+                    let pad = Padded::new(isa, x, c, false);
+                    let taps = pad.taps(self.k);
                     let mut a = vec![0u8; BLOCK * pw.kp];
                     for p0 in (0..rows).step_by(BLOCK) {
                         let m = BLOCK.min(rows - p0);
                         for (r, row) in a.chunks_exact_mut(pw.kp).take(m).enumerate() {
-                            self.gather(x, (oh, ow), p0 + r, &mut row[..pw.k]);
+                            self.gather(&pad, &taps, (oh, ow), p0 + r, &mut row[..pw.k]);
                         }
                         let dst = &mut y[p0 * self.cout..][..m * self.cout];
                         gemm(isa, &a, pw.kp, m, pw, &epi, dst);

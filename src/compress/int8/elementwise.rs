@@ -54,15 +54,28 @@ pub fn relu(isa: Isa, x: &mut QTensor) {
     relu_bytes(isa, &mut x.data, x.zp);
 }
 
+/// A rectified copy of `x`, in one pass.
+pub fn rectified(isa: Isa, x: &QTensor) -> QTensor {
+    let mut data = vec![0u8; x.data.len()];
+    relu_copy(isa, &mut data, &x.data, x.zp);
+    QTensor { data, ..*x }
+}
+
+for_each_isa! {
+/// `dst = max(src, lo)`.
+pub(super) fn relu_copy(dst: &mut [u8], src: &[u8], lo: u8) {
+    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(lo));
+}
+}
+
 for_each_isa! {
 fn relu_bytes(data: &mut [u8], zp: u8) {
     data.iter_mut().for_each(|v| *v = (*v).max(zp));
 }
 }
 
-/// `Σ_i s_i·(x_i − zp_i)` requantised to `out`: `to_u8(b + Σ_i a_i·q_i)` with `a_i = s_i/s_y`
-/// and `b = −Σ_i a_i·zp_i`, element by element over maps of one shape (one term: a
-/// requantisation).
+/// `Σ_i s_i·(x_i − zp_i)` requantised to `out`, element by element over maps of one shape
+/// (one term: a requantisation).
 pub fn sum(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
     let first = xs
         .first()
@@ -70,21 +83,26 @@ pub fn sum(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
     for x in xs {
         x.same_shape(first, "int8 sum")?;
     }
-    let a: Vec<f32> = xs.iter().map(|x| x.scale / out.scale).collect();
-    let b = -xs
-        .iter()
-        .zip(&a)
-        .map(|(x, &a)| a * x.zp as f32)
-        .sum::<f32>();
-    let (zp, lo) = (out.zp as i32, out.lo());
     let mut y = vec![0u8; first.data.len()];
-    mix(isa, xs, &a, (b, zp, lo), &mut y);
+    sum_into(isa, xs, out, &mut y, first.channels(), 0);
     Ok(QTensor {
         data: y,
         shape: first.shape,
         scale: out.scale,
         zp: out.zp,
     })
+}
+
+/// [`sum`] of maps of one shape into channels `off..off + C` of `y`, whose pixels have `ctot`
+/// channels: `to_u8(b + Σ_i a_i·q_i)` with `a_i = s_i/s_y` and `b = −Σ_i a_i·zp_i`.
+fn sum_into(isa: Isa, xs: &[&QTensor], out: OutQ, y: &mut [u8], ctot: usize, off: usize) {
+    let a: Vec<f32> = xs.iter().map(|x| x.scale / out.scale).collect();
+    let b = -xs
+        .iter()
+        .zip(&a)
+        .map(|(x, &a)| a * x.zp as f32)
+        .sum::<f32>();
+    mix(isa, xs, &a, (b, out.zp as i32, out.lo()), (ctot, off), y);
 }
 
 /// Each `x_i` requantised to `out` (copied when already in it), channels side by side.
@@ -101,14 +119,11 @@ pub fn concat(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
     let mut y = vec![0u8; n * h * w * ctot];
     let mut off = 0;
     for x in xs {
-        let same = x.scale == out.scale && x.zp == out.zp && !out.relu;
-        let part = if same {
-            None
+        if x.scale == out.scale && x.zp == out.zp && !out.relu {
+            scatter(&x.data, x.channels(), &mut y, ctot, off);
         } else {
-            Some(sum(isa, &[x], out)?)
-        };
-        let src = part.as_ref().map_or(&x.data, |p| &p.data);
-        scatter(src, x.channels(), &mut y, ctot, off);
+            sum_into(isa, &[x], out, &mut y, ctot, off);
+        }
         off += x.channels();
     }
     Ok(QTensor {
@@ -251,21 +266,27 @@ fn pool_into(x: &QTensor, max: bool, win: (usize, usize, usize), dims: (usize, u
 }
 
 for_each_isa! {
-/// `y = to_u8(b + Σ_i a_i·x_i)` element by element, in chunks that stay in registers.
-fn mix(xs: &[&QTensor], a: &[f32], bzl: (f32, i32, i32), y: &mut [u8]) {
-    let (b, zp, lo) = bzl;
-    const CHUNK: usize = 256;
-    let mut acc = [0f32; CHUNK];
-    for (i, yc) in y.chunks_mut(CHUNK).enumerate() {
-        let acc = &mut acc[..yc.len()];
+/// `to_u8(b + Σ_i a_i·x_i)` element by element into channels `off..` of `y`'s pixels of
+/// `ctot` channels, in chunks of pixels that stay in registers.
+fn mix(xs: &[&QTensor], a: &[f32], bzl: (f32, i32, i32), at: (usize, usize), y: &mut [u8]) {
+    let ((b, zp, lo), (ctot, off)) = (bzl, at);
+    let c = xs[0].channels();
+    let px = (256 / c).max(1);
+    let mut acc = vec![0f32; px * c];
+    for (i, yc) in y.chunks_mut(px * ctot).enumerate() {
+        let acc = &mut acc[..yc.len() / ctot * c];
         acc.fill(b);
         for (x, &a) in xs.iter().zip(a) {
-            let q = &x.data[i * CHUNK..][..yc.len()];
+            let q = &x.data[i * px * c..][..acc.len()];
             acc.iter_mut().zip(q).for_each(|(v, &q)| *v += a * q as f32);
         }
-        yc.iter_mut()
-            .zip(acc.iter())
-            .for_each(|(o, &v)| *o = to_u8(v, zp, lo));
+        if ctot == c {
+            yc.iter_mut().zip(acc.iter()).for_each(|(o, &v)| *o = to_u8(v, zp, lo));
+        } else {
+            for (d, s) in yc.chunks_exact_mut(ctot).zip(acc.chunks_exact(c)) {
+                d[off..off + c].iter_mut().zip(s).for_each(|(o, &v)| *o = to_u8(v, zp, lo));
+            }
+        }
     }
 }
 }

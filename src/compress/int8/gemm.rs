@@ -111,6 +111,7 @@ fn gemm_scalar(a: &[u8], lda: usize, rows: usize, w: &PackedW, epi: &Epilogue, o
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::isa::x86::Requant16;
     use super::{Epilogue, PackedW};
 
     /// What every tile of one call shares.
@@ -188,10 +189,7 @@ mod x86 {
                 }
             }
         }
-        let (lo, hi) = (_mm512_set1_ps(-512.0), _mm512_set1_ps(512.0));
-        let round = _mm512_set1_ps(super::super::isa::ROUND);
-        let zp = _mm512_set1_epi32(job.epi.zp);
-        let (qlo, qhi) = (_mm512_set1_epi32(job.epi.lo), _mm512_set1_epi32(255));
+        let rq = Requant16::new(job.epi.zp, job.epi.lo);
         for j in 0..NR {
             let o = (v0 + j) * 16;
             let bias = _mm512_loadu_si512(job.epi.bias.as_ptr().add(o) as *const _);
@@ -199,13 +197,9 @@ mod x86 {
             let cnt = (w.n - o).min(16);
             let mask: __mmask16 = if cnt == 16 { !0 } else { (1 << cnt) - 1 };
             for (i, row) in acc.iter().enumerate() {
-                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(row[j], bias)), mult);
-                let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-                let f = _mm512_sub_ps(_mm512_add_ps(f, round), round);
-                let r = _mm512_add_epi32(_mm512_cvttps_epi32(f), zp);
-                let r = _mm512_min_epi32(_mm512_max_epi32(r, qlo), qhi);
+                let r = rq.bytes(_mm512_add_epi32(row[j], bias), mult);
                 let dst = job.out.add((p + i) * w.n + o) as *mut i8;
-                _mm_mask_storeu_epi8(dst, mask, _mm512_cvtepi32_epi8(r));
+                _mm_mask_storeu_epi8(dst, mask, r);
             }
         }
     }

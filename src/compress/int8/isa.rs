@@ -95,3 +95,45 @@ pub fn to_u8(v: f32, zp: i32, lo: i32) -> u8 {
 pub fn requant(acc: i32, m: f32, zp: i32, lo: i32) -> u8 {
     to_u8(acc as f32 * m, zp, lo)
 }
+
+/// [`requant`] on sixteen lanes at once, for the hand-written AVX-512 kernels.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use std::arch::x86_64::*;
+
+    /// The constants of one epilogue, broadcast once per call.
+    #[derive(Clone, Copy)]
+    pub struct Requant16 {
+        lo: __m512,
+        hi: __m512,
+        round: __m512,
+        zp: __m512i,
+        qlo: __m512i,
+        qhi: __m512i,
+    }
+
+    impl Requant16 {
+        #[target_feature(enable = "avx512f")]
+        pub fn new(zp: i32, lo: i32) -> Requant16 {
+            Requant16 {
+                lo: _mm512_set1_ps(-512.0),
+                hi: _mm512_set1_ps(512.0),
+                round: _mm512_set1_ps(super::ROUND),
+                zp: _mm512_set1_epi32(zp),
+                qlo: _mm512_set1_epi32(lo),
+                qhi: _mm512_set1_epi32(255),
+            }
+        }
+
+        /// `requant(acc[l], mult[l], zp, lo)` for each of the sixteen lanes, as bytes.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub fn bytes(&self, acc: __m512i, mult: __m512) -> __m128i {
+            let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
+            let f = _mm512_min_ps(_mm512_max_ps(f, self.lo), self.hi);
+            let f = _mm512_sub_ps(_mm512_add_ps(f, self.round), self.round);
+            let r = _mm512_add_epi32(_mm512_cvttps_epi32(f), self.zp);
+            _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(r, self.qlo), self.qhi))
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod isa;
 pub mod map;
+mod padded;
 #[cfg(test)]
 mod tests;
 

@@ -138,6 +138,14 @@ fn convolutions_match_the_reference_bit_for_bit() {
         (3, 13, 13, 9, 9, 3, 1, 2, 2, true),
         (1, 6, 6, 9, 9, 3, 2, 2, 2, true),
         (3, 8, 8, 10, 7, 3, 1, 1, 1, true),
+        // Border-only maps, rows of several 64-lane blocks, DARTS's shapes.
+        (1, 8, 8, 1, 1, 3, 1, 1, 1, true),
+        (3, 5, 5, 2, 2, 3, 2, 1, 1, true),
+        (3, 3, 3, 2, 2, 3, 1, 2, 2, true),
+        (1, 32, 32, 7, 7, 3, 1, 1, 1, true),
+        (3, 16, 16, 14, 14, 3, 2, 1, 1, true),
+        (1, 8, 8, 28, 28, 3, 1, 2, 2, true),
+        (3, 13, 13, 12, 11, 5, 1, 2, 1, true),
     ];
     for (n, cin, cout, h, w, k, s, p, d, dw) in cases {
         let per = if dw { 1 } else { cin };
@@ -167,13 +175,16 @@ fn convolutions_match_the_reference_bit_for_bit() {
                 relu,
             };
             let want = reference(&conv, &nchw, [n, cin, h, w], xq, out);
+            // The ReLU a depthwise conv fuses into its input.
+            let rectified: Vec<u8> = nchw.iter().map(|&v| v.max(xq.1)).collect();
+            let want_relu_in = reference(&conv, &rectified, [n, cin, h, w], xq, out);
             for isa in Isa::available() {
                 let got = conv.forward(isa, &x, out).unwrap();
-                assert_eq!(
-                    got.to_nchw(),
-                    want,
-                    "{isa:?} case n{n} {cin}->{cout} k{k} s{s} d{d} dw {dw}"
-                );
+                let case =
+                    format!("{isa:?} case n{n} {cin}->{cout} {h}x{w} k{k} s{s} d{d} dw {dw}");
+                assert_eq!(got.to_nchw(), want, "{case}");
+                let got = conv.forward_relu_in(isa, &x, true, out).unwrap();
+                assert_eq!(got.to_nchw(), want_relu_in, "{case}, ReLU in");
             }
         }
     }

@@ -1,0 +1,75 @@
+//! [`Padded`], a conv's input copied with its border: the border filled with the zero point
+//! (real 0), so every tap is read and none is tested, and each row split into `stride` phases
+//! (columns `ph, ph + s, …`), so that the pixels a tap reads for consecutive output pixels are
+//! consecutive pixels of one phase, for every stride and dilation; a ReLU applied on the way
+//! when the caller fused one.
+
+use super::elementwise::relu_copy;
+use super::isa::Isa;
+use super::map::QTensor;
+use crate::ops::Conv2dCfg;
+
+/// Bytes of slack past the last row: a whole vector block may be read from any tap's start.
+pub(super) const SLACK: usize = 64;
+
+pub(super) struct Padded {
+    /// Image `s`, padded row `r`, phase `ph`, column `q`, channel `c` at
+    /// `(s·rows + r)·row + ph·phase + q·C + c`; then [`SLACK`] bytes.
+    pub data: Vec<u8>,
+    rows: usize,
+    row: usize,
+    phase: usize,
+    c: usize,
+    stride: usize,
+    dilation: usize,
+}
+
+impl Padded {
+    /// `x` (rectified when `relu`) laid out for a window of `cfg`.
+    pub fn new(isa: Isa, x: &QTensor, cfg: &Conv2dCfg, relu: bool) -> Padded {
+        let [n, h, w, c] = x.shape;
+        let (s, p) = (cfg.stride, cfg.padding);
+        let (rows, cols) = (h + 2 * p, w + 2 * p);
+        let phase = cols.div_ceil(s) * c;
+        let row = s * phase;
+        let mut data = vec![x.zp; n * rows * row + SLACK];
+        let lo = if relu { x.zp } else { 0 };
+        for (i, src) in x.data.chunks_exact(w * c).enumerate() {
+            let dst = &mut data[(i / h * rows + i % h + p) * row..][..row];
+            if s == 1 {
+                relu_copy(isa, &mut dst[p * c..][..w * c], src, lo);
+            } else {
+                for (ix, px) in src.chunks_exact(c).enumerate() {
+                    let col = ix + p;
+                    relu_copy(isa, &mut dst[col % s * phase + col / s * c..][..c], px, lo);
+                }
+            }
+        }
+        Padded {
+            data,
+            rows,
+            row,
+            phase,
+            c,
+            stride: s,
+            dilation: cfg.dilation,
+        }
+    }
+
+    /// Where output row `oy` of image `s` starts reading: its tap `t` reads output pixel
+    /// `ox`'s channels at `row_start + taps(k)[t] + ox·C`.
+    pub fn row_start(&self, s: usize, oy: usize) -> usize {
+        (s * self.rows + oy * self.stride) * self.row
+    }
+
+    /// Each tap's offset from [`Padded::row_start`], taps `ky·k + kx` of a `k × k` window.
+    pub fn taps(&self, k: usize) -> Vec<usize> {
+        let (st, d) = (self.stride, self.dilation);
+        (0..k * k)
+            .map(|t| {
+                let (ky, kx) = (t / k * d, t % k * d);
+                ky * self.row + kx % st * self.phase + kx / st * self.c
+            })
+            .collect()
+    }
+}
