@@ -7,15 +7,19 @@
 //! applied in place on the conv's fresh output instead of as a new tensor; the ReLU each conv
 //! edge applies to its input is computed once per state, as the training path does.
 //!
-//! Buffers: each slot is freed right after its last reader (liveness computed at lowering), so
-//! its storage goes back to the free list of `device::pool` and the next step, or the next
-//! batch, takes it from there instead of from the allocator; a node's sum accumulates in place
-//! into its first term when that term has no other reader. The kernels underneath split the
-//! work across threads by sample and by channel.
+//! Running it: [`Program::forward`] goes through a [`plan`] made once per input size, which
+//! removes whole passes (ReLUs read through by their convs, sums added in convs' epilogues,
+//! concats written in place by their parts) and runs each image on one core over an arena laid
+//! out by liveness. [`Program::forward_observed`] (int8 calibration) runs the steps as they
+//! are, one tensor per slot: each slot is freed right after its last reader, so its storage
+//! goes back to the free list of `device::pool`; a node's sum accumulates in place into its
+//! first term when that term has no other reader.
 
 pub mod bench;
 pub mod external;
+mod kernels;
 mod lower;
+mod plan;
 
 pub use lower::lower;
 
@@ -23,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Images per parallel task of [`by_chunks`]: enough to amortise a step's fixed cost, few
 /// enough that a chunk's maps stay in a core's L2.
@@ -151,6 +156,8 @@ pub struct Program {
     pub(crate) slots: usize,
     pub(crate) output: Slot,
     pub(crate) last_use: Vec<usize>,
+    /// The f32 path's plan for the last input size seen.
+    plan: Mutex<Option<Arc<plan::Plan>>>,
 }
 
 impl Program {
@@ -169,16 +176,30 @@ impl Program {
             slots,
             output,
             last_use,
+            plan: Mutex::new(None),
         }
     }
 
-    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU, by [`by_chunks`].
+    /// The plan for images of `input` `[C, H, W]`, made on the first call for that size.
+    fn plan(&self, input: [usize; 3]) -> Result<Arc<plan::Plan>> {
+        let mut cached = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cached.as_ref().filter(|p| p.input == input) {
+            return Ok(Arc::clone(p));
+        }
+        let p = Arc::new(plan::Plan::new(self, input)?);
+        *cached = Some(Arc::clone(&p));
+        Ok(p)
+    }
+
+    /// Logits `[N, classes]` for normalised images `[N, C, H, W]` on the CPU, each image run
+    /// through the program's [`plan`] on one core.
     pub fn forward(&self, x: Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4("inference")?;
-        by_chunks(x.data(), [n, c, h, w], |part, shape| {
-            let xs = Tensor::from_vec(part.to_vec(), &shape)?;
-            self.run_steps(xs, &mut |_, _| {})?.try_to_vec()
-        })
+        let plan = self.plan([c, h, w])?;
+        let x = x.to_host()?;
+        let mut logits = vec![0.0; n * plan.classes()];
+        plan.forward(x.data(), &mut logits);
+        Tensor::from_vec(logits, &[n, plan.classes()])
     }
 
     /// [`Program::forward`], showing `observe` every slot's value as it is computed (the input
@@ -327,5 +348,7 @@ fn relu_in_place(v: &mut [f32]) {
     }
 }
 
+#[cfg(test)]
+mod kernel_tests;
 #[cfg(test)]
 pub(crate) mod tests;

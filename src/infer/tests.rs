@@ -43,13 +43,20 @@ fn argmax(row: &[f32]) -> usize {
     (0..row.len()).fold(0, |b, k| if row[k] > row[b] { k } else { b })
 }
 
-/// Logits within 1e-4 of the largest logit's magnitude, and the same predicted class.
+/// Logits within 1e-4 of the largest logit's magnitude, and the same predicted class, at
+/// batches of 1, 3 and 5.
 fn check(mut net: Network) {
+    for n in [1, 3, 5] {
+        check_batch(&mut net, n);
+    }
+}
+
+fn check_batch(net: &mut Network, n: usize) {
     let s = net.spec.image_size;
-    let x = Tensor::randn(&[5, 3, s, s], 1.0, &mut crate::rng(3));
+    let x = Tensor::randn(&[n, 3, s, s], 1.0, &mut crate::rng(3));
     let (want, _) = crate::no_grad(|| net.forward(&x, &mut Ctx::new(false, 0))).unwrap();
-    let prog = lower(&net).unwrap();
-    // Twice: the second run takes its buffers from the free list the first one filled.
+    let prog = lower(net).unwrap();
+    // Twice: the second run reuses the plan and this thread's arena the first one made.
     for _ in 0..2 {
         let got = prog.forward(x.clone()).unwrap();
         assert_eq!(got.shape(), want.shape());

@@ -296,7 +296,7 @@ pub fn conv2d_backward(
 /// back into `memcpy` calls; a fixed trip count and an empty `black_box` (which emits nothing)
 /// keep it from doing so here.
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn copy_row(dst: &mut [f32], src: &[f32]) {
     let n = dst.len();
     let src = &src[..n];
     if n < 8 {

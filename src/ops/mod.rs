@@ -14,6 +14,7 @@ pub mod prof;
 mod reduce;
 mod simd;
 
+pub(crate) use conv::copy_row;
 pub use conv::{conv2d, conv2d_backward, conv2d_inference, Conv2dCfg, Conv2dGrads};
 pub use elementwise::{add, drop_path, dropout, mul, mul_mask, relu, scale, sub};
 pub use loss::{cross_entropy, log_softmax, softmax};
