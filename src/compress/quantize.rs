@@ -159,6 +159,7 @@ impl QProgram {
             .iter()
             .map(|&(a, b)| QParams::from_range(a, b))
             .collect();
+        share_concat_params(prog, &mut params);
         let mut steps = Vec::with_capacity(prog.steps.len());
         for step in &prog.steps {
             steps.push(match step {
@@ -294,6 +295,36 @@ impl QStep {
             | QStep::Head { src, dst, .. } => (vec![*src], *dst),
             QStep::Zeros { like, dst, .. } => (vec![*like], *dst),
             QStep::Sum { srcs, dst } | QStep::Concat { srcs, dst } => (srcs.clone(), *dst),
+        }
+    }
+}
+
+/// Gives each concat part that a conv or a sum computes the concat's parameters, so that the
+/// part is requantised once, by its producer, and the concat only copies bytes. The concat's
+/// range covers its parts' (it is their union), so no part is clipped; a part keeps its own
+/// where it is in two concats or where its parameters are inherited (a ReLU's, a pool's).
+fn share_concat_params(prog: &Program, params: &mut [QParams]) {
+    let requantised: Vec<Slot> = prog
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Conv { dst, .. } | Step::Sum { dst, .. } => Some(*dst),
+            _ => None,
+        })
+        .collect();
+    let mut concats = vec![0usize; params.len()];
+    for step in &prog.steps {
+        if let Step::Concat { srcs, .. } = step {
+            srcs.iter().for_each(|&s| concats[s] += 1);
+        }
+    }
+    for step in &prog.steps {
+        if let Step::Concat { srcs, dst } = step {
+            for &s in srcs {
+                if concats[s] == 1 && requantised.contains(&s) {
+                    params[s] = params[*dst];
+                }
+            }
         }
     }
 }
