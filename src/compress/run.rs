@@ -1,7 +1,7 @@
 //! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
 //! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
 //! int8 kernels as the program's [`Plan`](super::plan::Plan) says (ReLUs read only by depthwise
-//! convs done by them), slots freed after their last reader, and the logits from the int8 head.
+//! convs done by them, node sums by the conv of their last term), slots freed after their last reader, and the logits from the int8 head.
 
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
@@ -29,7 +29,7 @@ impl QProgram {
             if plan.skip[i] {
                 continue;
             }
-            let (srcs, dst) = step.slots();
+            let (srcs, dst) = &plan.io[i];
             let out = match step {
                 QStep::Head { src, head, .. } => {
                     logits = Some(head.forward(self.isa, self.get(&slots, *src)?)?);
@@ -41,15 +41,15 @@ impl QProgram {
                     Some(y)
                 }
                 QStep::Relu { src, .. } => Some(ew::rectified(self.isa, self.get(&slots, *src)?)),
-                _ => Some(self.exec(step, &slots)?),
+                _ => Some(self.exec(step, &plan.io[i], &slots)?),
             };
-            for s in srcs {
+            for &s in srcs {
                 let held = plan.read[s].0;
                 if plan.last_use[held] == i {
                     slots[held] = None;
                 }
             }
-            slots[dst] = out;
+            slots[*dst] = out;
         }
         logits.ok_or_else(|| Error::InvalidArgument("int8: no logits computed".into()))
     }
@@ -71,7 +71,13 @@ impl QProgram {
         }
     }
 
-    fn exec(&self, step: &QStep, slots: &[Option<QTensor>]) -> Result<QTensor> {
+    /// `step`, reading and writing the slots of `io` (its [`Plan::io`](super::plan::Plan)).
+    fn exec(
+        &self,
+        step: &QStep,
+        io: &(Vec<Slot>, Slot),
+        slots: &[Option<QTensor>],
+    ) -> Result<QTensor> {
         let isa = self.isa;
         let many = |srcs: &[Slot]| {
             srcs.iter()
@@ -80,13 +86,12 @@ impl QProgram {
         };
         match step {
             QStep::Conv {
-                src,
-                dst,
-                conv,
-                relu,
+                src, conv, relu, ..
             } => {
                 let relu_in = self.plan.read[*src].1;
-                conv.forward_relu_in(isa, self.get(slots, *src)?, relu_in, self.out(*dst, *relu))
+                let adds = many(&io.0[1..])?;
+                let out = self.out(io.1, *relu);
+                conv.forward_fused(isa, self.get(slots, *src)?, relu_in, &adds, out)
             }
             QStep::Pool {
                 src,

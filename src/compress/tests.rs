@@ -54,6 +54,41 @@ fn int8_networks_agree_with_f32() {
     }
 }
 
+/// DARTS_V2's normal cells end every node in a separable or dilated conv, so the plan computes
+/// each of their sums in that conv's epilogue; the reduction cells' sums of pools stay steps.
+/// Each cell's concat then only copies bytes: the sums it joins were given its parameters.
+#[test]
+fn node_sums_run_in_conv_epilogues_and_concats_copy() {
+    let arch = Arch::Darts(Genotype::named("DARTS_V2").unwrap());
+    let prog = lower(&network(arch, 3, 9)).unwrap();
+    let mut rng = crate::rng(5);
+    let calib = vec![Tensor::randn(&[8, 3, 9, 9], 1.0, &mut rng)];
+    let q = QProgram::new(&prog, &calibrate(&prog, &calib, Observer::Minmax).unwrap()).unwrap();
+    let sums: Vec<usize> = (0..q.steps.len())
+        .filter(|&i| matches!(q.steps[i], QStep::Sum { .. }))
+        .collect();
+    let fused = sums.iter().filter(|&&i| q.plan.skip[i]).count();
+    // Three cells of four nodes: the first normal, the other two reductions (at 1/3 and 2/3).
+    assert_eq!((sums.len(), fused), (12, 4));
+    for (i, step) in q.steps.iter().enumerate() {
+        if let QStep::Sum { dst, .. } = step {
+            let writer = q.plan.io.iter().rposition(|io| io.1 == *dst).unwrap();
+            assert!(writer == i || matches!(q.steps[writer], QStep::Conv { .. }));
+        }
+        if let QStep::Concat { srcs, dst } = step {
+            let shared = srcs
+                .iter()
+                .filter(|&&s| q.params[s] == q.params[*dst])
+                .count();
+            assert_eq!(
+                shared,
+                srcs.len(),
+                "step {i}: a concat part in its own parameters"
+            );
+        }
+    }
+}
+
 /// `net` quantised on random images of `image`×`image` and encoded as a folder (its training
 /// config a made-up builtin-data run: only its fields, not its data, are read back).
 fn encoded(net: &crate::nas::network::Network, image: usize) -> (QProgram, Encoded) {

@@ -11,7 +11,7 @@
 //! kernels multiply raw bytes, so their bias also takes `−zp_x·Σ_k w[o, k]`.
 
 use super::depthwise::depthwise;
-use super::gemm::{gemm, Epilogue, PackedW};
+use super::gemm::{gemm, Adds, Epilogue, PackedW};
 use super::isa::Isa;
 use super::map::{OutQ, QTensor};
 use super::padded::Padded;
@@ -186,38 +186,55 @@ impl QConv {
 
     /// The convolution of the NHWC map `x`, requantised to `out`.
     pub fn forward(&self, isa: Isa, x: &QTensor, out: OutQ) -> Result<QTensor> {
-        self.forward_relu_in(isa, x, false, out)
+        self.forward_fused(isa, x, false, &[], out)
     }
 
-    /// [`QConv::forward`] of `relu(x)` when `relu_in`: a depthwise conv applies it while it
+    /// [`QConv::forward`] of `relu(x)` when `relu_in` (a depthwise conv applies it while it
     /// pads its input, so a ReLU whose only readers are depthwise convs costs no pass of its
-    /// own; a dense one takes a rectified copy.
-    pub fn forward_relu_in(
+    /// own; a dense one takes a rectified copy), plus the maps `adds` in the epilogue (a
+    /// node's sum computed by the dense conv of its last term): `Σ_t s_t·(q_t − zp_t)`,
+    /// requantised with the conv's output once.
+    pub fn forward_fused(
         &self,
         isa: Isa,
         x: &QTensor,
         relu_in: bool,
+        adds: &[&QTensor],
         out: OutQ,
     ) -> Result<QTensor> {
         let (oh, ow) = self.check(x)?;
         let n = x.shape[0];
+        let shape = [n, oh, ow, self.cout];
+        if let Some(t) = adds.iter().find(|t| t.shape != shape) {
+            return Err(Error::shape(
+                "int8 conv",
+                "an added map of another shape",
+                &[&shape, &t.shape],
+            ));
+        }
         let epi = self.epilogue(x, out);
+        let terms = adds_of(adds, out);
         let mut y = vec![0u8; n * oh * ow * self.cout];
         match &self.packed {
+            Packed::Depthwise(_) if !adds.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "int8 conv: a depthwise conv adds no maps in its epilogue".into(),
+                ))
+            }
             Packed::Depthwise(taps) => {
                 depthwise(isa, self, taps, x, relu_in, (oh, ow), &epi, &mut y);
             }
             Packed::Dense(_) if relu_in => {
                 let mut r = x.clone();
                 super::elementwise::relu(isa, &mut r);
-                return self.forward(isa, &r, out);
+                return self.forward_fused(isa, &r, false, adds, out);
             }
             Packed::Dense(pw) => {
                 let c = &self.cfg;
                 let rows = n * oh * ow;
                 if self.k == 1 && c.stride == 1 && c.padding == 0 && pw.kp == pw.k {
                     // The map is already the matrix: one row of C bytes per position.
-                    gemm(isa, &x.data, self.cin, rows, pw, &epi, &mut y);
+                    gemm(isa, &x.data, self.cin, rows, pw, &epi, &terms, &mut y);
                 } else {
                     const BLOCK: usize = 64;
                     let pad = Padded::new(isa, x, c, false);
@@ -229,16 +246,32 @@ impl QConv {
                             self.gather(&pad, &taps, (oh, ow), p0 + r, &mut row[..pw.k]);
                         }
                         let dst = &mut y[p0 * self.cout..][..m * self.cout];
-                        gemm(isa, &a, pw.kp, m, pw, &epi, dst);
+                        let block = terms.rows(p0, m, self.cout);
+                        gemm(isa, &a, pw.kp, m, pw, &epi, &block, dst);
                     }
                 }
             }
         }
         Ok(QTensor {
             data: y,
-            shape: [n, oh, ow, self.cout],
+            shape,
             scale: out.scale,
             zp: out.zp,
         })
     }
+}
+
+/// The epilogue terms that add the maps `xs` in `out`'s units: `a_t = s_t/s_y` and the shift
+/// `−Σ_t a_t·zp_t`, as the unfused sum computes them.
+pub(super) fn adds_of<'a>(xs: &[&'a QTensor], out: OutQ) -> Adds<'a> {
+    let terms: Vec<(&[u8], f32)> = xs
+        .iter()
+        .map(|x| (&x.data[..], x.scale / out.scale))
+        .collect();
+    let shift = -terms
+        .iter()
+        .zip(xs)
+        .map(|(t, x)| t.1 * x.zp as f32)
+        .sum::<f32>();
+    Adds { terms, shift }
 }

@@ -16,8 +16,12 @@
 //!
 //! Every row of `a` must have [`PackedW::kp`] readable bytes (the reduction rounded up to 4);
 //! the bytes past `k` meet zero weights.
+//!
+//! The epilogue can also add uint8 maps laid out like the output ([`Adds`]): a node's sum
+//! computed by the conv of its last term, requantised once instead of twice, without a pass
+//! of its own.
 
-use super::isa::{requant, Isa};
+use super::isa::{requant, to_u8, Isa};
 
 /// Weights of `n` outputs over a reduction of `k`, in each kernel's layout.
 #[derive(Clone, Debug)]
@@ -66,7 +70,40 @@ pub struct Epilogue {
     pub lo: i32,
 }
 
-/// `rows` positions of `a` (row stride `lda`) through `w`, requantised into `out[p·n + o]`.
+/// Maps added to the output in the epilogue, in the output's units: element `i` of the result
+/// is `to_u8(acc·mult + Σ_t a_t·q_t[i] + shift)`, the terms in order, each a multiply then an
+/// add (no fused multiply-add, so every instruction set rounds alike). No terms: plain
+/// [`requant`].
+#[derive(Clone, Default)]
+pub struct Adds<'a> {
+    pub terms: Vec<(&'a [u8], f32)>,
+    pub shift: f32,
+}
+
+impl Adds<'_> {
+    /// The terms' rows `p0..p0 + rows` of `n` channels, for a block of output positions.
+    pub fn rows(&self, p0: usize, rows: usize, n: usize) -> Adds<'_> {
+        Adds {
+            terms: self
+                .terms
+                .iter()
+                .map(|&(q, a)| (&q[p0 * n..][..rows * n], a))
+                .collect(),
+            shift: self.shift,
+        }
+    }
+
+    /// Element `i` of the result from its scaled accumulator `v = acc·mult`.
+    #[inline(always)]
+    fn finish(&self, v: f32, i: usize, zp: i32, lo: i32) -> u8 {
+        let v = self.terms.iter().fold(v, |v, &(q, a)| v + a * q[i] as f32);
+        to_u8(v + self.shift, zp, lo)
+    }
+}
+
+/// `rows` positions of `a` (row stride `lda`) through `w`, requantised into `out[p·n + o]`,
+/// with the maps of `adds` added.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
     a: &[u8],
@@ -74,6 +111,7 @@ pub fn gemm(
     rows: usize,
     w: &PackedW,
     epi: &Epilogue,
+    adds: &Adds,
     out: &mut [u8],
 ) {
     if rows == 0 {
@@ -84,25 +122,42 @@ pub fn gemm(
         "int8 gemm: buffers too small"
     );
     assert!(epi.bias.len() >= w.n.div_ceil(16) * 16 && epi.mult.len() == epi.bias.len());
+    assert!(
+        adds.terms.iter().all(|t| t.0.len() >= rows * w.n),
+        "int8 gemm: an added map is smaller than the output"
+    );
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
         // were checked above.
-        Isa::Avx512Vnni => unsafe { x86::gemm_vnni(a, lda, rows, w, epi, out) },
+        Isa::Avx512Vnni => unsafe { x86::gemm_vnni(a, lda, rows, w, epi, adds, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::gemm_avx2(a, lda, rows, w, epi, out) },
-        _ => gemm_scalar(a, lda, rows, w, epi, out),
+        Isa::Avx2 => unsafe { x86::gemm_avx2(a, lda, rows, w, epi, adds, out) },
+        _ => gemm_scalar(a, lda, rows, w, epi, adds, out),
     }
 }
 
-fn gemm_scalar(a: &[u8], lda: usize, rows: usize, w: &PackedW, epi: &Epilogue, out: &mut [u8]) {
+fn gemm_scalar(
+    a: &[u8],
+    lda: usize,
+    rows: usize,
+    w: &PackedW,
+    epi: &Epilogue,
+    adds: &Adds,
+    out: &mut [u8],
+) {
     let (n, k) = (w.n, w.k);
     for p in 0..rows {
         let row = &a[p * lda..][..k];
         for o in 0..n {
             let wr = &w.scalar[o * k..][..k];
             let acc: i32 = row.iter().zip(wr).map(|(&x, &v)| x as i32 * v as i32).sum();
-            out[p * n + o] = requant(acc + epi.bias[o], epi.mult[o], epi.zp, epi.lo);
+            let acc = acc + epi.bias[o];
+            out[p * n + o] = if adds.terms.is_empty() {
+                requant(acc, epi.mult[o], epi.zp, epi.lo)
+            } else {
+                adds.finish(acc as f32 * epi.mult[o], p * n + o, epi.zp, epi.lo)
+            };
         }
     }
 }
@@ -112,7 +167,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::isa::x86::Requant16;
-    use super::{Epilogue, PackedW};
+    use super::{Adds, Epilogue, PackedW};
 
     /// What every tile of one call shares.
     struct Job<'a> {
@@ -120,6 +175,7 @@ mod x86 {
         lda: usize,
         w: &'a PackedW,
         epi: &'a Epilogue,
+        adds: &'a Adds<'a>,
         out: *mut u8,
     }
 
@@ -130,6 +186,7 @@ mod x86 {
         rows: usize,
         w: &PackedW,
         epi: &Epilogue,
+        adds: &Adds,
         out: &mut [u8],
     ) {
         let job = Job {
@@ -137,6 +194,7 @@ mod x86 {
             lda,
             w,
             epi,
+            adds,
             out: out.as_mut_ptr(),
         };
         let vecs = w.n.div_ceil(16);
@@ -197,9 +255,20 @@ mod x86 {
             let cnt = (w.n - o).min(16);
             let mask: __mmask16 = if cnt == 16 { !0 } else { (1 << cnt) - 1 };
             for (i, row) in acc.iter().enumerate() {
-                let r = rq.bytes(_mm512_add_epi32(row[j], bias), mult);
-                let dst = job.out.add((p + i) * w.n + o) as *mut i8;
-                _mm_mask_storeu_epi8(dst, mask, r);
+                let at = (p + i) * w.n + o;
+                let acc = _mm512_add_epi32(row[j], bias);
+                let r = if job.adds.terms.is_empty() {
+                    rq.bytes(acc, mult)
+                } else {
+                    let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
+                    for &(q, a) in &job.adds.terms {
+                        let x = _mm_maskz_loadu_epi8(mask, q.as_ptr().add(at) as *const i8);
+                        let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
+                        f = _mm512_add_ps(f, _mm512_mul_ps(_mm512_set1_ps(a), x));
+                    }
+                    rq.finish(_mm512_add_ps(f, _mm512_set1_ps(job.adds.shift)))
+                };
+                _mm_mask_storeu_epi8(job.out.add(at) as *mut i8, mask, r);
             }
         }
     }
@@ -211,6 +280,7 @@ mod x86 {
         rows: usize,
         w: &PackedW,
         epi: &Epilogue,
+        adds: &Adds,
         out: &mut [u8],
     ) {
         let job = Job {
@@ -218,6 +288,7 @@ mod x86 {
             lda,
             w,
             epi,
+            adds,
             out: out.as_mut_ptr(),
         };
         let vecs = w.n.div_ceil(8);
@@ -277,16 +348,29 @@ mod x86 {
             let mult = _mm256_loadu_ps(job.epi.mult.as_ptr().add(o));
             let cnt = (w.n - o).min(8);
             for (i, row) in acc.iter().enumerate() {
+                let at = (p + i) * w.n + o;
                 let f = _mm256_cvtepi32_ps(_mm256_add_epi32(row[j], bias));
-                let f = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(f, mult), lo), hi);
+                let mut f = _mm256_mul_ps(f, mult);
+                if !job.adds.terms.is_empty() {
+                    for &(q, a) in &job.adds.terms {
+                        let mut x = [0u8; 16];
+                        x[..cnt].copy_from_slice(&q[at..][..cnt]);
+                        let x = _mm256_cvtepu8_epi32(_mm_loadu_si128(x.as_ptr() as *const _));
+                        f = _mm256_add_ps(
+                            f,
+                            _mm256_mul_ps(_mm256_set1_ps(a), _mm256_cvtepi32_ps(x)),
+                        );
+                    }
+                    f = _mm256_add_ps(f, _mm256_set1_ps(job.adds.shift));
+                }
+                let f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
                 let f = _mm256_sub_ps(_mm256_add_ps(f, round), round);
                 let r = _mm256_add_epi32(_mm256_cvttps_epi32(f), zp);
                 let r = _mm256_min_epi32(_mm256_max_epi32(r, qlo), qhi);
                 let r16 =
                     _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
                 let bytes: [u8; 16] = std::mem::transmute(_mm_packus_epi16(r16, r16));
-                let dst = job.out.add((p + i) * w.n + o);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, cnt);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), job.out.add(at), cnt);
             }
         }
     }

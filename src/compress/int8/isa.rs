@@ -129,7 +129,13 @@ pub(super) mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         pub fn bytes(&self, acc: __m512i, mult: __m512) -> __m128i {
-            let f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
+            self.finish(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult))
+        }
+
+        /// [`to_u8`](super::to_u8) of each of the sixteen lanes, as bytes.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub fn finish(&self, f: __m512) -> __m128i {
             let f = _mm512_min_ps(_mm512_max_ps(f, self.lo), self.hi);
             let f = _mm512_sub_ps(_mm512_add_ps(f, self.round), self.round);
             let r = _mm512_add_epi32(_mm512_cvttps_epi32(f), self.zp);

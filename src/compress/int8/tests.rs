@@ -6,7 +6,7 @@
 use rand::{Rng, RngCore};
 
 use super::elementwise as ew;
-use super::gemm::{gemm, Epilogue, PackedW};
+use super::gemm::{gemm, Adds, Epilogue, PackedW};
 use super::*;
 use crate::ops::Conv2dCfg;
 use crate::tensor::Tensor;
@@ -64,20 +64,40 @@ fn gemm_is_exact_on_every_isa() {
                 zp: rng.random_range(0..256),
                 lo: rng.random_range(0..100),
             };
+            // Zero to three maps added in the epilogue (a node's sum).
+            let maps: Vec<Vec<u8>> = (0..rng.random_range(0..4))
+                .map(|_| bytes(rows * n, &mut rng))
+                .collect();
+            let adds = Adds {
+                terms: maps
+                    .iter()
+                    .map(|m| (&m[..], rng.random_range(0.1..3.0)))
+                    .collect(),
+                shift: rng.random_range(-300.0..0.0),
+            };
             let want: Vec<u8> = (0..rows * n)
                 .map(|i| {
                     let (p, o) = (i / n, i % n);
                     let acc: i32 = (0..k)
                         .map(|j| a[p * kp + j] as i32 * w[o * k + j] as i32)
                         .sum();
-                    requant(acc + epi.bias[o], epi.mult[o], epi.zp, epi.lo)
+                    let acc = acc + epi.bias[o];
+                    if maps.is_empty() {
+                        return requant(acc, epi.mult[o], epi.zp, epi.lo);
+                    }
+                    let mut v = acc as f32 * epi.mult[o];
+                    for &(q, a) in &adds.terms {
+                        v += a * q[i] as f32;
+                    }
+                    isa::to_u8(v + adds.shift, epi.zp, epi.lo)
                 })
                 .collect();
             let packed = PackedW::new(&w, n, k);
             for isa in Isa::available() {
                 let mut got = vec![0u8; rows * n];
-                gemm(isa, &a, kp, rows, &packed, &epi, &mut got);
-                assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows}");
+                gemm(isa, &a, kp, rows, &packed, &epi, &adds, &mut got);
+                let terms = maps.len();
+                assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows} terms {terms}");
             }
         }
     }
@@ -86,6 +106,25 @@ fn gemm_is_exact_on_every_isa() {
 /// The plain convolution on NCHW bytes: `requant(round(b/(s_x s_w)) + Σ w·(x − zp))`, taps
 /// outside skipped.
 fn reference(c: &QConv, x: &[u8], [n, cin, h, w]: [usize; 4], xq: (f32, u8), out: OutQ) -> Vec<u8> {
+    reference_sum(c, x, [n, cin, h, w], xq, &[], out)
+}
+
+/// [`reference`] plus the NCHW maps `adds` (bytes, scale, zero point) in the epilogue:
+/// `to_u8(acc·m + Σ_t a_t·q_t − Σ_t a_t·zp_t)`, `a_t = s_t/s_y`.
+fn reference_sum(
+    c: &QConv,
+    x: &[u8],
+    [n, cin, h, w]: [usize; 4],
+    xq: (f32, u8),
+    adds: &[(&[u8], f32, u8)],
+    out: OutQ,
+) -> Vec<u8> {
+    let a: Vec<f32> = adds.iter().map(|t| t.1 / out.scale).collect();
+    let shift = -adds
+        .iter()
+        .zip(&a)
+        .map(|(t, &a)| a * t.2 as f32)
+        .sum::<f32>();
     let (k, s, p, d) = (c.k, c.cfg.stride, c.cfg.padding, c.cfg.dilation);
     let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1;
     let ow = (w + 2 * p - d * (k - 1) - 1) / s + 1;
@@ -112,7 +151,16 @@ fn reference(c: &QConv, x: &[u8], [n, cin, h, w]: [usize; 4], xq: (f32, u8), out
                             }
                         }
                     }
-                    y.push(requant(acc, sb / out.scale, out.zp as i32, out.lo()));
+                    let (m, i) = (sb / out.scale, y.len());
+                    y.push(if adds.is_empty() {
+                        requant(acc, m, out.zp as i32, out.lo())
+                    } else {
+                        let v = adds
+                            .iter()
+                            .zip(&a)
+                            .fold(acc as f32 * m, |v, (t, &a)| v + a * t.0[i] as f32);
+                        isa::to_u8(v + shift, out.zp as i32, out.lo())
+                    });
                 }
             }
         }
@@ -178,13 +226,41 @@ fn convolutions_match_the_reference_bit_for_bit() {
             // The ReLU a depthwise conv fuses into its input.
             let rectified: Vec<u8> = nchw.iter().map(|&v| v.max(xq.1)).collect();
             let want_relu_in = reference(&conv, &rectified, [n, cin, h, w], xq, out);
+            // A node's other two terms, added by a dense conv's epilogue.
+            let [_, oh, ow, _] = conv.forward(Isa::Scalar, &x, out).unwrap().shape;
+            let terms: Vec<(Vec<u8>, f32, u8)> = (0..2)
+                .map(|_| {
+                    (
+                        bytes(n * cout * oh * ow, &mut rng),
+                        rng.random_range(0.01..0.1),
+                        rng.random(),
+                    )
+                })
+                .collect();
+            let maps: Vec<QTensor> = terms
+                .iter()
+                .map(|t| QTensor::from_nchw(&t.0, [n, cout, oh, ow], t.1, t.2))
+                .collect();
+            let refs: Vec<(&[u8], f32, u8)> = terms.iter().map(|t| (&t.0[..], t.1, t.2)).collect();
+            let want_sum = reference_sum(&conv, &nchw, [n, cin, h, w], xq, &refs, out);
+            let maps: Vec<&QTensor> = maps.iter().collect();
             for isa in Isa::available() {
                 let got = conv.forward(isa, &x, out).unwrap();
                 let case =
                     format!("{isa:?} case n{n} {cin}->{cout} {h}x{w} k{k} s{s} d{d} dw {dw}");
                 assert_eq!(got.to_nchw(), want, "{case}");
-                let got = conv.forward_relu_in(isa, &x, true, out).unwrap();
+                let got = conv.forward_fused(isa, &x, true, &[], out).unwrap();
                 assert_eq!(got.to_nchw(), want_relu_in, "{case}, ReLU in");
+                let got = conv.forward_fused(isa, &x, false, &maps, out);
+                if dw {
+                    assert!(got.is_err(), "{case}: a depthwise conv adds no maps");
+                } else {
+                    assert_eq!(
+                        got.unwrap().to_nchw(),
+                        want_sum,
+                        "{case}, sum in the epilogue"
+                    );
+                }
             }
         }
     }
