@@ -41,21 +41,26 @@ pub(super) fn depthwise(
     let (kk, len) = (conv.k * conv.k, ow * c);
     let lenp = len.div_ceil(BLOCK) * BLOCK;
     let zp = x.zp as i32;
-    let lane = |j: usize| j % c;
+    // Each lane's constants are its channel's, repeated every C lanes: tiled by whole-pixel
+    // copies (a lane-by-lane `j % C` would cost more than the convolution at batch 1).
+    let tile = |row: &mut [i32], per: &[i32]| {
+        row[..len]
+            .chunks_exact_mut(c)
+            .for_each(|px| px.copy_from_slice(per));
+    };
     let mut wexp = vec![0i32; kk * lenp];
-    for (t, row) in wexp.chunks_exact_mut(lenp).enumerate() {
-        for (j, v) in row[..len].iter_mut().enumerate() {
-            *v = taps[t * c + lane(j)];
-        }
+    for (row, per) in wexp.chunks_exact_mut(lenp).zip(taps.chunks_exact(c)) {
+        tile(row, per);
     }
-    let wsum = |ch: usize| (0..kk).map(|t| taps[t * c + ch]).sum::<i32>();
-    let wsums: Vec<i32> = (0..c).map(wsum).collect();
+    let bias: Vec<i32> = (0..c)
+        .map(|ch| epi.bias[ch] - zp * (0..kk).map(|t| taps[t * c + ch]).sum::<i32>())
+        .collect();
     let mut bexp = vec![0i32; lenp];
+    tile(&mut bexp, &bias);
     let mut mexp = vec![0f32; lenp];
-    for j in 0..len {
-        bexp[j] = epi.bias[lane(j)] - zp * wsums[lane(j)];
-        mexp[j] = epi.mult[lane(j)];
-    }
+    mexp[..len]
+        .chunks_exact_mut(c)
+        .for_each(|px| px.copy_from_slice(&epi.mult[..c]));
     let lanes = Lanes {
         w: &wexp,
         bias: &bexp,
