@@ -227,42 +227,70 @@ pub fn channel_sums(isa: Isa, x: &QTensor) -> Vec<i32> {
 }
 
 for_each_isa! {
-/// The pooled map `[n, oh, ow, c]` of `x` into `y`, window `(k, stride, pad)`.
+/// The pooled map `[n, oh, ow, c]` of `x` into `y`, window `(k, stride, pad)`; the usual
+/// channel counts with `C` known at compile time, so that a pixel is a few vector ops.
 fn pool_into(x: &QTensor, max: bool, win: (usize, usize, usize), dims: (usize, usize), y: &mut [u8]) {
-    let ([_, h, w, c], (k, stride, pad), (oh, ow)) = (x.shape, win, dims);
-    let mut sum = vec![0u32; c];
+    match x.channels() {
+        8 => pool_c::<8>(x, max, win, dims, y),
+        16 => pool_c::<16>(x, max, win, dims, y),
+        32 => pool_c::<32>(x, max, win, dims, y),
+        64 => pool_c::<64>(x, max, win, dims, y),
+        _ => pool_c::<0>(x, max, win, dims, y),
+    }
+}
+}
+
+/// [`pool_into`] for `C` channels (0: any, read from `x`): a pixel's max or sum is built in a
+/// local array, which the compiler keeps in vector registers when `C` is known.
+#[inline(always)]
+fn pool_c<const C: usize>(
+    x: &QTensor,
+    max: bool,
+    win: (usize, usize, usize),
+    dims: (usize, usize),
+    y: &mut [u8],
+) {
+    let ([_, h, w, cx], (k, stride, pad), (oh, ow)) = (x.shape, win, dims);
+    let c = if C > 0 { C } else { cx };
+    let window = |o: usize, len: usize| {
+        let a = (o * stride) as isize - pad as isize;
+        (a.max(0) as usize, ((a + k as isize) as usize).min(len))
+    };
+    let mut acc = [0u16; 64];
     for (p, ypx) in y.chunks_exact_mut(c).enumerate() {
         let (s, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
-        let window = |o: usize, len: usize| {
-            let a = (o * stride) as isize - pad as isize;
-            (a.max(0) as usize, ((a + k as isize) as usize).min(len))
-        };
         let ((ya, yb), (xa, xb)) = (window(oy, h), window(ox, w));
         let px = |yy: usize, xx: usize| &x.data[((s * h + yy) * w + xx) * c..][..c];
-        if max {
-            ypx.fill(0);
+        let cnt = ((yb - ya) * (xb - xa)) as u32;
+        for c0 in (0..c).step_by(64) {
+            let lanes = (c - c0).min(64);
+            let acc = &mut acc[..lanes];
+            acc.fill(0);
             for yy in ya..yb {
                 for xx in xa..xb {
-                    ypx.iter_mut().zip(px(yy, xx)).for_each(|(o, &v)| *o = (*o).max(v));
+                    let v = &px(yy, xx)[c0..][..lanes];
+                    if max {
+                        acc.iter_mut()
+                            .zip(v)
+                            .for_each(|(a, &v)| *a = (*a).max(v as u16));
+                    } else {
+                        acc.iter_mut().zip(v).for_each(|(a, &v)| *a += v as u16);
+                    }
                 }
             }
-        } else {
-            sum.fill(0);
-            for yy in ya..yb {
-                for xx in xa..xb {
-                    sum.iter_mut().zip(px(yy, xx)).for_each(|(a, &v)| *a += v as u32);
+            let out = &mut ypx[c0..][..lanes];
+            if max {
+                out.iter_mut().zip(&*acc).for_each(|(o, &a)| *o = a as u8);
+            } else {
+                // (sum + cnt/2) / cnt as a multiply and shift, exact for sums below 2^16
+                // and windows below 256 taps: n·d < 2^24 (Granlund–Montgomery).
+                let m = (1u32 << 24).div_ceil(cnt);
+                for (o, &a) in out.iter_mut().zip(&*acc) {
+                    *o = (((a as u32 + cnt / 2) as u64 * m as u64) >> 24) as u8;
                 }
-            }
-            // (sum + cnt/2) / cnt as a multiply and shift, exact for sums below 2^16
-            // and windows below 256 taps: n·d < 2^24 (Granlund–Montgomery).
-            let cnt = ((yb - ya) * (xb - xa)) as u32;
-            let m = (1u32 << 24).div_ceil(cnt);
-            for (o, &a) in ypx.iter_mut().zip(&sum) {
-                *o = (((a + cnt / 2) as u64 * m as u64) >> 24) as u8;
             }
         }
     }
-}
 }
 
 for_each_isa! {

@@ -302,6 +302,11 @@ fn pools_match_the_float_pools_on_every_isa() {
         (1, 3, 7, 9, 3, 1, 1),
         (3, 16, 8, 5, 3, 2, 1),
         (3, 13, 9, 9, 2, 2, 0),
+        // The channel counts with kernels of their own, one past a 64-lane block.
+        (1, 8, 6, 7, 3, 1, 1),
+        (3, 32, 5, 5, 3, 2, 1),
+        (1, 64, 4, 3, 3, 1, 1),
+        (1, 70, 4, 4, 3, 2, 1),
     ] {
         let x = QTensor::from_nchw(&bytes(n * c * h * w, &mut rng), [n, c, h, w], 0.1, 17);
         let f = dequant(&x);
