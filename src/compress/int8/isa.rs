@@ -84,10 +84,14 @@ pub(super) const ROUND: f32 = 12_582_912.0;
 
 /// `clamp(round(v) + zp, lo, 255)`, the one requantisation every kernel ends in; `v` is
 /// clamped to ±512 first (past that the result saturates anyway) so that it stays exact.
+/// `max` then `min` (not `clamp`) so that a NaN becomes −512 as in the vector kernels'
+/// `vmaxps`, and the conversion needs no saturating checks (which keep loops scalar).
 #[inline(always)]
 pub fn to_u8(v: f32, zp: i32, lo: i32) -> u8 {
-    let r = (v.clamp(-512.0, 512.0) + ROUND) - ROUND;
-    (r as i32 + zp).clamp(lo, 255) as u8
+    let r = (v.max(-512.0).min(512.0) + ROUND) - ROUND;
+    // SAFETY: `r` is a finite integer in [−512, 512].
+    let r: i32 = unsafe { r.to_int_unchecked() };
+    (r + zp).clamp(lo, 255) as u8
 }
 
 /// An i32 accumulator times its channel's multiplier, requantised: [`to_u8`]`(acc·m)`.
