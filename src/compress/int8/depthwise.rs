@@ -17,11 +17,69 @@ use super::conv::QConv;
 use super::gemm::Epilogue;
 use super::isa::{for_each_isa, requant, Isa};
 use super::map::QTensor;
-use super::padded::{Padded, SLACK};
+use super::padded::Padded;
 
-/// Lanes per block: four AVX-512 registers of i32 (the padded input's slack covers the reads
-/// of a block that runs past the row).
-const BLOCK: usize = SLACK;
+/// Lanes per block: four AVX-512 registers of i32.
+const BLOCK: usize = 64;
+
+/// The bytes a VBMI tap group may span from its first tap's start, for one 16-lane vector:
+/// two 64-byte loads that `vpermt2b` picks from.
+const WINDOW: usize = 128;
+
+/// The taps summed by one instruction: where each group starts reading (its first tap's offset
+/// from the row start) and, on [`Isa::Avx512Vbmi`], the byte permutation that gathers up to
+/// four taps of a window into the four bytes of each lane (`vpdpbusd` then sums all four). On
+/// the other instruction sets every tap is its own group.
+struct Groups {
+    taps: Vec<Vec<usize>>,
+    at: Vec<usize>,
+    idx: Vec<[u8; 64]>,
+}
+
+impl Groups {
+    /// Single taps; or, for `vbmi`, each row's consecutive taps packed by fours while their
+    /// bytes fit one [`WINDOW`] (offsets `taps_at`, `k` taps a row).
+    fn new(taps_at: &[usize], k: usize, vbmi: bool) -> Groups {
+        let mut taps: Vec<Vec<usize>> = Vec::new();
+        for t in 0..taps_at.len() {
+            let joins = |g: &Vec<usize>| {
+                vbmi && g.len() < 4
+                    && g[0] / k == t / k
+                    && taps_at[t] - taps_at[g[0]] + 16 <= WINDOW
+            };
+            match taps.last_mut() {
+                Some(g) if joins(g) => g.push(t),
+                _ => taps.push(vec![t]),
+            }
+        }
+        let at = taps.iter().map(|g| taps_at[g[0]]).collect();
+        let idx = taps
+            .iter()
+            .map(|g| {
+                let mut idx = [0u8; 64];
+                for (b, v) in idx.iter_mut().enumerate() {
+                    let (l, j) = (b / 4, b % 4);
+                    // A byte past the group's taps meets a zero weight: any in-window byte.
+                    let d = g.get(j).map_or(0, |&t| taps_at[t] - taps_at[g[0]]);
+                    *v = (d + l) as u8;
+                }
+                idx
+            })
+            .collect();
+        Groups { taps, at, idx }
+    }
+
+    /// Group `g`'s weights for channel `ch`: one i32 (a single tap), or its taps' int8 weights
+    /// as the four bytes of one (VBMI).
+    fn weight(&self, g: usize, taps: &[i32], c: usize, ch: usize, vbmi: bool) -> i32 {
+        let w = |t: usize| taps[t * c + ch];
+        if !vbmi {
+            return w(self.taps[g][0]);
+        }
+        let bytes = self.taps[g].iter().enumerate();
+        bytes.fold(0u32, |v, (j, &t)| v | (w(t) as i8 as u8 as u32) << (8 * j)) as i32
+    }
+}
 
 /// `conv` (depthwise, weights `taps[tap·C + c]`) of `x`, or of `relu(x)` when `relu_in`, into
 /// `y` (NHWC, `oh × ow`).
@@ -41,6 +99,10 @@ pub(super) fn depthwise(
     let (kk, len) = (conv.k * conv.k, ow * c);
     let lenp = len.div_ceil(BLOCK) * BLOCK;
     let zp = x.zp as i32;
+    // At stride 1 a row's taps are evenly spaced in one run of bytes: VBMI can gather them.
+    let vbmi = isa == Isa::Avx512Vbmi && conv.cfg.stride == 1;
+    let taps_at = pad.taps(conv.k);
+    let groups = Groups::new(&taps_at, conv.k, vbmi);
     // Each lane's constants are its channel's, repeated every C lanes: tiled by whole-pixel
     // copies (a lane-by-lane `j % C` would cost more than the convolution at batch 1).
     let tile = |row: &mut [i32], per: &[i32]| {
@@ -48,9 +110,12 @@ pub(super) fn depthwise(
             .chunks_exact_mut(c)
             .for_each(|px| px.copy_from_slice(per));
     };
-    let mut wexp = vec![0i32; kk * lenp];
-    for (row, per) in wexp.chunks_exact_mut(lenp).zip(taps.chunks_exact(c)) {
-        tile(row, per);
+    let mut wexp = vec![0i32; groups.at.len() * lenp];
+    for (g, row) in wexp.chunks_exact_mut(lenp).enumerate() {
+        let per: Vec<i32> = (0..c)
+            .map(|ch| groups.weight(g, taps, c, ch, vbmi))
+            .collect();
+        tile(row, &per);
     }
     let bias: Vec<i32> = (0..c)
         .map(|ch| epi.bias[ch] - zp * (0..kk).map(|t| taps[t * c + ch]).sum::<i32>())
@@ -68,14 +133,13 @@ pub(super) fn depthwise(
         zp: epi.zp,
         lo: epi.lo,
     };
-    let taps_at = pad.taps(conv.k);
-    let mut offs = vec![0usize; kk];
+    let mut offs = vec![0usize; groups.at.len()];
     for (r, yrow) in y.chunks_exact_mut(len).enumerate().take(n * oh) {
         let base = pad.row_start(r / oh, r % oh);
-        for (o, &t) in offs.iter_mut().zip(&taps_at) {
+        for (o, &t) in offs.iter_mut().zip(&groups.at) {
             *o = base + t;
         }
-        row(isa, &pad.data, &offs, &lanes, yrow);
+        row(isa, vbmi, &pad.data, &offs, &groups.idx, &lanes, yrow);
     }
 }
 
@@ -89,11 +153,27 @@ struct Lanes<'a> {
     lo: i32,
 }
 
-/// One output row `y` from the taps starting at `offs` in `data`.
-fn row(isa: Isa, data: &[u8], offs: &[usize], lanes: &Lanes, y: &mut [u8]) {
+/// One output row `y` from the tap groups starting at `offs` in `data`: single taps, or when
+/// `vbmi` taps gathered by the permutations `idx`.
+fn row(
+    isa: Isa,
+    vbmi: bool,
+    data: &[u8],
+    offs: &[usize],
+    idx: &[[u8; 64]],
+    lanes: &Lanes,
+    y: &mut [u8],
+) {
     let lenp = y.len().div_ceil(BLOCK) * BLOCK;
+    // A vector's window starts at most 48 bytes into the row's last block.
+    let reach = if vbmi {
+        lenp - BLOCK + 48 + WINDOW
+    } else {
+        lenp
+    };
     assert!(
-        offs.iter().all(|&o| o + lenp <= data.len())
+        offs.iter().all(|&o| o + reach <= data.len())
+            && idx.len() == offs.len()
             && lanes.w.len() >= offs.len() * lenp
             && lanes.bias.len() >= lenp
             && lanes.mult.len() >= lenp,
@@ -101,9 +181,11 @@ fn row(isa: Isa, data: &[u8], offs: &[usize], lanes: &Lanes, y: &mut [u8]) {
     );
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::detect` names it only where the CPU has the features; the sizes were
-        // checked above.
-        Isa::Avx512Vnni => unsafe { x86::row_vnni(data, offs, lanes, y) },
+        // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
+        // were checked above.
+        Isa::Avx512Vbmi if vbmi => unsafe { x86::row_vbmi(data, offs, idx, lanes, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe { x86::row_vnni(data, offs, lanes, y) },
         _ => row_plain(isa, data, offs, lanes, y),
     }
 }
@@ -144,13 +226,9 @@ mod x86 {
     pub(super) unsafe fn row_vnni(data: &[u8], offs: &[usize], lanes: &Lanes, y: &mut [u8]) {
         let len = y.len();
         let lenp = len.div_ceil(BLOCK) * BLOCK;
-        let rq = Requant16::new(lanes.zp, lanes.lo);
         let (x, w) = (data.as_ptr(), lanes.w.as_ptr());
         for j0 in (0..len).step_by(BLOCK) {
-            let mut acc = [_mm512_setzero_si512(); 4];
-            for (v, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_loadu_si512(lanes.bias.as_ptr().add(j0 + 16 * v) as *const _);
-            }
+            let mut acc = bias(lanes, j0);
             for (t, &o) in offs.iter().enumerate() {
                 let (xt, wt) = (x.add(o + j0), w.add(t * lenp + j0));
                 for (v, a) in acc.iter_mut().enumerate() {
@@ -159,17 +237,68 @@ mod x86 {
                     *a = _mm512_dpwssd_epi32(*a, xv, wv);
                 }
             }
-            for (v, a) in acc.iter().enumerate() {
-                let at = j0 + 16 * v;
-                if at >= len {
-                    break;
+            store(&acc, lanes, j0, y);
+        }
+    }
+
+    /// [`row_vnni`] on tap groups: for each 16 lanes, `vpermt2b` gathers a group's taps from
+    /// a 128-byte window into the four bytes of each lane, and one `vpdpbusd` adds their
+    /// products (u8 × i8, exact in i32) instead of one `vpdpwssd` per tap.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 VNNI and VBMI; the sizes are those `super::row` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    pub(super) unsafe fn row_vbmi(
+        data: &[u8],
+        offs: &[usize],
+        idx: &[[u8; 64]],
+        lanes: &Lanes,
+        y: &mut [u8],
+    ) {
+        let len = y.len();
+        let lenp = len.div_ceil(BLOCK) * BLOCK;
+        let (x, w) = (data.as_ptr(), lanes.w.as_ptr());
+        for j0 in (0..len).step_by(BLOCK) {
+            let mut acc = bias(lanes, j0);
+            for (g, &o) in offs.iter().enumerate() {
+                let iv = _mm512_loadu_si512(idx[g].as_ptr() as *const _);
+                let (xg, wg) = (x.add(o + j0), w.add(g * lenp + j0));
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let lo = _mm512_loadu_si512(xg.add(16 * v) as *const _);
+                    let hi = _mm512_loadu_si512(xg.add(16 * v + 64) as *const _);
+                    let xv = _mm512_permutex2var_epi8(lo, iv, hi);
+                    let wv = _mm512_loadu_si512(wg.add(16 * v) as *const _);
+                    *a = _mm512_dpbusd_epi32(*a, xv, wv);
                 }
-                let mult = _mm512_loadu_ps(lanes.mult.as_ptr().add(at));
-                let cnt = (len - at).min(16);
-                let mask: __mmask16 = if cnt == 16 { !0 } else { (1 << cnt) - 1 };
-                let dst = y.as_mut_ptr().add(at) as *mut i8;
-                _mm_mask_storeu_epi8(dst, mask, rq.bytes(*a, mult));
             }
+            store(&acc, lanes, j0, y);
+        }
+    }
+
+    /// The block at lane `j0`'s four accumulators, started at the bias.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bias(lanes: &Lanes, j0: usize) -> [__m512i; 4] {
+        let b = lanes.bias.as_ptr().add(j0);
+        [0, 1, 2, 3].map(|v| _mm512_loadu_si512(b.add(16 * v) as *const _))
+    }
+
+    /// The block's accumulators requantised into `y` (the lanes before its end).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn store(acc: &[__m512i; 4], lanes: &Lanes, j0: usize, y: &mut [u8]) {
+        let len = y.len();
+        let rq = Requant16::new(lanes.zp, lanes.lo);
+        for (v, a) in acc.iter().enumerate() {
+            let at = j0 + 16 * v;
+            if at >= len {
+                break;
+            }
+            let mult = _mm512_loadu_ps(lanes.mult.as_ptr().add(at));
+            let cnt = (len - at).min(16);
+            let mask: __mmask16 = if cnt == 16 { !0 } else { (1 << cnt) - 1 };
+            let dst = y.as_mut_ptr().add(at) as *mut i8;
+            _mm_mask_storeu_epi8(dst, mask, rq.bytes(*a, mult));
         }
     }
 }

@@ -130,7 +130,9 @@ pub fn gemm(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
         // were checked above.
-        Isa::Avx512Vnni => unsafe { x86::gemm_vnni(a, lda, rows, w, epi, adds, out) },
+        Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe {
+            x86::gemm_vnni(a, lda, rows, w, epi, adds, out)
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::gemm_avx2(a, lda, rows, w, epi, adds, out) },
         _ => gemm_scalar(a, lda, rows, w, epi, adds, out),

@@ -9,8 +9,9 @@ use super::isa::Isa;
 use super::map::QTensor;
 use crate::ops::Conv2dCfg;
 
-/// Bytes of slack past the last row: a whole vector block may be read from any tap's start.
-pub(super) const SLACK: usize = 64;
+/// Bytes of slack past the last row: a whole vector block may be read from any tap's start,
+/// and a 128-byte window from any 16-lane vector's in it (the depthwise VBMI kernel).
+pub(super) const SLACK: usize = 192;
 
 pub(super) struct Padded {
     /// Image `s`, padded row `r`, phase `ph`, column `q`, channel `c` at

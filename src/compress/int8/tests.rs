@@ -42,6 +42,43 @@ fn rounding_is_to_nearest_even() {
     assert_eq!(isa::to_u8(3.5, 0, 0), 4);
 }
 
+/// The AVX-512 requantisation, shortened to a rounding conversion and a saturating narrowing,
+/// against `to_u8` on ties, the ±512 clamp, values past i32 and NaN.
+#[test]
+fn vector_requantisation_equals_to_u8() {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() >= Isa::Avx512Vnni {
+        use std::arch::x86_64::*;
+        let mut rng = crate::rng(6);
+        let mut vals = vec![
+            0.5, 1.5, 2.5, -0.5, -1.5, 511.5, 512.5, -512.5, -513.0, 3e9, -3e9,
+        ];
+        vals.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            254.5,
+            -255.5,
+            127.49,
+        ]);
+        vals.extend((0..4000).map(|_| rng.random_range(-700.0f32..700.0)));
+        vals.extend((0..4000).map(|_| rng.random_range(-40i32..40) as f32 + 0.5));
+        for chunk in vals.chunks(16) {
+            let mut v = [0f32; 16];
+            v[..chunk.len()].copy_from_slice(chunk);
+            for (zp, lo) in [(0, 0), (128, 0), (37, 37), (255, 255)] {
+                // SAFETY: the CPU has AVX-512 (checked above).
+                let got: [u8; 16] = unsafe {
+                    let rq = isa::x86::Requant16::new(zp, lo);
+                    std::mem::transmute(rq.finish(_mm512_loadu_ps(v.as_ptr())))
+                };
+                let want: Vec<u8> = v.iter().map(|&x| isa::to_u8(x, zp, lo)).collect();
+                assert_eq!(got.to_vec(), want, "{v:?} zp {zp} lo {lo}");
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_is_exact_on_every_isa() {
     let mut rng = crate::rng(1);
