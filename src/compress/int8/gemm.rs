@@ -47,6 +47,11 @@ impl PackedW {
             for kk in 0..k {
                 let v = w[o * k + kk];
                 vnni[(kk / 4 * n16 + o) * 4 + kk % 4] = v;
+                if n == 8 {
+                    // Lanes 8..15 repeat the eight outputs: the paired kernel computes two
+                    // positions per vector (the others never store those lanes).
+                    vnni[(kk / 4 * n16 + o + 8) * 4 + kk % 4] = v;
+                }
                 avx2[(kk / 2 * n8 + o) * 2 + kk % 2] = v as i16;
             }
         }
@@ -199,6 +204,22 @@ mod x86 {
             adds,
             out: out.as_mut_ptr(),
         };
+        if w.n == 8 {
+            // Eight outputs fill half a vector: two positions share one instead.
+            let mut p = 0;
+            while p + 16 <= rows {
+                tile_pairs::<8>(&job, p);
+                p += 16;
+            }
+            while p + 2 <= rows {
+                tile_pairs::<1>(&job, p);
+                p += 2;
+            }
+            if p < rows {
+                tile_vnni::<1, 1>(&job, p, 0);
+            }
+            return;
+        }
         let vecs = w.n.div_ceil(16);
         let mut v0 = 0;
         while v0 < vecs {
@@ -258,21 +279,70 @@ mod x86 {
             let mask: __mmask16 = if cnt == 16 { !0 } else { (1 << cnt) - 1 };
             for (i, row) in acc.iter().enumerate() {
                 let at = (p + i) * w.n + o;
-                let acc = _mm512_add_epi32(row[j], bias);
-                let r = if job.adds.terms.is_empty() {
-                    rq.bytes(acc, mult)
-                } else {
-                    let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
-                    for &(q, a) in &job.adds.terms {
-                        let x = _mm_maskz_loadu_epi8(mask, q.as_ptr().add(at) as *const i8);
-                        let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
-                        f = _mm512_add_ps(f, _mm512_mul_ps(_mm512_set1_ps(a), x));
-                    }
-                    rq.finish(_mm512_add_ps(f, _mm512_set1_ps(job.adds.shift)))
-                };
-                _mm_mask_storeu_epi8(job.out.add(at) as *mut i8, mask, r);
+                store(job, &rq, _mm512_add_epi32(row[j], bias), mult, at, mask);
             }
         }
+    }
+
+    /// `MP` pairs of positions from `p` against the eight outputs (`n == 8`): lanes 0..7 are
+    /// position `p + 2i`, lanes 8..15 position `p + 2i + 1`, which are also the next 16 bytes
+    /// of the output.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_pairs<const MP: usize>(job: &Job, p: usize) {
+        let w = job.w;
+        let a = job.a.add(p * job.lda);
+        let mut acc = [_mm512_setzero_si512(); MP];
+        for q in 0..w.kp / 4 {
+            let wq = _mm512_loadu_si512(w.vnni.as_ptr().add(q * 64) as *const _);
+            for (i, c) in acc.iter_mut().enumerate() {
+                let row = |r: usize| (a.add(r * job.lda + q * 4) as *const i32).read_unaligned();
+                let b =
+                    _mm512_mask_set1_epi32(_mm512_set1_epi32(row(2 * i)), 0xFF00, row(2 * i + 1));
+                *c = _mm512_dpbusd_epi32(*c, b, wq);
+            }
+        }
+        let rq = Requant16::new(job.epi.zp, job.epi.lo);
+        // The eight outputs' bias and multipliers in both halves (AVX-512F broadcasts).
+        let bias = _mm512_broadcast_i64x4(_mm256_loadu_si256(job.epi.bias.as_ptr() as *const _));
+        let mult = _mm256_loadu_si256(job.epi.mult.as_ptr() as *const _);
+        let mult = _mm512_castsi512_ps(_mm512_broadcast_i64x4(mult));
+        for (i, c) in acc.iter().enumerate() {
+            store(
+                job,
+                &rq,
+                _mm512_add_epi32(*c, bias),
+                mult,
+                (p + 2 * i) * 8,
+                !0,
+            );
+        }
+    }
+
+    /// Sixteen accumulators (bias added) requantised, with the added maps, into the output
+    /// bytes `at..` that `mask` selects.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn store(
+        job: &Job,
+        rq: &Requant16,
+        acc: __m512i,
+        mult: __m512,
+        at: usize,
+        mask: __mmask16,
+    ) {
+        let r = if job.adds.terms.is_empty() {
+            rq.bytes(acc, mult)
+        } else {
+            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mult);
+            for &(q, a) in &job.adds.terms {
+                let x = _mm_maskz_loadu_epi8(mask, q.as_ptr().add(at) as *const i8);
+                let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
+                f = _mm512_add_ps(f, _mm512_mul_ps(_mm512_set1_ps(a), x));
+            }
+            rq.finish(_mm512_add_ps(f, _mm512_set1_ps(job.adds.shift)))
+        };
+        _mm_mask_storeu_epi8(job.out.add(at) as *mut i8, mask, r);
     }
 
     #[target_feature(enable = "avx2")]

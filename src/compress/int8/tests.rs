@@ -82,60 +82,63 @@ fn vector_requantisation_equals_to_u8() {
 #[test]
 fn gemm_is_exact_on_every_isa() {
     let mut rng = crate::rng(1);
-    for k in [1usize, 3, 4, 9, 13, 16, 64, 67] {
-        for n in [1, 3, 8, 13, 16, 17, 24, 33, 64, 70] {
-            let rows = rng.random_range(1..20);
-            let kp = k.div_ceil(4) * 4;
-            let mut a = bytes(rows * kp, &mut rng);
-            let mut w = weights(n * k, &mut rng);
-            // The extremes, where vpmaddubsw's i16 pair sums would saturate.
-            a[..k.min(2)].fill(255);
-            w[..k.min(2)].fill(127);
-            let epi = Epilogue {
-                bias: (0..n.div_ceil(16) * 16)
-                    .map(|_| rng.random_range(-9999..9999))
-                    .collect(),
-                mult: (0..n.div_ceil(16) * 16)
-                    .map(|_| rng.random_range(1e-4..1e-2))
-                    .collect(),
-                zp: rng.random_range(0..256),
-                lo: rng.random_range(0..100),
-            };
-            // Zero to three maps added in the epilogue (a node's sum).
-            let maps: Vec<Vec<u8>> = (0..rng.random_range(0..4))
-                .map(|_| bytes(rows * n, &mut rng))
-                .collect();
-            let adds = Adds {
-                terms: maps
-                    .iter()
-                    .map(|m| (&m[..], rng.random_range(0.1..3.0)))
-                    .collect(),
-                shift: rng.random_range(-300.0..0.0),
-            };
-            let want: Vec<u8> = (0..rows * n)
-                .map(|i| {
-                    let (p, o) = (i / n, i % n);
-                    let acc: i32 = (0..k)
-                        .map(|j| a[p * kp + j] as i32 * w[o * k + j] as i32)
-                        .sum();
-                    let acc = acc + epi.bias[o];
-                    if maps.is_empty() {
-                        return requant(acc, epi.mult[o], epi.zp, epi.lo);
-                    }
-                    let mut v = acc as f32 * epi.mult[o];
-                    for &(q, a) in &adds.terms {
-                        v += a * q[i] as f32;
-                    }
-                    isa::to_u8(v + adds.shift, epi.zp, epi.lo)
-                })
-                .collect();
-            let packed = PackedW::new(&w, n, k);
-            for isa in Isa::available() {
-                let mut got = vec![0u8; rows * n];
-                gemm(isa, &a, kp, rows, &packed, &epi, &adds, &mut got);
-                let terms = maps.len();
-                assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows} terms {terms}");
-            }
+    // Row counts around the tiles: 16 and 2 positions for the paired kernel of eight outputs,
+    // 8, 6 and 4 for the others, and their remainders.
+    let shapes = [1usize, 3, 4, 9, 13, 16, 64, 67]
+        .into_iter()
+        .flat_map(|k| [1, 3, 8, 13, 16, 17, 24, 33, 64, 70].map(|n| (k, n)))
+        .flat_map(|(k, n)| [1, 2, 7, 17, 35].map(|rows| (k, n, rows)));
+    for (k, n, rows) in shapes {
+        let kp = k.div_ceil(4) * 4;
+        let mut a = bytes(rows * kp, &mut rng);
+        let mut w = weights(n * k, &mut rng);
+        // The extremes, where vpmaddubsw's i16 pair sums would saturate.
+        a[..k.min(2)].fill(255);
+        w[..k.min(2)].fill(127);
+        let epi = Epilogue {
+            bias: (0..n.div_ceil(16) * 16)
+                .map(|_| rng.random_range(-9999..9999))
+                .collect(),
+            mult: (0..n.div_ceil(16) * 16)
+                .map(|_| rng.random_range(1e-4..1e-2))
+                .collect(),
+            zp: rng.random_range(0..256),
+            lo: rng.random_range(0..100),
+        };
+        // Zero to three maps added in the epilogue (a node's sum).
+        let maps: Vec<Vec<u8>> = (0..rng.random_range(0..4))
+            .map(|_| bytes(rows * n, &mut rng))
+            .collect();
+        let adds = Adds {
+            terms: maps
+                .iter()
+                .map(|m| (&m[..], rng.random_range(0.1..3.0)))
+                .collect(),
+            shift: rng.random_range(-300.0..0.0),
+        };
+        let want: Vec<u8> = (0..rows * n)
+            .map(|i| {
+                let (p, o) = (i / n, i % n);
+                let acc: i32 = (0..k)
+                    .map(|j| a[p * kp + j] as i32 * w[o * k + j] as i32)
+                    .sum();
+                let acc = acc + epi.bias[o];
+                if maps.is_empty() {
+                    return requant(acc, epi.mult[o], epi.zp, epi.lo);
+                }
+                let mut v = acc as f32 * epi.mult[o];
+                for &(q, a) in &adds.terms {
+                    v += a * q[i] as f32;
+                }
+                isa::to_u8(v + adds.shift, epi.zp, epi.lo)
+            })
+            .collect();
+        let packed = PackedW::new(&w, n, k);
+        for isa in Isa::available() {
+            let mut got = vec![0u8; rows * n];
+            gemm(isa, &a, kp, rows, &packed, &epi, &adds, &mut got);
+            let terms = maps.len();
+            assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows} terms {terms}");
         }
     }
 }
