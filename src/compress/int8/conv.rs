@@ -162,18 +162,25 @@ impl QConv {
         }
     }
 
-    /// The patch of output position `p` into `row` in `[ky][kx][c]` order, from the padded
-    /// input (`taps` its [`Padded::taps`]).
-    fn gather(
-        &self,
-        pad: &Padded,
-        taps: &[usize],
-        (oh, ow): (usize, usize),
-        p: usize,
-        row: &mut [u8],
-    ) {
-        let c = self.cin;
-        let at = pad.row_start(p / (oh * ow), p / ow % oh) + p % ow * c;
+    /// The patch of the output position whose window starts at `at` in the padded input into
+    /// `row` (its [`PackedW::kp`] bytes) in `[ky][kx][c]` order (`taps` the input's
+    /// [`Padded::taps`]); the bytes
+    /// past the patch may be left with anything, since they meet zero weights.
+    fn gather(&self, pad: &Padded, taps: &[usize], at: usize, row: &mut [u8]) {
+        let (c, k) = (self.cin, self.k);
+        let run = k * c;
+        let dense = self.cfg.stride == 1 && self.cfg.dilation == 1;
+        if dense && run <= 4 && (k - 1) * run + 4 <= row.len() {
+            // A kernel row's taps are one run of at most 4 bytes (the stem's 3 × 1): copied
+            // as one word, whose spill the next run overwrites and the last one's lands past
+            // the patch. The padded input's slack covers the spill's read.
+            for ky in 0..k {
+                let src = at + taps[ky * k];
+                let word: [u8; 4] = pad.data[src..src + 4].try_into().expect("4 bytes");
+                row[ky * run..ky * run + 4].copy_from_slice(&word);
+            }
+            return;
+        }
         for (dst, &t) in row.chunks_exact_mut(c).zip(taps) {
             if c == 1 {
                 // A one-byte copy_from_slice would be a call to memcpy.
@@ -240,10 +247,18 @@ impl QConv {
                     let pad = Padded::new(isa, x, c, false);
                     let taps = pad.taps(self.k);
                     let mut a = vec![0u8; BLOCK * pw.kp];
+                    // Where output position p's window starts, one division per output row.
+                    let row_at = |r: usize| pad.row_start(r / oh, r % oh);
+                    let (mut r, mut ox, mut at) = (0, 0, row_at(0));
                     for p0 in (0..rows).step_by(BLOCK) {
                         let m = BLOCK.min(rows - p0);
-                        for (r, row) in a.chunks_exact_mut(pw.kp).take(m).enumerate() {
-                            self.gather(&pad, &taps, (oh, ow), p0 + r, &mut row[..pw.k]);
+                        for row in a.chunks_exact_mut(pw.kp).take(m) {
+                            self.gather(&pad, &taps, at + ox * self.cin, row);
+                            ox += 1;
+                            if ox == ow {
+                                (r, ox) = (r + 1, 0);
+                                at = if r < n * oh { row_at(r) } else { 0 };
+                            }
                         }
                         let dst = &mut y[p0 * self.cout..][..m * self.cout];
                         let block = terms.rows(p0, m, self.cout);

@@ -257,8 +257,10 @@ fn pool_c<const C: usize>(
         (a.max(0) as usize, ((a + k as isize) as usize).min(len))
     };
     let mut acc = [0u16; 64];
-    for (p, ypx) in y.chunks_exact_mut(c).enumerate() {
-        let (s, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+    // Pixel by pixel in order, without a division per pixel.
+    let n = y.len() / (c * oh * ow).max(1);
+    let at = (0..n).flat_map(|s| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| (s, oy, ox))));
+    for (ypx, (s, oy, ox)) in y.chunks_exact_mut(c).zip(at) {
         let ((ya, yb), (xa, xb)) = (window(oy, h), window(ox, w));
         let px = |yy: usize, xx: usize| &x.data[((s * h + yy) * w + xx) * c..][..c];
         let cnt = ((yb - ya) * (xb - xa)) as u32;
