@@ -34,6 +34,8 @@ struct Groups {
     taps: Vec<Vec<usize>>,
     at: Vec<usize>,
     idx: Vec<[u8; 64]>,
+    /// Every permutation stays in the first 64 bytes (one load and `vpermb`).
+    narrow: bool,
 }
 
 impl Groups {
@@ -65,8 +67,14 @@ impl Groups {
                 }
                 idx
             })
-            .collect();
-        Groups { taps, at, idx }
+            .collect::<Vec<[u8; 64]>>();
+        let narrow = idx.iter().flatten().all(|&b| b < 64);
+        Groups {
+            taps,
+            at,
+            idx,
+            narrow,
+        }
     }
 
     /// Group `g`'s weights for channel `ch`: one i32 (a single tap), or its taps' int8 weights
@@ -127,6 +135,7 @@ pub(super) fn depthwise(
         .chunks_exact_mut(c)
         .for_each(|px| px.copy_from_slice(&epi.mult[..c]));
     let lanes = Lanes {
+        c,
         w: &wexp,
         bias: &bexp,
         mult: &mexp,
@@ -139,13 +148,15 @@ pub(super) fn depthwise(
         for (o, &t) in offs.iter_mut().zip(&groups.at) {
             *o = base + t;
         }
-        row(isa, vbmi, &pad.data, &offs, &groups.idx, &lanes, yrow);
+        row(isa, vbmi, &pad.data, &offs, &groups, &lanes, yrow);
     }
 }
 
 /// One output row's per-lane constants, each `lenp` long (the row rounded up to a block):
 /// weights `w[tap·lenp + j]`, bias with the zero point folded in, multipliers.
 struct Lanes<'a> {
+    /// Channels: the lanes' constants repeat every `c`.
+    c: usize,
     w: &'a [i32],
     bias: &'a [i32],
     mult: &'a [f32],
@@ -153,14 +164,14 @@ struct Lanes<'a> {
     lo: i32,
 }
 
-/// One output row `y` from the tap groups starting at `offs` in `data`: single taps, or when
-/// `vbmi` taps gathered by the permutations `idx`.
+/// One output row `y` from the tap `groups` starting at `offs` in `data`: single taps, or
+/// when `vbmi` taps gathered by the groups' permutations.
 fn row(
     isa: Isa,
     vbmi: bool,
     data: &[u8],
     offs: &[usize],
-    idx: &[[u8; 64]],
+    groups: &Groups,
     lanes: &Lanes,
     y: &mut [u8],
 ) {
@@ -173,7 +184,7 @@ fn row(
     };
     assert!(
         offs.iter().all(|&o| o + reach <= data.len())
-            && idx.len() == offs.len()
+            && groups.idx.len() == offs.len()
             && lanes.w.len() >= offs.len() * lenp
             && lanes.bias.len() >= lenp
             && lanes.mult.len() >= lenp,
@@ -183,7 +194,7 @@ fn row(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
         // were checked above.
-        Isa::Avx512Vbmi if vbmi => unsafe { x86::row_vbmi(data, offs, idx, lanes, y) },
+        Isa::Avx512Vbmi if vbmi => unsafe { x86::row_vbmi(data, offs, groups, lanes, y) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe { x86::row_vnni(data, offs, lanes, y) },
         _ => row_plain(isa, data, offs, lanes, y),
@@ -216,7 +227,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::isa::x86::Requant16;
-    use super::{Lanes, BLOCK};
+    use super::{Groups, Lanes, BLOCK};
 
     /// [`super::row_plain`] with the block's four accumulators in registers.
     ///
@@ -251,6 +262,28 @@ mod x86 {
     pub(super) unsafe fn row_vbmi(
         data: &[u8],
         offs: &[usize],
+        groups: &Groups,
+        lanes: &Lanes,
+        y: &mut [u8],
+    ) {
+        // With C dividing 16 every vector of lanes has the same weights.
+        let periodic = 16 % lanes.c == 0;
+        let idx = &groups.idx;
+        match (groups.narrow, periodic) {
+            (true, true) => groups_vbmi::<true, true>(data, offs, idx, lanes, y),
+            (true, false) => groups_vbmi::<true, false>(data, offs, idx, lanes, y),
+            (false, true) => groups_vbmi::<false, true>(data, offs, idx, lanes, y),
+            (false, false) => groups_vbmi::<false, false>(data, offs, idx, lanes, y),
+        }
+    }
+
+    /// [`row_vbmi`] for windows of 64 bytes (`NARROW`: one load and `vpermb`) or 128, and
+    /// weights that repeat every 16 lanes (`PERIODIC`: one load per group and row) or not.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    unsafe fn groups_vbmi<const NARROW: bool, const PERIODIC: bool>(
+        data: &[u8],
+        offs: &[usize],
         idx: &[[u8; 64]],
         lanes: &Lanes,
         y: &mut [u8],
@@ -263,11 +296,20 @@ mod x86 {
             for (g, &o) in offs.iter().enumerate() {
                 let iv = _mm512_loadu_si512(idx[g].as_ptr() as *const _);
                 let (xg, wg) = (x.add(o + j0), w.add(g * lenp + j0));
+                let w0 = _mm512_loadu_si512(w.add(g * lenp) as *const _);
                 for (v, a) in acc.iter_mut().enumerate() {
                     let lo = _mm512_loadu_si512(xg.add(16 * v) as *const _);
-                    let hi = _mm512_loadu_si512(xg.add(16 * v + 64) as *const _);
-                    let xv = _mm512_permutex2var_epi8(lo, iv, hi);
-                    let wv = _mm512_loadu_si512(wg.add(16 * v) as *const _);
+                    let xv = if NARROW {
+                        _mm512_permutexvar_epi8(iv, lo)
+                    } else {
+                        let hi = _mm512_loadu_si512(xg.add(16 * v + 64) as *const _);
+                        _mm512_permutex2var_epi8(lo, iv, hi)
+                    };
+                    let wv = if PERIODIC {
+                        w0
+                    } else {
+                        _mm512_loadu_si512(wg.add(16 * v) as *const _)
+                    };
                     *a = _mm512_dpbusd_epi32(*a, xv, wv);
                 }
             }

@@ -234,6 +234,11 @@ fn convolutions_match_the_reference_bit_for_bit() {
         (3, 16, 16, 14, 14, 3, 2, 1, 1, true),
         (1, 8, 8, 28, 28, 3, 1, 2, 2, true),
         (3, 13, 13, 12, 11, 5, 1, 2, 1, true),
+        // The VBMI tap groups: windows past 64 bytes with weights repeating every 16 lanes,
+        // a 5-tap row split 4 + 1, groups of two taps at 64 channels.
+        (1, 16, 16, 9, 9, 3, 1, 2, 2, true),
+        (3, 16, 16, 7, 8, 5, 1, 4, 2, true),
+        (1, 64, 64, 5, 5, 3, 1, 1, 1, true),
     ];
     for (n, cin, cout, h, w, k, s, p, d, dw) in cases {
         let per = if dw { 1 } else { cin };
