@@ -5,7 +5,7 @@
 //! when the caller fused one.
 
 use super::elementwise::relu_copy;
-use super::isa::Isa;
+use super::isa::{for_each_isa, Isa};
 use super::map::QTensor;
 use crate::ops::Conv2dCfg;
 
@@ -35,15 +35,14 @@ impl Padded {
         let row = s * phase;
         let mut data = vec![x.zp; n * rows * row + SLACK];
         let lo = if relu { x.zp } else { 0 };
-        for (i, src) in x.data.chunks_exact(w * c).enumerate() {
-            let dst = &mut data[(i / h * rows + i % h + p) * row..][..row];
+        let rows_in = x.data.chunks_exact(w * c);
+        let at = (0..n).flat_map(|img| (0..h).map(move |r| (img * rows + r + p) * row));
+        for (src, at) in rows_in.zip(at) {
+            let dst = &mut data[at..][..row];
             if s == 1 {
                 relu_copy(isa, &mut dst[p * c..][..w * c], src, lo);
             } else {
-                for (ix, px) in src.chunks_exact(c).enumerate() {
-                    let col = ix + p;
-                    relu_copy(isa, &mut dst[col % s * phase + col / s * c..][..c], px, lo);
-                }
+                phases_copy(isa, dst, src, (c, s, p, phase), lo);
             }
         }
         Padded {
@@ -73,4 +72,25 @@ impl Padded {
             })
             .collect()
     }
+}
+
+for_each_isa! {
+/// One input row's pixels (`c` bytes each) into their stride phases of the padded row `dst`
+/// (`p` border columns, `phase` bytes a phase), rectified at `lo`: phase by phase, so without
+/// a division per pixel.
+fn phases_copy(dst: &mut [u8], src: &[u8], geom: (usize, usize, usize, usize), lo: u8) {
+    let (c, s, p, phase) = geom;
+    let w = src.len() / c;
+    for ph in 0..s {
+        let to = &mut dst[ph * phase..][..phase];
+        // Padded column q·s + ph is input column q·s + ph − p.
+        for (q, px) in to.chunks_exact_mut(c).enumerate() {
+            let col = q * s + ph;
+            if col >= p && col - p < w {
+                let from = &src[(col - p) * c..][..c];
+                px.iter_mut().zip(from).for_each(|(d, &v)| *d = v.max(lo));
+            }
+        }
+    }
+}
 }
