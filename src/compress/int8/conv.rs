@@ -196,9 +196,9 @@ impl QConv {
         self.forward_fused(isa, x, false, &[], out)
     }
 
-    /// [`QConv::forward`] of `relu(x)` when `relu_in` (a depthwise conv applies it while it
-    /// pads its input, so a ReLU whose only readers are depthwise convs costs no pass of its
-    /// own; a dense one takes a rectified copy), plus the maps `adds` in the epilogue (a
+    /// [`QConv::forward`] of `relu(x)` when `relu_in` (applied while the input is padded or
+    /// gathered, so a ReLU whose only readers are depthwise or strided/padded convs costs no
+    /// pass of its own; a plain 1×1 conv takes a rectified copy), plus the maps `adds` in the epilogue (a
     /// node's sum computed by the dense conv of its last term): `Σ_t s_t·(q_t − zp_t)`,
     /// requantised with the conv's output once.
     pub fn forward_fused(
@@ -231,20 +231,24 @@ impl QConv {
             Packed::Depthwise(taps) => {
                 depthwise(isa, self, taps, x, relu_in, (oh, ow), &epi, &mut y);
             }
-            Packed::Dense(_) if relu_in => {
-                let mut r = x.clone();
-                super::elementwise::relu(isa, &mut r);
-                return self.forward_fused(isa, &r, false, adds, out);
-            }
             Packed::Dense(pw) => {
                 let c = &self.cfg;
                 let rows = n * oh * ow;
                 if self.k == 1 && c.stride == 1 && c.padding == 0 && pw.kp == pw.k {
-                    // The map is already the matrix: one row of C bytes per position.
+                    // The map is already the matrix: one row of C bytes per position (a
+                    // rectified copy of it for a ReLU read in).
+                    let r;
+                    let x = if relu_in {
+                        r = super::elementwise::rectified(isa, x);
+                        &r
+                    } else {
+                        x
+                    };
                     gemm(isa, &x.data, self.cin, rows, pw, &epi, &terms, &mut y);
                 } else {
                     const BLOCK: usize = 64;
-                    let pad = Padded::new(isa, x, c, false);
+                    // The padded copy rectifies as it copies.
+                    let pad = Padded::new(isa, x, c, relu_in);
                     let taps = pad.taps(self.k);
                     let mut a = vec![0u8; BLOCK * pw.kp];
                     // Where output position p's window starts, one division per output row.
