@@ -1,8 +1,9 @@
 //! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
 //! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
 //! int8 kernels as the program's [`Plan`](super::plan::Plan) says (ReLUs read only by depthwise
-//! convs done by them, node sums by the conv of their last term), slots freed after their last reader, and the logits from the int8 head.
+//! convs done by them, node sums by the conv of their last term), slots freed after their last reader (their buffers kept for the next steps' maps), and the logits from the int8 head.
 
+use super::int8::map::recycle;
 use super::int8::{elementwise as ew, OutQ, QTensor};
 use super::quantize::{QProgram, QStep};
 use crate::error::{Error, Result};
@@ -46,11 +47,14 @@ impl QProgram {
             for &s in srcs {
                 let held = plan.read[s].0;
                 if plan.last_use[held] == i {
-                    slots[held] = None;
+                    if let Some(t) = slots[held].take() {
+                        recycle(t.data);
+                    }
                 }
             }
             slots[*dst] = out;
         }
+        slots.into_iter().flatten().for_each(|t| recycle(t.data));
         logits.ok_or_else(|| Error::InvalidArgument("int8: no logits computed".into()))
     }
 

@@ -29,14 +29,16 @@ use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-/// Images per parallel task of [`by_chunks`]: enough to amortise a step's fixed cost, few
-/// enough that a chunk's maps stay in a core's L2.
-const CHUNK: usize = 8;
+/// The most images per parallel task of [`by_chunks`]: enough to amortise a step's fixed cost,
+/// few enough that a chunk's maps stay in a core's L2 (int8 on fm8, one thread, batch 64: 16
+/// images a chunk 5 % faster than 8 or 32, 12 % faster than 4).
+const CHUNK: usize = 16;
 
 /// Logits `[N, classes]` of the images `data` of `shape` `[N, C, H, W]`: the batch is cut into
-/// chunks of up to [`CHUNK`] images, and `run` (the logits of one chunk of the given shape) runs
-/// each in parallel on the thread pool, so that a chunk's activations stay in cache from one
-/// step to the next and the threads meet once per batch instead of once per step.
+/// chunks of up to [`CHUNK`] images, fewer where that leaves a thread of the pool idle, and
+/// `run` (the logits of one chunk of the given shape) runs each in parallel on the pool, so
+/// that a chunk's activations stay in cache from one step to the next and the threads meet
+/// once per batch instead of once per step.
 pub(crate) fn by_chunks(
     data: &[f32],
     shape: [usize; 4],
@@ -44,8 +46,9 @@ pub(crate) fn by_chunks(
 ) -> Result<Tensor> {
     let [n, c, h, w] = shape;
     let per = c * h * w;
+    let chunk = n.div_ceil(rayon::current_num_threads()).clamp(1, CHUNK);
     let logits = data
-        .par_chunks(CHUNK * per.max(1))
+        .par_chunks(chunk * per.max(1))
         .map(|part| run(part, [part.len() / per.max(1), c, h, w]))
         .collect::<Result<Vec<_>>>()?
         .concat();

@@ -13,7 +13,7 @@
 use super::depthwise::depthwise;
 use super::gemm::{gemm, Adds, Epilogue, PackedW};
 use super::isa::Isa;
-use super::map::{OutQ, QTensor};
+use super::map::{buffer, OutQ, QTensor};
 use super::padded::Padded;
 use crate::error::{Error, Result};
 use crate::ops::Conv2dCfg;
@@ -221,7 +221,7 @@ impl QConv {
         }
         let epi = self.epilogue(x, out);
         let terms = adds_of(adds, out);
-        let mut y = vec![0u8; n * oh * ow * self.cout];
+        let mut y = buffer(n * oh * ow * self.cout);
         match &self.packed {
             Packed::Depthwise(_) if !adds.is_empty() => {
                 return Err(Error::InvalidArgument(

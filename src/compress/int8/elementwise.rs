@@ -5,7 +5,7 @@
 
 use super::conv::out_len;
 use super::isa::{for_each_isa, to_u8, Isa};
-use super::map::{OutQ, QTensor};
+use super::map::{buffer, OutQ, QTensor};
 use crate::error::{Error, Result};
 use crate::ops::Conv2dCfg;
 
@@ -39,7 +39,7 @@ pub fn pool(
             "int8 pool: a {k}x{k} window is too large (at most 15x15)"
         )));
     }
-    let mut y = vec![0u8; n * oh * ow * c];
+    let mut y = buffer(n * oh * ow * c);
     pool_into(isa, x, max, (k, stride, pad), (oh, ow), &mut y);
     Ok(QTensor {
         data: y,
@@ -56,7 +56,7 @@ pub fn relu(isa: Isa, x: &mut QTensor) {
 
 /// A rectified copy of `x`, in one pass.
 pub fn rectified(isa: Isa, x: &QTensor) -> QTensor {
-    let mut data = vec![0u8; x.data.len()];
+    let mut data = buffer(x.data.len());
     relu_copy(isa, &mut data, &x.data, x.zp);
     QTensor { data, ..*x }
 }
@@ -83,7 +83,7 @@ pub fn sum(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
     for x in xs {
         x.same_shape(first, "int8 sum")?;
     }
-    let mut y = vec![0u8; first.data.len()];
+    let mut y = buffer(first.data.len());
     sum_into(isa, xs, out, &mut y, first.channels(), 0);
     Ok(QTensor {
         data: y,
@@ -116,7 +116,7 @@ pub fn concat(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
         return Err(Error::shape("int8 concat", "maps differ", &shapes));
     }
     let ctot: usize = xs.iter().map(|x| x.channels()).sum();
-    let mut y = vec![0u8; n * h * w * ctot];
+    let mut y = buffer(n * h * w * ctot);
     let mut off = 0;
     for x in xs {
         if x.scale == out.scale && x.zp == out.zp && !out.relu {

@@ -2,7 +2,49 @@
 //! a pixel's channels are one contiguous run (the reduction of a 1×1 conv, the lanes of a
 //! depthwise conv or a pool), and [`OutQ`], where a kernel's result goes.
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// Buffers of this thread's freed maps, for the next maps it makes.
+    static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most freed buffers a thread keeps.
+const KEEP: usize = 16;
+
+/// `len` bytes for a kernel that writes every one of them: the smallest of this thread's freed
+/// buffers that holds them (its old bytes are overwritten before anything reads them), else a
+/// new one. Saves the allocation and the zeroing of each step's output.
+pub fn buffer(len: usize) -> Vec<u8> {
+    let reused = FREE.with_borrow_mut(|free| {
+        let fit = (0..free.len())
+            .filter(|&i| free[i].capacity() >= len)
+            .min_by_key(|&i| free[i].capacity())?;
+        Some(free.swap_remove(fit))
+    });
+    let mut v = reused.unwrap_or_default();
+    if v.len() > len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0);
+    }
+    v
+}
+
+/// Hands a map's buffer back for [`buffer`].
+pub fn recycle(v: Vec<u8>) {
+    FREE.with_borrow_mut(|free| {
+        if free.len() < KEEP {
+            free.push(v);
+        } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
+            if small.capacity() < v.capacity() {
+                *small = v;
+            }
+        }
+    });
+}
 
 /// A uint8 map `[N, H, W, C]` (`data[((n·H + y)·W + x)·C + c]`) with `real = scale·(q − zp)`.
 #[derive(Clone, Debug, PartialEq)]
