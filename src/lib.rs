@@ -32,6 +32,7 @@ pub mod optim;
 pub mod predict;
 pub mod progress;
 pub mod report;
+pub mod rss;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -279,6 +279,11 @@ fn bench_infer_times_onnxruntime_beside_our_paths() {
         ] {
             assert!(row[key].as_f64().unwrap() > 0.0, "{key} of {row}");
         }
+        // Our own paths' memory is measured (resident growth, Linux), the external ones' not.
+        let ours = !row["name"].as_str().unwrap().starts_with("onnxruntime");
+        if cfg!(target_os = "linux") {
+            assert_eq!(row["peak_rss_growth_bytes"].is_u64(), ours, "{row}");
+        }
     }
     let v = bench("/nonexistent/python");
     assert_eq!(v["paths"].as_array().unwrap().len(), 3, "{v}");

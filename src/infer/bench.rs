@@ -30,8 +30,13 @@ pub struct PathTiming {
     pub batch1_cpu_ms: f64,
     pub batch64_cpu_ms: f64,
     /// Peak host tensor memory above what was alive before the path ran (activations and
-    /// scratch; the weights were loaded before); unknown for the external runtimes.
+    /// scratch of the tensor paths; the weights were loaded before); unknown for the external
+    /// runtimes. The inference paths keep their maps outside tensors: see the next field.
     pub peak_activation_bytes: Option<usize>,
+    /// Peak resident memory of the process while the path ran, above the resident size just
+    /// before it (after the freed heap was handed back): everything the path touches, its
+    /// arenas and int8 maps among them (Linux; unknown elsewhere and for the external runtimes).
+    pub peak_rss_growth_bytes: Option<usize>,
 }
 
 /// The paths `darts bench infer` compares on the run folder `checkpoint`: the training path's
@@ -195,6 +200,8 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
     for mut p in paths {
         let live = crate::device::pool::live_bytes();
         crate::device::pool::reset_peak();
+        crate::rss::reset_peak();
+        let rss = crate::rss::current_mb();
         for _ in 0..2 {
             time(&mut p.forward, &x1)?;
             time(&mut p.forward, &x64)?;
@@ -211,6 +218,8 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
             batch1_cpu_ms: b1_cpu,
             batch64_cpu_ms: b64_cpu,
             peak_activation_bytes: Some(crate::device::pool::peak_bytes().saturating_sub(live)),
+            peak_rss_growth_bytes: (rss > 0.0)
+                .then(|| ((crate::rss::peak_mb() - rss).max(0.0) * (1 << 20) as f64) as usize),
         });
     }
     Ok(out)
@@ -219,13 +228,27 @@ pub fn run(checkpoint: &std::path::Path, paths: Vec<Path>, runs: usize) -> Resul
 /// The table: one row per path, and each path's speed-up over the first.
 pub fn render(rows: &[PathTiming]) -> String {
     let mut s = format!(
-        "{:<40} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}\n",
-        "path", "b1 ms", "b1 p99", "b1 cpu", "b64 ms", "b64 cpu", "img/s", "peak MiB", "b64 ×"
+        "{:<40} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7}\n",
+        "path",
+        "b1 ms",
+        "b1 p99",
+        "b1 cpu",
+        "b64 ms",
+        "b64 cpu",
+        "img/s",
+        "tens MiB",
+        "RSS+ MiB",
+        "b64 ×"
     );
+    let mib = |b: Option<usize>| {
+        b.map_or("-".into(), |b| {
+            format!("{:.2}", b as f64 / (1 << 20) as f64)
+        })
+    };
     let base = rows.first().map_or(1.0, |r| r.batch64_ms);
     for r in rows {
         s += &format!(
-            "{:<40} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8.0} {:>8} {:>7.2}\n",
+            "{:<40} {:>9.3} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8.0} {:>8} {:>8} {:>7.2}\n",
             r.name,
             r.batch1_median_ms,
             r.batch1_p99_ms,
@@ -233,10 +256,8 @@ pub fn render(rows: &[PathTiming]) -> String {
             r.batch64_ms,
             r.batch64_cpu_ms,
             r.batch64_images_per_s,
-            r.peak_activation_bytes.map_or("-".into(), |b| format!(
-                "{:.2}",
-                b as f64 / (1 << 20) as f64
-            )),
+            mib(r.peak_activation_bytes),
+            mib(r.peak_rss_growth_bytes),
             base / r.batch64_ms
         );
     }

@@ -135,6 +135,7 @@ pub fn run(
                 batch1_cpu_ms: r.batch1_cpu_ms,
                 batch64_cpu_ms: r.batch64_cpu_ms,
                 peak_activation_bytes: None,
+                peak_rss_growth_bytes: None,
             })
             .collect(),
         notes: reply.notes,

@@ -60,21 +60,6 @@ pub struct StepTiming {
     pub peak_gpu_mb: Option<f64>,
 }
 
-/// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
-pub fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Resets the peak-RSS counter so each configuration reports its own peak (Linux).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn random_batch(c: &StepConfig, rng: &mut impl Rng) -> Result<(Tensor, Vec<usize>)> {
     let x = Tensor::randn(&[c.batch, c.in_channels, c.image, c.image], 1.0, rng);
     let y = (0..c.batch)
@@ -91,7 +76,7 @@ pub fn time_steps(
     seed: u64,
     device: Device,
 ) -> Result<StepTiming> {
-    reset_peak_rss();
+    crate::rss::reset_peak();
     let gpu = match device {
         Device::Cuda => Some(crate::device::cuda::gpu()?),
         Device::Cpu => None,
@@ -145,7 +130,7 @@ pub fn time_steps(
         median_seconds: median,
         min_seconds: times[0],
         images_per_second: c.batch as f64 / median,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: crate::rss::peak_mb(),
         peak_gpu_mb: gpu.and_then(|g| g.peak_memory()).map(|b| b as f64 / 1e6),
     })
 }
