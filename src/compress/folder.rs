@@ -27,9 +27,12 @@ use crate::train::TrainConfig;
 pub const CONFIG: &str = "quantized.json";
 pub const WEIGHTS: &str = "model.int8.safetensors";
 const FORMAT: &str = "darts-int8";
-/// The version this build writes and reads (1: a tensor per layer and f32 scales, biases and
-/// classifier).
-pub const VERSION: u32 = 2;
+/// The version this build writes (1: a tensor per layer and f32 scales, biases and
+/// classifier; 2: every bias in i32).
+pub const VERSION: u32 = 3;
+/// The oldest version this build reads: a version-2 folder is a version-3 one without
+/// 16-bit biases.
+const OLDEST: u32 = 2;
 
 /// How the activation ranges were calibrated.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -71,13 +74,16 @@ pub struct QuantizedRun {
 }
 
 /// Where a layer's tensors start: its weights in `weights`, its output channels' scales in
-/// `scales`, its bias in `biases` (absent: all zero, not stored).
+/// `scales`, its bias in `biases` or, where every value fits 16 bits, in `biases16` (both
+/// absent: all zero, not stored).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct At {
     pub w: usize,
     pub s: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub b: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b16: Option<usize>,
 }
 
 fn one() -> usize {
@@ -202,15 +208,20 @@ impl Packer {
     /// bias `b`; a bias that is all zero is not stored.
     fn layer(&mut self, q: &[i8], scales: &[f32], bias: &[i32], w: &[f32], b: &[f32]) -> At {
         let (p, f) = (&mut self.int8, &mut self.f32);
+        let stored = bias.iter().any(|&v| v != 0);
+        let narrow: Option<Vec<i16>> = bias.iter().map(|&v| i16::try_from(v).ok()).collect();
         let at = At {
             w: p.weights.len(),
             s: p.scales.len(),
-            b: bias.iter().any(|&v| v != 0).then_some(p.biases.len()),
+            b: (stored && narrow.is_none()).then_some(p.biases.len()),
+            b16: (stored && narrow.is_some()).then_some(p.biases16.len()),
         };
         p.weights.extend(q);
         p.scales.extend(scales);
-        if at.b.is_some() {
-            p.biases.extend(bias);
+        match narrow {
+            Some(n) if stored => p.biases16.extend(n),
+            _ if stored => p.biases.extend(bias),
+            _ => {}
         }
         f.weights.extend(w);
         if b.iter().any(|&v| v != 0.0) {
@@ -395,13 +406,16 @@ fn read_config(dir: &Path) -> Result<QuantizedRun> {
     if v["format"] != FORMAT {
         return Err(Error::data(&path, "not a `darts quantize` run folder"));
     }
-    if v["version"] != VERSION {
+    let readable = v["version"]
+        .as_u64()
+        .is_some_and(|n| (OLDEST as u64..=VERSION as u64).contains(&n));
+    if !readable {
         let source = v["source"].as_str().unwrap_or("its training run folder");
         return Err(Error::data(
             &path,
             format!(
-                "written in int8 format version {}, this darts reads version {VERSION}: \
-                 re-run `darts quantize --checkpoint {source}` with this darts",
+                "written in int8 format version {}, this darts reads versions {OLDEST} to \
+                 {VERSION}: re-run `darts quantize --checkpoint {source}` with this darts",
                 v["version"]
             ),
         ));
@@ -421,9 +435,14 @@ type Layer = (Vec<i8>, Vec<f32>, Vec<i32>);
 fn layer(p: &Packed, at: At, len: usize, cout: usize) -> std::result::Result<Layer, String> {
     let w = part(&p.weights, at.w, len, "weights", "weights")?;
     let s = part(&p.scales, at.s, cout, "scales", "scales")?;
-    let b = match at.b {
-        Some(b) => part(&p.biases, b, cout, "biases", "bias")?.to_vec(),
-        None => vec![0; cout],
+    let b = match (at.b, at.b16) {
+        (Some(b), None) => part(&p.biases, b, cout, "biases", "bias")?.to_vec(),
+        (None, Some(b)) => part(&p.biases16, b, cout, "biases16", "bias")?
+            .iter()
+            .map(|&v| v as i32)
+            .collect(),
+        (None, None) => vec![0; cout],
+        (Some(_), Some(_)) => return Err("a layer with two biases".into()),
     };
     Ok((w.to_vec(), s.to_vec(), b))
 }

@@ -5,8 +5,10 @@
 //!   `[classes, C]`, in step order;
 //! - `scales` (F16): their per-output-channel scales, in the same order (exact: the weights
 //!   were rounded with these f16 values);
-//! - `biases` (I32): the biases at the accumulator's scale `s_x·s_w`, only for the layers whose
-//!   bias is not all zero (a depthwise conv inside a sep or dil conv has none);
+//! - `biases` (I32) and `biases16` (I16): the biases at the accumulator's scale `s_x·s_w`,
+//!   a layer's in `biases16` where every one of them fits 16 bits (most: exact either way),
+//!   only for the layers whose bias is not all zero (a depthwise conv inside a sep or dil conv
+//!   has none);
 //! - `affine` (F32): `scale` then `shift` of each BN that follows no conv.
 //!
 //! Where each layer's part starts is in its step of `quantized.json`. An empty tensor is left
@@ -25,6 +27,7 @@ pub struct Packed {
     pub weights: Vec<i8>,
     pub scales: Vec<f32>,
     pub biases: Vec<i32>,
+    pub biases16: Vec<i16>,
     pub affine: Vec<f32>,
 }
 
@@ -69,6 +72,11 @@ impl Packed {
                 le(&self.scales, |v| f16::from_f32(*v).to_le_bytes()),
             ),
             ("biases", Dtype::I32, le(&self.biases, |v| v.to_le_bytes())),
+            (
+                "biases16",
+                Dtype::I16,
+                le(&self.biases16, |v| v.to_le_bytes()),
+            ),
             ("affine", Dtype::F32, le(&self.affine, |v| v.to_le_bytes())),
         ])
     }
@@ -110,6 +118,10 @@ impl Packed {
             biases: get("biases", Dtype::I32)?
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            biases16: get("biases16", Dtype::I16)?
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
                 .collect(),
             affine: f32s(&get("affine", Dtype::F32)?),
         })

@@ -156,29 +156,39 @@ fn a_quantised_folder_reloads_exactly_from_its_packed_tensors() {
     );
     assert_eq!(run.params, q.params);
 
-    // Other tools read it: a few 1-D tensors, a one-line JSON, no zero bias stored.
+    // Other tools read it: a few 1-D tensors, a one-line JSON, no zero bias stored, a layer's
+    // bias in 16 bits exactly where all of it fits.
     let bytes = std::fs::read(dir.join(WEIGHTS)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(names, ["biases", "scales", "weights"]);
+    let known = ["biases", "biases16", "scales", "weights"];
+    assert!(names.iter().all(|n| known.contains(n)), "{names:?}");
+    assert!(names.contains(&"weights") && names.contains(&"scales"));
     let text = std::fs::read_to_string(dir.join(CONFIG)).unwrap();
     assert_eq!(text.lines().count(), 1, "quantized.json is one line");
     let packed = Packed::from_bytes(&bytes, &dir).unwrap();
     let mut biased = 0;
     for (step, spec) in q.steps.iter().zip(&run.steps) {
         if let (QStep::Conv { conv, .. }, StepSpec::Conv { at, .. }) = (step, spec) {
-            assert_eq!(at.b.is_none(), conv.bias.iter().all(|&b| b == 0));
+            let stored = at.b.or(at.b16).is_some();
+            assert!(at.b.is_none() || at.b16.is_none(), "one bias per layer");
+            assert_eq!(stored, conv.bias.iter().any(|&b| b != 0));
             assert_eq!(
                 conv.depthwise(),
-                at.b.is_none(),
+                !stored,
                 "only the depthwise convs lack a bias"
             );
-            biased += at.b.map_or(0, |_| conv.cout);
+            let fits = conv.bias.iter().all(|&b| i16::try_from(b).is_ok());
+            assert_eq!(at.b16.is_some(), stored && fits);
+            biased += if stored { conv.cout } else { 0 };
         }
     }
     let classes = 10;
-    assert_eq!(packed.biases.len(), biased + classes);
+    assert_eq!(
+        packed.biases.len() + packed.biases16.len(),
+        biased + classes
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
