@@ -11,7 +11,7 @@
 //! kernels multiply raw bytes, so their bias also takes `−zp_x·Σ_k w[o, k]`.
 
 use super::depthwise::depthwise;
-use super::gemm::{gemm, Adds, Epilogue, PackedW};
+use super::gemm::{gemm, Adds, Epilogue, Gemm, PackedW};
 use super::isa::Isa;
 use super::map::{buffer, OutQ, QTensor};
 use super::padded::Padded;
@@ -244,7 +244,15 @@ impl QConv {
                     } else {
                         x
                     };
-                    gemm(isa, &x.data, self.cin, rows, pw, &epi, &terms, &mut y);
+                    let g = Gemm {
+                        a: &x.data,
+                        lda: self.cin,
+                        rows,
+                        w: pw,
+                        epi: &epi,
+                        adds: &terms,
+                    };
+                    gemm(isa, &g, &mut y);
                 } else {
                     const BLOCK: usize = 64;
                     // The padded copy rectifies as it copies.
@@ -266,7 +274,15 @@ impl QConv {
                         }
                         let dst = &mut y[p0 * self.cout..][..m * self.cout];
                         let block = terms.rows(p0, m, self.cout);
-                        gemm(isa, &a, pw.kp, m, pw, &epi, &block, dst);
+                        let g = Gemm {
+                            a: &a,
+                            lda: pw.kp,
+                            rows: m,
+                            w: pw,
+                            epi: &epi,
+                            adds: &block,
+                        };
+                        gemm(isa, &g, dst);
                     }
                 }
             }

@@ -106,19 +106,27 @@ impl Adds<'_> {
     }
 }
 
-/// `rows` positions of `a` (row stride `lda`) through `w`, requantised into `out[p·n + o]`,
+/// One product: `rows` positions of `a` (row stride `lda`) through `w`, requantised by `epi`
 /// with the maps of `adds` added.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    isa: Isa,
-    a: &[u8],
-    lda: usize,
-    rows: usize,
-    w: &PackedW,
-    epi: &Epilogue,
-    adds: &Adds,
-    out: &mut [u8],
-) {
+pub struct Gemm<'a> {
+    pub a: &'a [u8],
+    pub lda: usize,
+    pub rows: usize,
+    pub w: &'a PackedW,
+    pub epi: &'a Epilogue,
+    pub adds: &'a Adds<'a>,
+}
+
+/// The product `g` into `out[p·n + o]`.
+pub fn gemm(isa: Isa, g: &Gemm, out: &mut [u8]) {
+    let Gemm {
+        a,
+        lda,
+        rows,
+        w,
+        epi,
+        adds,
+    } = *g;
     if rows == 0 {
         return;
     }
@@ -135,27 +143,18 @@ pub fn gemm(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
         // were checked above.
-        Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe {
-            x86::gemm_vnni(a, lda, rows, w, epi, adds, out)
-        },
+        Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe { x86::gemm_vnni(g, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::gemm_avx2(a, lda, rows, w, epi, adds, out) },
-        _ => gemm_scalar(a, lda, rows, w, epi, adds, out),
+        Isa::Avx2 => unsafe { x86::gemm_avx2(g, out) },
+        _ => gemm_scalar(g, out),
     }
 }
 
-fn gemm_scalar(
-    a: &[u8],
-    lda: usize,
-    rows: usize,
-    w: &PackedW,
-    epi: &Epilogue,
-    adds: &Adds,
-    out: &mut [u8],
-) {
+fn gemm_scalar(g: &Gemm, out: &mut [u8]) {
+    let (a, w, epi, adds) = (g.a, g.w, g.epi, g.adds);
     let (n, k) = (w.n, w.k);
-    for p in 0..rows {
-        let row = &a[p * lda..][..k];
+    for p in 0..g.rows {
+        let row = &a[p * g.lda..][..k];
         for o in 0..n {
             let wr = &w.scalar[o * k..][..k];
             let acc: i32 = row.iter().zip(wr).map(|(&x, &v)| x as i32 * v as i32).sum();
@@ -174,7 +173,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::isa::x86::Requant16;
-    use super::{Adds, Epilogue, PackedW};
+    use super::{Adds, Epilogue, Gemm, PackedW};
 
     /// What every tile of one call shares.
     struct Job<'a> {
@@ -186,24 +185,22 @@ mod x86 {
         out: *mut u8,
     }
 
+    impl<'a> Job<'a> {
+        fn new(g: &'a Gemm<'a>, out: &mut [u8]) -> Job<'a> {
+            Job {
+                a: g.a.as_ptr(),
+                lda: g.lda,
+                w: g.w,
+                epi: g.epi,
+                adds: g.adds,
+                out: out.as_mut_ptr(),
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn gemm_vnni(
-        a: &[u8],
-        lda: usize,
-        rows: usize,
-        w: &PackedW,
-        epi: &Epilogue,
-        adds: &Adds,
-        out: &mut [u8],
-    ) {
-        let job = Job {
-            a: a.as_ptr(),
-            lda,
-            w,
-            epi,
-            adds,
-            out: out.as_mut_ptr(),
-        };
+    pub(super) unsafe fn gemm_vnni(g: &Gemm, out: &mut [u8]) {
+        let (job, w, rows) = (Job::new(g, out), g.w, g.rows);
         if w.n == 8 {
             // Eight outputs fill half a vector: two positions share one instead.
             let mut p = 0;
@@ -346,23 +343,8 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn gemm_avx2(
-        a: &[u8],
-        lda: usize,
-        rows: usize,
-        w: &PackedW,
-        epi: &Epilogue,
-        adds: &Adds,
-        out: &mut [u8],
-    ) {
-        let job = Job {
-            a: a.as_ptr(),
-            lda,
-            w,
-            epi,
-            adds,
-            out: out.as_mut_ptr(),
-        };
+    pub(super) unsafe fn gemm_avx2(g: &Gemm, out: &mut [u8]) {
+        let (job, w, rows) = (Job::new(g, out), g.w, g.rows);
         let vecs = w.n.div_ceil(8);
         let mut v0 = 0;
         while v0 < vecs {

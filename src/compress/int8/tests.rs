@@ -6,7 +6,7 @@
 use rand::{Rng, RngCore};
 
 use super::elementwise as ew;
-use super::gemm::{gemm, Adds, Epilogue, PackedW};
+use super::gemm::{gemm, Adds, Epilogue, Gemm, PackedW};
 use super::*;
 use crate::ops::Conv2dCfg;
 use crate::tensor::Tensor;
@@ -136,7 +136,15 @@ fn gemm_is_exact_on_every_isa() {
         let packed = PackedW::new(&w, n, k);
         for isa in Isa::available() {
             let mut got = vec![0u8; rows * n];
-            gemm(isa, &a, kp, rows, &packed, &epi, &adds, &mut got);
+            let g = Gemm {
+                a: &a,
+                lda: kp,
+                rows,
+                w: &packed,
+                epi: &epi,
+                adds: &adds,
+            };
+            gemm(isa, &g, &mut got);
             let terms = maps.len();
             assert_eq!(got, want, "{isa:?} k {k} n {n} rows {rows} terms {terms}");
         }
