@@ -304,24 +304,19 @@ impl QStep {
 /// range covers its parts' (it is their union), so no part is clipped; a part keeps its own
 /// where it is in two concats or where its parameters are inherited (a ReLU's, a pool's).
 fn share_concat_params(prog: &Program, params: &mut [QParams]) {
-    let requantised: Vec<Slot> = prog
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Conv { dst, .. } | Step::Sum { dst, .. } => Some(*dst),
-            _ => None,
-        })
-        .collect();
+    let mut requantised = vec![false; params.len()];
     let mut concats = vec![0usize; params.len()];
     for step in &prog.steps {
-        if let Step::Concat { srcs, .. } = step {
-            srcs.iter().for_each(|&s| concats[s] += 1);
+        match step {
+            Step::Conv { dst, .. } | Step::Sum { dst, .. } => requantised[*dst] = true,
+            Step::Concat { srcs, .. } => srcs.iter().for_each(|&s| concats[s] += 1),
+            _ => {}
         }
     }
     for step in &prog.steps {
         if let Step::Concat { srcs, dst } = step {
             for &s in srcs {
-                if concats[s] == 1 && requantised.contains(&s) {
+                if concats[s] == 1 && requantised[s] {
                     params[s] = params[*dst];
                 }
             }

@@ -1,7 +1,8 @@
 //! Running a [`QProgram`]: the batch split into chunks run in parallel (each chunk's maps stay
 //! in the core's cache), the input quantised to a channels-last uint8 map, each step on the
 //! int8 kernels as the program's [`Plan`](super::plan::Plan) says (ReLUs read only by depthwise
-//! convs done by them, node sums by the conv of their last term), slots freed after their last reader (their buffers kept for the next steps' maps), and the logits from the int8 head.
+//! convs done by them, node sums by the conv of their last term), slots freed after their last
+//! reader (their buffers kept for the next steps' maps), and the logits from the int8 head.
 
 use super::int8::map::recycle;
 use super::int8::{elementwise as ew, OutQ, QTensor};

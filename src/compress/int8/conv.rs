@@ -164,8 +164,8 @@ impl QConv {
 
     /// The patch of the output position whose window starts at `at` in the padded input into
     /// `row` (its [`PackedW::kp`] bytes) in `[ky][kx][c]` order (`taps` the input's
-    /// [`Padded::taps`]); the bytes
-    /// past the patch may be left with anything, since they meet zero weights.
+    /// [`Padded::taps`]); the bytes past the patch may be left with anything, since they meet
+    /// zero weights.
     fn gather(&self, pad: &Padded, taps: &[usize], at: usize, row: &mut [u8]) {
         let (c, k) = (self.cin, self.k);
         let run = k * c;
@@ -198,9 +198,9 @@ impl QConv {
 
     /// [`QConv::forward`] of `relu(x)` when `relu_in` (applied while the input is padded or
     /// gathered, so a ReLU whose only readers are depthwise or strided/padded convs costs no
-    /// pass of its own; a plain 1×1 conv takes a rectified copy), plus the maps `adds` in the epilogue (a
-    /// node's sum computed by the dense conv of its last term): `Σ_t s_t·(q_t − zp_t)`,
-    /// requantised with the conv's output once.
+    /// pass of its own; a plain 1×1 conv takes a rectified copy), plus the maps `adds` in the
+    /// epilogue (a node's sum computed by the dense conv of its last term):
+    /// `Σ_t s_t·(q_t − zp_t)`, requantised with the conv's output once.
     pub fn forward_fused(
         &self,
         isa: Isa,
@@ -220,7 +220,7 @@ impl QConv {
             ));
         }
         let epi = self.epilogue(x, out);
-        let terms = adds_of(adds, out);
+        let terms = Adds::of(adds, out);
         let mut y = buffer(n * oh * ow * self.cout);
         match &self.packed {
             Packed::Depthwise(_) if !adds.is_empty() => {
@@ -294,19 +294,4 @@ impl QConv {
             zp: out.zp,
         })
     }
-}
-
-/// The epilogue terms that add the maps `xs` in `out`'s units: `a_t = s_t/s_y` and the shift
-/// `−Σ_t a_t·zp_t`, as the unfused sum computes them.
-pub(super) fn adds_of<'a>(xs: &[&'a QTensor], out: OutQ) -> Adds<'a> {
-    let terms: Vec<(&[u8], f32)> = xs
-        .iter()
-        .map(|x| (&x.data[..], x.scale / out.scale))
-        .collect();
-    let shift = -terms
-        .iter()
-        .zip(xs)
-        .map(|(t, x)| t.1 * x.zp as f32)
-        .sum::<f32>();
-    Adds { terms, shift }
 }

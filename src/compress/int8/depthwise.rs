@@ -31,6 +31,8 @@ const WINDOW: usize = 128;
 /// four taps of a window into the four bytes of each lane (`vpdpbusd` then sums all four). On
 /// the other instruction sets every tap is its own group.
 struct Groups {
+    /// Taps packed by VBMI permutations (else single taps).
+    vbmi: bool,
     taps: Vec<Vec<usize>>,
     at: Vec<usize>,
     idx: Vec<[u8; 64]>,
@@ -70,6 +72,7 @@ impl Groups {
             .collect::<Vec<[u8; 64]>>();
         let narrow = idx.iter().flatten().all(|&b| b < 64);
         Groups {
+            vbmi,
             taps,
             at,
             idx,
@@ -79,9 +82,9 @@ impl Groups {
 
     /// Group `g`'s weights for channel `ch`: one i32 (a single tap), or its taps' int8 weights
     /// as the four bytes of one (VBMI).
-    fn weight(&self, g: usize, taps: &[i32], c: usize, ch: usize, vbmi: bool) -> i32 {
+    fn weight(&self, g: usize, taps: &[i32], c: usize, ch: usize) -> i32 {
         let w = |t: usize| taps[t * c + ch];
-        if !vbmi {
+        if !self.vbmi {
             return w(self.taps[g][0]);
         }
         let bytes = self.taps[g].iter().enumerate();
@@ -111,29 +114,18 @@ pub(super) fn depthwise(
     let vbmi = isa == Isa::Avx512Vbmi && conv.cfg.stride == 1;
     let taps_at = pad.taps(conv.k);
     let groups = Groups::new(&taps_at, conv.k, vbmi);
-    // Each lane's constants are its channel's, repeated every C lanes: tiled by whole-pixel
-    // copies (a lane-by-lane `j % C` would cost more than the convolution at batch 1).
-    let tile = |row: &mut [i32], per: &[i32]| {
-        row[..len]
-            .chunks_exact_mut(c)
-            .for_each(|px| px.copy_from_slice(per));
-    };
     let mut wexp = vec![0i32; groups.at.len() * lenp];
     for (g, row) in wexp.chunks_exact_mut(lenp).enumerate() {
-        let per: Vec<i32> = (0..c)
-            .map(|ch| groups.weight(g, taps, c, ch, vbmi))
-            .collect();
-        tile(row, &per);
+        let per: Vec<i32> = (0..c).map(|ch| groups.weight(g, taps, c, ch)).collect();
+        tile(&mut row[..len], &per);
     }
     let bias: Vec<i32> = (0..c)
         .map(|ch| epi.bias[ch] - zp * (0..kk).map(|t| taps[t * c + ch]).sum::<i32>())
         .collect();
     let mut bexp = vec![0i32; lenp];
-    tile(&mut bexp, &bias);
+    tile(&mut bexp[..len], &bias);
     let mut mexp = vec![0f32; lenp];
-    mexp[..len]
-        .chunks_exact_mut(c)
-        .for_each(|px| px.copy_from_slice(&epi.mult[..c]));
+    tile(&mut mexp[..len], &epi.mult[..c]);
     let lanes = Lanes {
         c,
         w: &wexp,
@@ -148,8 +140,15 @@ pub(super) fn depthwise(
         for (o, &t) in offs.iter_mut().zip(&groups.at) {
             *o = base + t;
         }
-        row(isa, vbmi, &pad.data, &offs, &groups, &lanes, yrow);
+        row(isa, &pad.data, &offs, &groups, &lanes, yrow);
     }
+}
+
+/// A channel's constants `per` repeated over the lanes of `row`, one whole-pixel copy each (a
+/// lane-by-lane `j % C` would cost more than the convolution at batch 1).
+fn tile<T: Copy>(row: &mut [T], per: &[T]) {
+    row.chunks_exact_mut(per.len())
+        .for_each(|px| px.copy_from_slice(per));
 }
 
 /// One output row's per-lane constants, each `lenp` long (the row rounded up to a block):
@@ -165,19 +164,11 @@ struct Lanes<'a> {
 }
 
 /// One output row `y` from the tap `groups` starting at `offs` in `data`: single taps, or
-/// when `vbmi` taps gathered by the groups' permutations.
-fn row(
-    isa: Isa,
-    vbmi: bool,
-    data: &[u8],
-    offs: &[usize],
-    groups: &Groups,
-    lanes: &Lanes,
-    y: &mut [u8],
-) {
+/// taps gathered by the groups' VBMI permutations.
+fn row(isa: Isa, data: &[u8], offs: &[usize], groups: &Groups, lanes: &Lanes, y: &mut [u8]) {
     let lenp = y.len().div_ceil(BLOCK) * BLOCK;
     // A vector's window starts at most 48 bytes into the row's last block.
-    let reach = if vbmi {
+    let reach = if groups.vbmi {
         lenp - BLOCK + 48 + WINDOW
     } else {
         lenp
@@ -194,7 +185,7 @@ fn row(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` names these only where the CPU has the features; the sizes
         // were checked above.
-        Isa::Avx512Vbmi if vbmi => unsafe { x86::row_vbmi(data, offs, groups, lanes, y) },
+        Isa::Avx512Vbmi if groups.vbmi => unsafe { x86::row_vbmi(data, offs, groups, lanes, y) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni | Isa::Avx512Vbmi => unsafe { x86::row_vnni(data, offs, lanes, y) },
         _ => row_plain(isa, data, offs, lanes, y),

@@ -4,6 +4,7 @@
 //! affine maps (a 256-entry table per channel), and the conversions at the program's two ends.
 
 use super::conv::out_len;
+use super::gemm::Adds;
 use super::isa::{for_each_isa, to_u8, Isa};
 use super::map::{buffer, OutQ, QTensor};
 use crate::error::{Error, Result};
@@ -96,13 +97,16 @@ pub fn sum(isa: Isa, xs: &[&QTensor], out: OutQ) -> Result<QTensor> {
 /// [`sum`] of maps of one shape into channels `off..off + C` of `y`, whose pixels have `ctot`
 /// channels: `to_u8(b + Σ_i a_i·q_i)` with `a_i = s_i/s_y` and `b = −Σ_i a_i·zp_i`.
 fn sum_into(isa: Isa, xs: &[&QTensor], out: OutQ, y: &mut [u8], ctot: usize, off: usize) {
-    let a: Vec<f32> = xs.iter().map(|x| x.scale / out.scale).collect();
-    let b = -xs
-        .iter()
-        .zip(&a)
-        .map(|(x, &a)| a * x.zp as f32)
-        .sum::<f32>();
-    mix(isa, xs, &a, (b, out.zp as i32, out.lo()), (ctot, off), y);
+    let adds = Adds::of(xs, out);
+    let a: Vec<f32> = adds.terms.iter().map(|t| t.1).collect();
+    mix(
+        isa,
+        xs,
+        &a,
+        (adds.shift, out.zp as i32, out.lo()),
+        (ctot, off),
+        y,
+    );
 }
 
 /// Each `x_i` requantised to `out` (copied when already in it), channels side by side.

@@ -22,6 +22,7 @@
 //! of its own.
 
 use super::isa::{requant, to_u8, Isa};
+use super::map::{OutQ, QTensor};
 
 /// Weights of `n` outputs over a reduction of `k`, in each kernel's layout.
 #[derive(Clone, Debug)]
@@ -85,7 +86,22 @@ pub struct Adds<'a> {
     pub shift: f32,
 }
 
-impl Adds<'_> {
+impl<'a> Adds<'a> {
+    /// The terms that add the maps `xs` in `out`'s units: `a_t = s_t/s_y`, and the shift
+    /// `−Σ_t a_t·zp_t` (the unfused sum's arithmetic, in the same order).
+    pub fn of(xs: &[&'a QTensor], out: OutQ) -> Adds<'a> {
+        let terms: Vec<(&[u8], f32)> = xs
+            .iter()
+            .map(|x| (&x.data[..], x.scale / out.scale))
+            .collect();
+        let shift = -terms
+            .iter()
+            .zip(xs)
+            .map(|(t, x)| t.1 * x.zp as f32)
+            .sum::<f32>();
+        Adds { terms, shift }
+    }
+
     /// The terms' rows `p0..p0 + rows` of `n` channels, for a block of output positions.
     pub fn rows(&self, p0: usize, rows: usize, n: usize) -> Adds<'_> {
         Adds {
